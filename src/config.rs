@@ -1,0 +1,220 @@
+//! Run parameters: the notebook's first cell, validated before anything is written.
+
+use std::fmt;
+use std::path::{Component, PathBuf};
+
+use chrono_tz::Tz;
+
+use crate::error::{Error, Result};
+
+/// Validated parameters of one run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Root of the usage log (one folder per ingestion hour).
+    pub input_root: PathBuf,
+    /// Folder that holds the output tables.
+    pub output_root: PathBuf,
+    /// Folder of the run checkpoint and the dedup state.
+    pub checkpoint_dir: PathBuf,
+    /// Time zone billing months are computed in.
+    pub billing_timezone: Tz,
+    /// Most input files one run takes; `None` takes all.
+    pub batch_cap: Option<usize>,
+    /// How far past its ingestion hour's end a record may be dated (meter clocks drift).
+    pub clock_skew_minutes: i64,
+}
+
+/// Parameters as the notebook's first cell gives them, before validation.
+#[derive(Debug, Clone)]
+pub struct Params<'a> {
+    /// See [`Config::input_root`].
+    pub input_root: &'a str,
+    /// See [`Config::output_root`].
+    pub output_root: &'a str,
+    /// See [`Config::checkpoint_dir`]; empty means `<output_root>/_checkpoint`.
+    pub checkpoint_location: &'a str,
+    /// IANA time zone name, e.g. `UTC` or `Europe/Berlin`.
+    pub billing_timezone: &'a str,
+    /// Most files per run; 0 means no cap.
+    pub batch_cap: i64,
+    /// See [`Config::clock_skew_minutes`].
+    pub clock_skew_minutes: i64,
+}
+
+impl Config {
+    /// Validates the parameters; writes nothing.
+    pub fn new(p: &Params<'_>) -> Result<Self> {
+        let input_root = absolute(p.input_root, "input_root")?;
+        if !input_root.is_dir() {
+            return Err(param(
+                "input_root",
+                format!("{} is not a folder", input_root.display()),
+            ));
+        }
+        let output_root = absolute(p.output_root, "output_root")?;
+        let checkpoint_dir = match p.checkpoint_location.trim() {
+            "" => output_root.join("_checkpoint"),
+            dir => absolute(dir, "checkpoint_location")?,
+        };
+        for (name, dir) in [
+            ("output_root", &output_root),
+            ("checkpoint_location", &checkpoint_dir),
+        ] {
+            if dir.starts_with(&input_root) || input_root.starts_with(dir) {
+                return Err(param(
+                    name,
+                    format!(
+                        "{} overlaps the input log {}",
+                        dir.display(),
+                        input_root.display()
+                    ),
+                ));
+            }
+        }
+        let billing_timezone: Tz = p.billing_timezone.parse().map_err(|_| {
+            param(
+                "billing_timezone",
+                format!("`{}` is not an IANA time zone", p.billing_timezone),
+            )
+        })?;
+        let batch_cap = match p.batch_cap {
+            0 => None,
+            n if n > 0 => Some(n as usize),
+            n => {
+                return Err(param(
+                    "batch_cap",
+                    format!("{n} is negative (0 means no cap)"),
+                ));
+            }
+        };
+        if !(0..=60).contains(&p.clock_skew_minutes) {
+            return Err(param(
+                "clock_skew_minutes",
+                "must be within 0..=60".to_owned(),
+            ));
+        }
+        Ok(Self {
+            input_root,
+            output_root,
+            checkpoint_dir,
+            billing_timezone,
+            batch_cap,
+            clock_skew_minutes: p.clock_skew_minutes,
+        })
+    }
+
+    /// Location of an output table.
+    pub fn table_path(&self, table: &str) -> PathBuf {
+        self.output_root.join(table)
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "input_root        {}", self.input_root.display())?;
+        writeln!(f, "output_root       {}", self.output_root.display())?;
+        writeln!(f, "checkpoint        {}", self.checkpoint_dir.display())?;
+        writeln!(f, "billing_timezone  {}", self.billing_timezone)?;
+        match self.batch_cap {
+            Some(cap) => writeln!(f, "batch_cap         {cap} files")?,
+            None => writeln!(f, "batch_cap         none")?,
+        }
+        write!(f, "clock_skew        {} min", self.clock_skew_minutes)
+    }
+}
+
+fn param(name: &'static str, reason: String) -> Error {
+    Error::Parameter { name, reason }
+}
+
+/// An absolute, normalized form of `path` that need not exist yet: existing ancestors are
+/// resolved (symlinks included), the rest is appended as written.
+fn absolute(path: &str, name: &'static str) -> Result<PathBuf> {
+    if path.trim().is_empty() {
+        return Err(param(name, "is empty".to_owned()));
+    }
+    let path = std::path::absolute(path).map_err(|e| param(name, e.to_string()))?;
+    let mut existing = path.as_path();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(file)) => {
+                rest.push(file.to_owned());
+                existing = parent;
+            }
+            _ => break,
+        }
+    }
+    let mut resolved = existing
+        .canonicalize()
+        .map_err(|e| param(name, format!("{}: {e}", existing.display())))?;
+    for part in rest.iter().rev() {
+        resolved.push(part);
+    }
+    if resolved
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+    {
+        return Err(param(
+            name,
+            format!("{} climbs out of a missing folder", resolved.display()),
+        ));
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn params<'a>(input: &'a str, output: &'a str) -> Params<'a> {
+        Params {
+            input_root: input,
+            output_root: output,
+            checkpoint_location: "",
+            billing_timezone: "UTC",
+            batch_cap: 0,
+            clock_skew_minutes: 5,
+        }
+    }
+
+    #[test]
+    fn rejects_bad_parameters_before_writing() -> std::io::Result<()> {
+        let dir = std::env::temp_dir().join(format!("aquabill-config-{}", std::process::id()));
+        let input = dir.join("log");
+        std::fs::create_dir_all(&input)?;
+        let (i, d) = (input.to_string_lossy(), dir.to_string_lossy());
+        let out = format!("{d}/out");
+        assert!(Config::new(&params(&i, &out)).is_ok());
+        let missing = format!("{d}/missing");
+        let inside = format!("{i}/out");
+        let cases = [
+            (params(&missing, &out), "input_root"),
+            (params(&i, &inside), "output_root"),
+            (
+                Params {
+                    billing_timezone: "Mars/Olympus",
+                    ..params(&i, &out)
+                },
+                "billing_timezone",
+            ),
+            (
+                Params {
+                    batch_cap: -1,
+                    ..params(&i, &out)
+                },
+                "batch_cap",
+            ),
+        ];
+        for (p, expected) in cases {
+            match Config::new(&p) {
+                Err(Error::Parameter { name, .. }) => assert_eq!(name, expected),
+                other => panic!("{expected}: expected a parameter error, got {other:?}"),
+            }
+        }
+        assert!(!Path::new(&out).exists(), "validation wrote nothing");
+        std::fs::remove_dir_all(&dir)
+    }
+}

@@ -1,0 +1,116 @@
+//! Watermark and dedup: which parsed records count, as Polars lazy queries.
+//!
+//! A record is *late* when it was recorded more than 7 days before its ingestion hour (or before
+//! the tables' watermark), *future* when it is dated after its ingestion hour's end plus the
+//! clock-skew tolerance. Of the rest, the first copy of each `(meter_id, recorded_at)` by
+//! ingestion order wins: copies already accepted by earlier runs (the dedup state) come first,
+//! then the batch in file and line order. A later copy with the same payload is a *duplicate*,
+//! one with another payload a *conflict*.
+
+use polars::prelude::*;
+
+use crate::hours::{HOUR_MICROS, WATERMARK_HOURS};
+
+/// Column holding each record's outcome.
+pub const OUTCOME: &str = "outcome";
+
+/// Outcomes, as stored in [`OUTCOME`].
+pub mod outcome {
+    /// Within the watermark (before dedup).
+    pub const IN_TIME: &str = "in_time";
+    /// Recorded too long before its ingestion hour or before the watermark.
+    pub const LATE: &str = "late";
+    /// Dated after its ingestion hour's end plus the clock-skew tolerance.
+    pub const FUTURE: &str = "future";
+    /// First copy of its reading: counted.
+    pub const ACCEPTED: &str = "accepted";
+    /// Later identical copy: dropped and counted.
+    pub const DUPLICATE: &str = "duplicate";
+    /// Later copy with another payload: quarantined.
+    pub const CONFLICT: &str = "conflict";
+}
+
+/// Adds [`OUTCOME`]: `late`, `future` or `in_time`, from each record's own ingestion hour and the
+/// watermark before the run (hour index).
+pub fn check_watermark(
+    records: LazyFrame,
+    watermark_before: Option<i64>,
+    skew_minutes: i64,
+) -> LazyFrame {
+    let own_limit = (col("ingest_hour") - lit(WATERMARK_HOURS)) * lit(HOUR_MICROS);
+    let earliest = match watermark_before {
+        Some(w) => {
+            let w = lit(w * HOUR_MICROS);
+            when(own_limit.clone().gt(w.clone()))
+                .then(own_limit)
+                .otherwise(w)
+        }
+        None => own_limit,
+    };
+    let latest =
+        (col("ingest_hour") + lit(1i64)) * lit(HOUR_MICROS) + lit(skew_minutes * 60_000_000);
+    records.with_column(
+        when(col("recorded_at").lt(earliest))
+            .then(lit(outcome::LATE))
+            .when(col("recorded_at").gt(latest))
+            .then(lit(outcome::FUTURE))
+            .otherwise(lit(outcome::IN_TIME))
+            .alias(OUTCOME),
+    )
+}
+
+/// Sets [`OUTCOME`] of in-time records to `accepted`, `duplicate` or `conflict`.
+///
+/// `prior` holds the readings earlier runs accepted for the recording hours the batch touches
+/// (`meter_id`, `recorded_at`, `customer_id`, `usage_ml`). The output has the in-time records
+/// with their outcome plus `first_customer_id` and `first_usage_ml`, the payload that won.
+pub fn classify(in_time: LazyFrame, prior: LazyFrame) -> PolarsResult<LazyFrame> {
+    let key = [col("meter_id"), col("recorded_at")];
+    let payload = [
+        col("meter_id"),
+        col("recorded_at"),
+        col("customer_id"),
+        col("usage_ml"),
+        col("seq"),
+    ];
+    let copies = concat(
+        [
+            prior
+                .with_column(lit(-1i64).cast(DataType::Int64).alias("seq"))
+                .select(payload.clone()),
+            in_time.clone().select(payload),
+        ],
+        UnionArgs::default(),
+    )?;
+    let first_seq = copies.clone().group_by(key.clone()).agg([col("seq").min()]);
+    let winners = first_seq
+        .join(
+            copies,
+            [col("meter_id"), col("recorded_at"), col("seq")],
+            [col("meter_id"), col("recorded_at"), col("seq")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .select([
+            col("meter_id"),
+            col("recorded_at"),
+            col("seq").alias("first_seq"),
+            col("customer_id").alias("first_customer_id"),
+            col("usage_ml").alias("first_usage_ml"),
+        ]);
+    Ok(in_time
+        .join(winners, key.clone(), key, JoinArgs::new(JoinType::Left))
+        .with_column(
+            when(col("seq").eq(col("first_seq")))
+                .then(lit(outcome::ACCEPTED))
+                .when(
+                    col("customer_id")
+                        .eq(col("first_customer_id"))
+                        .and(col("usage_ml").eq(col("first_usage_ml"))),
+                )
+                .then(lit(outcome::DUPLICATE))
+                .otherwise(lit(outcome::CONFLICT))
+                .alias(OUTCOME),
+        )
+        .drop(by_name(["first_seq"], true, false))
+        .sort(["seq"], SortMultipleOptions::default()))
+}

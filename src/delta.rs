@@ -1,0 +1,512 @@
+//! Delta tables: their schemas, reading hour partitions into Polars, and idempotent commits.
+//!
+//! This is the only module that talks to `deltalake`. Every commit carries the application
+//! transaction `(APP_ID, batch id)`; before committing, a table's last committed batch id is
+//! read back and a batch that already committed is skipped, so a rerun after a crash finishes
+//! exactly what is missing. Replacing partitions is one commit that removes the partitions'
+//! files and adds the new ones, so readers see either the old or the new hour, never a mix.
+//!
+//! Hours are Polars `Int64` hour indexes in memory and `YYYY-MM-DDTHH` strings in the tables.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::Schema as ArrowSchema;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, DataType, StructField, Transaction};
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableError};
+use futures::TryStreamExt as _;
+use object_store::ObjectStoreExt as _;
+use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+
+use crate::error::{Error, Result};
+use crate::hours::{format_hour, parse_hour};
+
+/// Application id of every transaction the pipeline commits.
+pub const APP_ID: &str = "aquabill";
+
+/// How a column is typed in Delta and in Polars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Delta `string`, Polars `String`.
+    Str,
+    /// Delta `long`, Polars `Int64`.
+    Long,
+    /// Delta `boolean`, Polars `Boolean`.
+    Bool,
+    /// Delta `string` `YYYY-MM-DDTHH` (UTC), Polars `Int64` hour index.
+    Hour,
+    /// Delta `timestamp` (UTC, µs), Polars `Int64` µs since the epoch.
+    Timestamp,
+}
+
+/// The fixed layout of one table.
+#[derive(Debug)]
+pub struct Spec {
+    /// Folder name under the output root (or checkpoint folder).
+    pub name: &'static str,
+    /// Columns in order; none is nullable.
+    pub columns: &'static [(&'static str, Kind)],
+    /// Partition column (of kind [`Kind::Hour`]), if any.
+    pub partition: Option<&'static str>,
+}
+
+/// `hourly_usage`: usage per customer and recording hour.
+pub const HOURLY_USAGE: Spec = Spec {
+    name: "hourly_usage",
+    columns: &[
+        ("customer_id", Kind::Str),
+        ("usage_hour", Kind::Hour),
+        ("usage_ml", Kind::Long),
+        ("reading_count", Kind::Long),
+        ("meter_count", Kind::Long),
+    ],
+    partition: Some("usage_hour"),
+};
+
+/// `cumulative_usage`: dense running total per customer over the billing month.
+pub const CUMULATIVE_USAGE: Spec = Spec {
+    name: "cumulative_usage",
+    columns: &[
+        ("customer_id", Kind::Str),
+        ("usage_hour", Kind::Hour),
+        ("billing_month", Kind::Str),
+        ("usage_ml", Kind::Long),
+        ("cumulative_ml", Kind::Long),
+        ("is_final", Kind::Bool),
+    ],
+    partition: Some("usage_hour"),
+};
+
+/// `quarantine`: every line or record kept out of the totals, with its reason.
+pub const QUARANTINE: Spec = Spec {
+    name: "quarantine",
+    columns: &[
+        ("batch_id", Kind::Long),
+        ("source_file", Kind::Str),
+        ("line_number", Kind::Long),
+        ("reason", Kind::Str),
+        ("detail", Kind::Str),
+        ("raw_line", Kind::Str),
+    ],
+    partition: None,
+};
+
+/// `run_metrics`: one row per run.
+pub const RUN_METRICS: Spec = Spec {
+    name: "run_metrics",
+    columns: &[
+        ("batch_id", Kind::Long),
+        ("started_at", Kind::Timestamp),
+        ("files", Kind::Long),
+        ("lines_read", Kind::Long),
+        ("accepted", Kind::Long),
+        ("duplicates", Kind::Long),
+        ("conflicts", Kind::Long),
+        ("late", Kind::Long),
+        ("future", Kind::Long),
+        ("malformed", Kind::Long),
+        ("hours_touched", Kind::Long),
+        ("watermark_hour", Kind::Str),
+        ("duration_ms", Kind::Long),
+    ],
+    partition: None,
+};
+
+/// The dedup state: readings accepted within the watermark, by recording hour.
+pub const DEDUP_STATE: Spec = Spec {
+    name: "dedup_state",
+    columns: &[
+        ("meter_id", Kind::Str),
+        ("recorded_at", Kind::Long),
+        ("customer_id", Kind::Str),
+        ("usage_ml", Kind::Long),
+        ("usage_hour", Kind::Hour),
+    ],
+    partition: Some("usage_hour"),
+};
+
+/// An open table.
+pub struct Table {
+    spec: &'static Spec,
+    table: DeltaTable,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The batch's change is in the table as this version.
+    Version(u64),
+    /// The batch had already committed to this table (a rerun); nothing was written.
+    AlreadyCommitted,
+    /// The batch had nothing to change in this table.
+    Nothing,
+}
+
+impl Table {
+    /// Opens the table in `dir`, creating it if it does not exist; fails if an existing table
+    /// has another layout.
+    pub async fn open_or_create(dir: &Path, spec: &'static Spec) -> Result<Self> {
+        let err = |e: DeltaTableError| Error::delta(spec.name, e);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let url = deltalake::ensure_table_uri(dir.to_string_lossy()).map_err(err)?;
+        let fields = spec.columns.iter().map(|&(name, kind)| {
+            let dtype = match kind {
+                Kind::Str | Kind::Hour => DataType::STRING,
+                Kind::Long => DataType::LONG,
+                Kind::Bool => DataType::BOOLEAN,
+                Kind::Timestamp => DataType::TIMESTAMP,
+            };
+            StructField::new(name, dtype, false)
+        });
+        let table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(err)?
+            .create()
+            .with_table_name(spec.name)
+            .with_columns(fields)
+            .with_partition_columns(spec.partition)
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(err)?;
+        let table = Self { spec, table };
+        table.check_layout()?;
+        Ok(table)
+    }
+
+    fn check_layout(&self) -> Result<()> {
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| Error::delta(self.spec.name, e))?;
+        let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+        let expected: Vec<String> = self.spec.partition.iter().map(|p| p.to_string()).collect();
+        let columns: Vec<String> = snapshot
+            .schema()
+            .fields()
+            .map(|f| f.name().clone())
+            .collect();
+        let expected_columns: Vec<String> =
+            self.spec.columns.iter().map(|c| c.0.to_owned()).collect();
+        if partitions != expected || columns != expected_columns {
+            return Err(Error::TableLayout {
+                table: self.spec.name.to_owned(),
+                reason: format!(
+                    "found columns {columns:?} partitioned by {partitions:?}, expected \
+                     {expected_columns:?} partitioned by {expected:?}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Current table version.
+    pub fn version(&self) -> Option<u64> {
+        self.table.version().and_then(|v| u64::try_from(v).ok())
+    }
+
+    /// The last batch id committed to this table.
+    pub async fn last_batch(&self) -> Result<Option<i64>> {
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(|e| Error::delta(self.spec.name, e))?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), APP_ID)
+            .await
+            .map_err(|e| Error::delta(self.spec.name, e))
+    }
+
+    /// Number of data files in the current version.
+    pub async fn file_count(&self) -> Result<usize> {
+        Ok(self.files().await?.len())
+    }
+
+    async fn files(&self) -> Result<Vec<deltalake::kernel::LogicalFileView>> {
+        self.table
+            .get_active_add_actions_by_partitions(&[])
+            .try_collect()
+            .await
+            .map_err(|e| Error::delta(self.spec.name, e))
+    }
+
+    /// Hour partitions present in the table.
+    pub async fn partitions(&self) -> Result<BTreeSet<i64>> {
+        let Some(part) = self.spec.partition else {
+            return Ok(BTreeSet::new());
+        };
+        Ok(self
+            .files()
+            .await?
+            .iter()
+            .filter_map(|f| partition_hour(f, part))
+            .collect())
+    }
+
+    /// Reads the rows of the hour partitions `hours` (all rows if the table is unpartitioned).
+    pub async fn read_hours(&self, hours: &BTreeSet<i64>) -> Result<DataFrame> {
+        let store = self.table.log_store().object_store(None);
+        let mut frames = Vec::new();
+        for file in self.files().await? {
+            let hour = match self.spec.partition {
+                Some(part) => match partition_hour(&file, part) {
+                    Some(h) if hours.contains(&h) => Some(h),
+                    _ => continue,
+                },
+                None => None,
+            };
+            let bytes = store
+                .get(&file.object_store_path())
+                .await
+                .map_err(|e| Error::delta(self.spec.name, e.into()))?
+                .bytes()
+                .await
+                .map_err(|e| Error::delta(self.spec.name, e.into()))?;
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .and_then(|b| b.build())
+                .map_err(|e| Error::delta(self.spec.name, e.into()))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| Error::delta(self.spec.name, e.into()))?;
+                frames.push(self.to_frame(&batch, hour)?);
+            }
+        }
+        let mut out = self.empty_frame()?;
+        for frame in frames {
+            out.vstack_mut(&frame)
+                .map_err(Error::polars("reading a table"))?;
+        }
+        Ok(out)
+    }
+
+    /// Commits batch `batch_id`: removes the files of the hour partitions in `replace` and adds
+    /// `rows` (which must lie in those partitions, or anywhere if `replace` is empty: an append).
+    pub async fn commit(
+        &mut self,
+        batch_id: i64,
+        rows: Option<&DataFrame>,
+        replace: &BTreeSet<i64>,
+    ) -> Result<Committed> {
+        let name = self.spec.name;
+        let err = |e: DeltaTableError| Error::delta(name, e);
+        self.table.update_state().await.map_err(err)?;
+        if self.last_batch().await?.is_some_and(|b| b >= batch_id) {
+            return Ok(Committed::AlreadyCommitted);
+        }
+        let mut actions = Vec::new();
+        if let Some(part) = self.spec.partition {
+            for file in self.files().await? {
+                if partition_hour(&file, part).is_some_and(|h| replace.contains(&h)) {
+                    actions.push(Action::Remove(file.remove_action(true)));
+                }
+            }
+        }
+        if let Some(rows) = rows.filter(|r| r.height() > 0) {
+            let mut writer = RecordBatchWriter::for_table(&self.table).map_err(err)?;
+            let batch = self.to_record_batch(rows, &writer.arrow_schema())?;
+            writer.write(batch).await.map_err(err)?;
+            actions.extend(
+                writer
+                    .flush()
+                    .await
+                    .map_err(err)?
+                    .into_iter()
+                    .map(Action::Add),
+            );
+        }
+        if actions.is_empty() {
+            return Ok(Committed::Nothing);
+        }
+        let predicate = (!replace.is_empty()).then(|| {
+            let hours: Vec<String> = replace
+                .iter()
+                .map(|&h| format!("'{}'", format_hour(h)))
+                .collect();
+            format!(
+                "{} IN ({})",
+                self.spec.partition.unwrap_or_default(),
+                hours.join(", ")
+            )
+        });
+        let operation = DeltaOperation::Write {
+            mode: if replace.is_empty() {
+                SaveMode::Append
+            } else {
+                SaveMode::Overwrite
+            },
+            partition_by: self.spec.partition.map(|p| vec![p.to_owned()]),
+            predicate,
+        };
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(APP_ID, batch_id));
+        let snapshot = self.table.snapshot().map_err(err)?;
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(err)?;
+        let version = finalized.version();
+        self.table.update_state().await.map_err(err)?;
+        Ok(Committed::Version(
+            u64::try_from(version).unwrap_or_default(),
+        ))
+    }
+
+    fn empty_frame(&self) -> Result<DataFrame> {
+        let columns = self
+            .spec
+            .columns
+            .iter()
+            .map(|&(name, kind)| match kind {
+                Kind::Str => Series::new(name.into(), Vec::<String>::new()).into_column(),
+                Kind::Bool => Series::new(name.into(), Vec::<bool>::new()).into_column(),
+                Kind::Long | Kind::Hour | Kind::Timestamp => {
+                    Series::new(name.into(), Vec::<i64>::new()).into_column()
+                }
+            })
+            .collect();
+        DataFrame::new(0, columns).map_err(Error::polars("reading a table"))
+    }
+
+    /// Polars columns from a parquet batch; the partition column comes from the file's path.
+    fn to_frame(&self, batch: &RecordBatch, hour: Option<i64>) -> Result<DataFrame> {
+        let n = batch.num_rows();
+        let mut columns: Vec<Column> = Vec::new();
+        for &(name, kind) in self.spec.columns {
+            if Some(name) == self.spec.partition {
+                columns.push(
+                    Series::new(name.into(), vec![hour.unwrap_or_default(); n]).into_column(),
+                );
+                continue;
+            }
+            let array = batch
+                .column_by_name(name)
+                .ok_or_else(|| self.arrow_err(format!("file lacks column {name}")))?;
+            let column = match kind {
+                Kind::Str => {
+                    let a = downcast::<StringArray>(array, name, self.spec.name)?;
+                    Series::new(
+                        name.into(),
+                        a.iter().map(|v| v.unwrap_or_default()).collect::<Vec<_>>(),
+                    )
+                }
+                Kind::Long => {
+                    let a = downcast::<Int64Array>(array, name, self.spec.name)?;
+                    Series::new(name.into(), a.values().to_vec())
+                }
+                Kind::Timestamp => {
+                    let a = downcast::<TimestampMicrosecondArray>(array, name, self.spec.name)?;
+                    Series::new(name.into(), a.values().to_vec())
+                }
+                Kind::Bool => {
+                    let a = downcast::<BooleanArray>(array, name, self.spec.name)?;
+                    Series::new(
+                        name.into(),
+                        a.iter().map(|v| v.unwrap_or_default()).collect::<Vec<_>>(),
+                    )
+                }
+                Kind::Hour => {
+                    let a = downcast::<StringArray>(array, name, self.spec.name)?;
+                    let hours: Option<Vec<i64>> =
+                        a.iter().map(|v| v.and_then(parse_hour)).collect();
+                    Series::new(
+                        name.into(),
+                        hours.ok_or_else(|| self.arrow_err(format!("bad hour in {name}")))?,
+                    )
+                }
+            };
+            columns.push(column.into_column());
+        }
+        DataFrame::new(n, columns).map_err(Error::polars("reading a table"))
+    }
+
+    /// An Arrow batch in the writer's schema from Polars columns.
+    fn to_record_batch(&self, rows: &DataFrame, schema: &ArrowSchema) -> Result<RecordBatch> {
+        let mut arrays: Vec<ArrayRef> = Vec::new();
+        for field in schema.fields() {
+            let name = field.name().as_str();
+            let kind = self
+                .spec
+                .columns
+                .iter()
+                .find(|c| c.0 == name)
+                .map(|c| c.1)
+                .ok_or_else(|| self.arrow_err(format!("table has unexpected column {name}")))?;
+            let column = rows
+                .column(name)
+                .map_err(Error::polars("writing a table"))?;
+            let array: ArrayRef = match kind {
+                Kind::Str => {
+                    let ca = column.str().map_err(Error::polars("writing a table"))?;
+                    Arc::new(
+                        ca.iter()
+                            .map(|v| Some(v.unwrap_or_default()))
+                            .collect::<StringArray>(),
+                    )
+                }
+                Kind::Hour => {
+                    let ca = column.i64().map_err(Error::polars("writing a table"))?;
+                    Arc::new(
+                        ca.iter()
+                            .map(|v| v.map(format_hour))
+                            .collect::<StringArray>(),
+                    )
+                }
+                Kind::Long => {
+                    let ca = column.i64().map_err(Error::polars("writing a table"))?;
+                    Arc::new(ca.iter().collect::<Int64Array>())
+                }
+                Kind::Timestamp => {
+                    let ca = column.i64().map_err(Error::polars("writing a table"))?;
+                    Arc::new(
+                        ca.iter()
+                            .collect::<TimestampMicrosecondArray>()
+                            .with_timezone("UTC"),
+                    )
+                }
+                Kind::Bool => {
+                    let ca = column.bool().map_err(Error::polars("writing a table"))?;
+                    Arc::new(ca.iter().collect::<BooleanArray>())
+                }
+            };
+            if array.null_count() > 0 {
+                return Err(self.arrow_err(format!("column {name} has nulls")));
+            }
+            arrays.push(array);
+        }
+        RecordBatch::try_new(Arc::new(schema.clone()), arrays)
+            .map_err(|e| self.arrow_err(e.to_string()))
+    }
+
+    fn arrow_err(&self, reason: String) -> Error {
+        Error::Arrow {
+            table: self.spec.name.to_owned(),
+            reason,
+        }
+    }
+}
+
+fn partition_hour(file: &deltalake::kernel::LogicalFileView, part: &str) -> Option<i64> {
+    file.partition_values_map()
+        .get(part)
+        .cloned()
+        .flatten()
+        .as_deref()
+        .and_then(parse_hour)
+}
+
+fn downcast<'a, T: 'static>(array: &'a ArrayRef, column: &str, table: &str) -> Result<&'a T> {
+    array
+        .as_any()
+        .downcast_ref::<T>()
+        .ok_or_else(|| Error::Arrow {
+            table: table.to_owned(),
+            reason: format!("column {column} has type {}", array.data_type()),
+        })
+}

@@ -1,0 +1,50 @@
+//! The hourly water-usage billing pipeline behind `notebooks/hourly_billing.ipynb`.
+//!
+//! Turns the meters' usage log (JSON Lines, one folder per ingestion hour) into Delta tables
+//! partitioned by recording hour: `hourly_usage` and `cumulative_usage` (the running total over
+//! the billing month, whose last hour is the bill), with every unusable line in `quarantine` and
+//! one row per run in `run_metrics`. See `docs/ARCHITECTURE.md` for the map of the code.
+//!
+//! The notebook drives one [`Run`] step by step:
+//!
+//! ```no_run
+//! # fn main() -> aquabill::Result<()> {
+//! use aquabill::{Config, Params, Run};
+//! let config = Config::new(&Params {
+//!     input_root: "data/sample",
+//!     output_root: "out/tables",
+//!     checkpoint_location: "",
+//!     billing_timezone: "UTC",
+//!     batch_cap: 0,
+//!     clock_skew_minutes: 5,
+//! })?;
+//! let mut run = Run::start(&config)?;
+//! run.parse()?;
+//! run.dedup()?;
+//! run.write_hourly()?;
+//! run.write_cumulative()?;
+//! println!("{}", run.finish()?);
+//! # Ok(())
+//! # }
+//! ```
+#![deny(missing_docs)]
+
+pub mod aggregate;
+pub mod checkpoint;
+pub mod config;
+pub mod dedup;
+pub mod delta;
+pub mod discover;
+mod error;
+pub mod ffi;
+pub mod hours;
+pub mod parse;
+pub mod report;
+pub mod run;
+
+pub use config::{Config, Params};
+pub use error::{Error, Result};
+pub use run::Run;
+
+/// Polars, as this crate compiles it, for ad-hoc queries in the notebook.
+pub use polars;

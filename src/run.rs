@@ -1,0 +1,509 @@
+//! One run of the pipeline, step by step, as the notebook drives it.
+//!
+//! [`Run::start`] plans the batch, then [`Run::parse`], [`Run::dedup`], [`Run::write_hourly`],
+//! [`Run::write_cumulative`] and [`Run::finish`] each do one step and return what they did. The
+//! order of the commits makes a crash at any point recoverable by simply running again: tables
+//! first (each skipped if it already holds the batch), the dedup state after them, the
+//! checkpoint last.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use polars::prelude::*;
+
+use crate::checkpoint::{Checkpoint, Plan, Store};
+use crate::config::Config;
+use crate::dedup::{self, OUTCOME, outcome};
+use crate::delta::{self, Committed, Table};
+use crate::discover;
+use crate::error::{Error, Result};
+use crate::hours::{WATERMARK_HOURS, billing_month, format_hour, month_start_hour};
+use crate::parse::{self, Quarantined, Reason};
+use crate::report::{DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
+
+/// State of a run between its steps.
+pub struct Run {
+    config: Config,
+    store: Store,
+    checkpoint: Checkpoint,
+    plan: Plan,
+    resumed: bool,
+    ignored: Vec<(String, &'static str)>,
+    started: Instant,
+    started_at_us: i64,
+    steps: Vec<(&'static str, u128)>,
+    parsed: Option<parse::Parsed>,
+    quarantined: Vec<Quarantined>,
+    accepted: Option<DataFrame>,
+    prior: Option<DataFrame>,
+    counts: Counts,
+    affected_hours: BTreeSet<i64>,
+    watermark_after: Option<i64>,
+    latest_ingest_after: Option<i64>,
+}
+
+/// Record counts of a run.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    /// Lines read.
+    pub lines_read: u64,
+    /// Records counted in the totals.
+    pub accepted: u64,
+    /// Identical later copies, dropped.
+    pub duplicates: u64,
+    /// Later copies with another payload, quarantined.
+    pub conflicts: u64,
+    /// Quarantined as late (or in a file behind the watermark).
+    pub late: u64,
+    /// Quarantined as future-dated.
+    pub future: u64,
+    /// Quarantined as malformed.
+    pub malformed: u64,
+}
+
+impl Counts {
+    /// Lines kept out of the totals.
+    pub fn quarantined(&self) -> u64 {
+        self.conflicts + self.late + self.future + self.malformed
+    }
+}
+
+fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", "", e))?;
+    Ok(rt.block_on(f))
+}
+
+impl Run {
+    /// Plans the batch: resumes the planned batch of a run that did not finish, or takes the
+    /// files no run committed yet (up to the batch cap).
+    pub fn start(config: &Config) -> Result<Self> {
+        let started = Instant::now();
+        let store = Store::new(&config.checkpoint_dir);
+        let checkpoint = store.load()?;
+        let (plan, resumed, ignored) = match store.load_plan(checkpoint.next_batch)? {
+            Some(plan) => (plan, true, Vec::new()),
+            None => {
+                let listing = discover::list_new_files(&config.input_root, &checkpoint)?;
+                let mut files = listing.new_files;
+                if let Some(cap) = config.batch_cap {
+                    files.truncate(cap);
+                }
+                let plan = Plan {
+                    batch_id: checkpoint.next_batch,
+                    watermark_before: checkpoint.watermark_hour,
+                    files,
+                };
+                if !plan.files.is_empty() {
+                    store.save_plan(&plan)?;
+                }
+                (plan, false, listing.ignored)
+            }
+        };
+        let latest_ingest_after = plan
+            .files
+            .iter()
+            .map(|f| f.ingest_hour)
+            .chain(checkpoint.latest_ingest_hour)
+            .max();
+        let watermark_after = latest_ingest_after
+            .map(|h| h - WATERMARK_HOURS)
+            .into_iter()
+            .chain(checkpoint.watermark_hour)
+            .max();
+        let mut run = Self {
+            config: config.clone(),
+            store,
+            checkpoint,
+            plan,
+            resumed,
+            ignored,
+            started,
+            started_at_us: chrono::Utc::now().timestamp_micros(),
+            steps: Vec::new(),
+            parsed: None,
+            quarantined: Vec::new(),
+            accepted: None,
+            prior: None,
+            counts: Counts::default(),
+            affected_hours: BTreeSet::new(),
+            watermark_after,
+            latest_ingest_after,
+        };
+        run.step_done("plan", started);
+        Ok(run)
+    }
+
+    /// What the run will process.
+    pub fn plan_report(&self) -> PlanReport {
+        PlanReport {
+            batch_id: self.plan.batch_id,
+            resumed: self.resumed,
+            files: self
+                .plan
+                .files
+                .iter()
+                .map(|f| (f.rel_path.clone(), f.size))
+                .collect(),
+            ignored: self.ignored.clone(),
+            watermark_before: self.plan.watermark_before.map(format_hour),
+        }
+    }
+
+    fn step_done(&mut self, step: &'static str, since: Instant) {
+        self.steps.push((step, since.elapsed().as_millis()));
+    }
+
+    /// Reads and parses the batch's files.
+    pub fn parse(&mut self) -> Result<ParseReport> {
+        let t = Instant::now();
+        let parsed = parse::parse_files(&self.plan.files, self.plan.watermark_before)?;
+        self.counts.lines_read = parsed.lines_read;
+        for q in &parsed.quarantined {
+            match q.reason {
+                Reason::FileBehindWatermark => self.counts.late += 1,
+                _ => self.counts.malformed += 1,
+            }
+        }
+        self.quarantined.extend(parsed.quarantined.iter().cloned());
+        let report = ParseReport::new(&parsed, self.plan.files.len());
+        self.parsed = Some(parsed);
+        self.step_done("parse", t);
+        Ok(report)
+    }
+
+    /// Applies the watermark and removes duplicates against the dedup state.
+    pub fn dedup(&mut self) -> Result<DedupReport> {
+        let t = Instant::now();
+        let records = match &self.parsed {
+            Some(p) => p.records.clone(),
+            None => return Err(Error::Accounting("dedup needs the parse step first".into())),
+        };
+        let err = Error::polars;
+        let checked = dedup::check_watermark(
+            records.lazy(),
+            self.plan.watermark_before,
+            self.config.clock_skew_minutes,
+        )
+        .collect()
+        .map_err(err("watermark"))?;
+        let by = |o: &str| {
+            checked
+                .clone()
+                .lazy()
+                .filter(col(OUTCOME).eq(lit(o)))
+                .collect()
+        };
+        let late = by(outcome::LATE).map_err(err("watermark"))?;
+        let future = by(outcome::FUTURE).map_err(err("watermark"))?;
+        let in_time = by(outcome::IN_TIME).map_err(err("watermark"))?;
+        self.quarantine_records(&late, Reason::Late)?;
+        self.quarantine_records(&future, Reason::Future)?;
+        self.counts.late += late.height() as u64;
+        self.counts.future += future.height() as u64;
+
+        let touched: BTreeSet<i64> = hour_set(&in_time, "usage_hour")?;
+        let state = self.open(&delta::DEDUP_STATE)?;
+        let prior = block_on(state.read_hours(&touched))??;
+        let query = dedup::classify(in_time.lazy(), prior.clone().lazy()).map_err(err("dedup"))?;
+        let plan = query.explain(true).unwrap_or_default();
+        let classified = query.collect().map_err(err("dedup"))?;
+        let only = |o: &str| {
+            classified
+                .clone()
+                .lazy()
+                .filter(col(OUTCOME).eq(lit(o)))
+                .collect()
+        };
+        let accepted = only(outcome::ACCEPTED).map_err(err("dedup"))?;
+        let conflicts = only(outcome::CONFLICT).map_err(err("dedup"))?;
+        self.counts.accepted = accepted.height() as u64;
+        self.counts.duplicates = only(outcome::DUPLICATE).map_err(err("dedup"))?.height() as u64;
+        self.counts.conflicts = conflicts.height() as u64;
+        self.quarantine_records(&conflicts, Reason::Conflict)?;
+        let c = self.counts;
+        if c.lines_read != c.accepted + c.duplicates + c.quarantined() {
+            return Err(Error::Accounting(format!(
+                "read {} lines but accepted {} + duplicates {} + quarantined {}",
+                c.lines_read,
+                c.accepted,
+                c.duplicates,
+                c.quarantined()
+            )));
+        }
+        self.affected_hours = hour_set(&accepted, "usage_hour")?;
+        self.accepted = Some(accepted);
+        self.prior = Some(prior);
+        self.step_done("dedup", t);
+        Ok(DedupReport {
+            counts: c,
+            hours_touched: self.affected_hours.len(),
+            prior_rows: self.prior.as_ref().map_or(0, DataFrame::height),
+            plan,
+        })
+    }
+
+    /// Quarantine rows for records that parsed but do not count.
+    fn quarantine_records(&mut self, rows: &DataFrame, reason: Reason) -> Result<()> {
+        let seq = rows
+            .column("seq")
+            .and_then(|c| c.i64().cloned())
+            .map_err(Error::polars("quarantine"))?;
+        let recorded = rows
+            .column("recorded_at")
+            .and_then(|c| c.i64().cloned())
+            .map_err(Error::polars("quarantine"))?;
+        for (seq, recorded) in seq.into_no_null_iter().zip(recorded.into_no_null_iter()) {
+            let when = chrono::DateTime::from_timestamp_micros(recorded)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default();
+            self.quarantined.push(Quarantined {
+                file: (seq >> 32) as usize,
+                line: (seq & 0xFFFF_FFFF) as u64,
+                reason,
+                detail: format!("recorded_at {when}"),
+                raw: String::new(),
+            });
+        }
+        Ok(())
+    }
+
+    fn open(&self, spec: &'static delta::Spec) -> Result<Table> {
+        let dir = if spec.name == delta::DEDUP_STATE.name {
+            self.config.checkpoint_dir.join(spec.name)
+        } else {
+            self.config.table_path(spec.name)
+        };
+        block_on(Table::open_or_create(&dir, spec))?
+    }
+
+    fn accepted(&self) -> Result<&DataFrame> {
+        self.accepted
+            .as_ref()
+            .ok_or_else(|| Error::Accounting("this step needs the dedup step first".into()))
+    }
+
+    /// Recomputes the hourly usage of every recording hour that got new readings and replaces
+    /// those partitions of `hourly_usage`.
+    pub fn write_hourly(&mut self) -> Result<TableReport> {
+        let t = Instant::now();
+        let accepted = self.accepted()?.clone();
+        let prior = self.prior.clone().unwrap_or_default();
+        let cols = [
+            col("meter_id"),
+            col("customer_id"),
+            col("usage_hour"),
+            col("usage_ml"),
+        ];
+        let hours: Vec<i64> = self.affected_hours.iter().copied().collect();
+        let hours = DataFrame::new(hours.len(), vec![Column::new("usage_hour".into(), hours)])
+            .map_err(Error::polars("hourly"))?;
+        // Earlier readings of the affected hours only: an hour that got nothing new keeps its row.
+        let earlier = prior.lazy().select(cols.clone()).semi_join(
+            hours.lazy(),
+            col("usage_hour"),
+            col("usage_hour"),
+        );
+        let readings = concat(
+            [earlier, accepted.lazy().select(cols)],
+            UnionArgs::default(),
+        )
+        .map_err(Error::polars("hourly"))?;
+        let rows = crate::aggregate::hourly_usage(readings)
+            .collect()
+            .map_err(Error::polars("hourly"))?;
+        let mut table = self.open(&delta::HOURLY_USAGE)?;
+        let committed =
+            block_on(table.commit(self.plan.batch_id, Some(&rows), &self.affected_hours))??;
+        self.step_done("hourly_usage", t);
+        Ok(TableReport::new(
+            "hourly_usage",
+            committed,
+            rows,
+            self.affected_hours.len(),
+        ))
+    }
+
+    /// Recomputes the running totals of every billing month that got new usage or had hours
+    /// cross the watermark, and replaces those months' partitions of `cumulative_usage`.
+    pub fn write_cumulative(&mut self) -> Result<TableReport> {
+        let t = Instant::now();
+        let tz = self.config.billing_timezone;
+        let mut months: BTreeSet<i64> = self
+            .affected_hours
+            .iter()
+            .map(|&h| month_start_hour(h, tz))
+            .collect();
+        if let (Some(before), Some(after)) = (self.plan.watermark_before, self.watermark_after) {
+            let mut h = before;
+            while h < after {
+                let start = month_start_hour(h, tz);
+                months.insert(start);
+                h = month_start_hour(start + 24 * 32, tz).max(h + 1);
+            }
+        }
+        let hourly = self.open(&delta::HOURLY_USAGE)?;
+        let hourly_partitions = block_on(hourly.partitions())??;
+        let mut cumulative = self.open(&delta::CUMULATIVE_USAGE)?;
+        let existing = block_on(cumulative.partitions())??;
+        let mut rows = DataFrame::empty();
+        let mut replace = BTreeSet::new();
+        for &start in &months {
+            let end = month_start_hour(start + 24 * 32, tz);
+            let in_month: BTreeSet<i64> = hourly_partitions.range(start..end).copied().collect();
+            let Some(&last) = in_month.last() else {
+                continue;
+            };
+            let usage = block_on(hourly.read_hours(&in_month))??;
+            let hours: Vec<i64> = (start..=last).collect();
+            let month = crate::aggregate::cumulative_usage(
+                usage.lazy(),
+                &hours,
+                &billing_month(start, tz),
+                self.watermark_after,
+            )
+            .and_then(LazyFrame::collect)
+            .map_err(Error::polars("cumulative"))?;
+            rows = if rows.height() == 0 {
+                month
+            } else {
+                rows.vstack(&month).map_err(Error::polars("cumulative"))?
+            };
+            replace.extend(hours);
+            replace.extend(existing.range(start..end));
+        }
+        let committed = block_on(cumulative.commit(self.plan.batch_id, Some(&rows), &replace))??;
+        self.step_done("cumulative_usage", t);
+        Ok(TableReport::new(
+            "cumulative_usage",
+            committed,
+            rows,
+            replace.len(),
+        ))
+    }
+
+    /// Writes the quarantine and the run's metrics, updates the dedup state and advances the
+    /// checkpoint.
+    pub fn finish(mut self) -> Result<RunMetrics> {
+        let t = Instant::now();
+        if self.plan.files.is_empty() {
+            return Ok(self.metrics(None));
+        }
+        fill_raw_lines(&mut self.quarantined, &self.plan)?;
+        let batch = self.plan.batch_id;
+        let quarantine = quarantine_frame(batch, &self.quarantined, &self.plan)?;
+        let mut table = self.open(&delta::QUARANTINE)?;
+        block_on(table.commit(batch, Some(&quarantine), &BTreeSet::new()))??;
+
+        let mut state = self.open(&delta::DEDUP_STATE)?;
+        let wm = self.watermark_after.unwrap_or(i64::MIN);
+        let keep = self
+            .accepted()?
+            .clone()
+            .lazy()
+            .filter(col("usage_hour").gt_eq(lit(wm)))
+            .select([
+                col("meter_id"),
+                col("recorded_at"),
+                col("customer_id"),
+                col("usage_ml"),
+                col("usage_hour"),
+            ])
+            .collect()
+            .map_err(Error::polars("dedup state"))?;
+        let pruned: BTreeSet<i64> = block_on(state.partitions())??
+            .into_iter()
+            .filter(|&h| h < wm)
+            .collect();
+        self.step_done("finish", t);
+        let metrics = self.metrics(None);
+        let mut table = self.open(&delta::RUN_METRICS)?;
+        block_on(table.commit(batch, Some(&metrics.frame()?), &BTreeSet::new()))??;
+        let state_commit = block_on(state.commit(batch, Some(&keep), &pruned))??;
+
+        let mut checkpoint = self.checkpoint.clone();
+        for f in &self.plan.files {
+            checkpoint.files.insert(f.rel_path.clone(), f.size);
+        }
+        checkpoint.next_batch = batch + 1;
+        checkpoint.watermark_hour = self.watermark_after;
+        checkpoint.latest_ingest_hour = self.latest_ingest_after;
+        self.store.commit(&checkpoint)?;
+        Ok(self.metrics(Some(state_commit)))
+    }
+
+    fn metrics(&self, state: Option<Committed>) -> RunMetrics {
+        RunMetrics {
+            batch_id: self.plan.batch_id,
+            started_at_us: self.started_at_us,
+            files: self.plan.files.len() as u64,
+            counts: self.counts,
+            hours_touched: self.affected_hours.len() as u64,
+            watermark_hour: self.watermark_after.map(format_hour).unwrap_or_default(),
+            duration_ms: self.started.elapsed().as_millis() as i64,
+            steps: self.steps.clone(),
+            state,
+        }
+    }
+}
+
+fn hour_set(df: &DataFrame, column: &str) -> Result<BTreeSet<i64>> {
+    let c = df
+        .column(column)
+        .and_then(|c| c.i64().cloned())
+        .map_err(Error::polars("hours"))?;
+    Ok(c.into_no_null_iter().collect())
+}
+
+/// Fills in the raw text of quarantined records that parsed (late, future, conflicts).
+fn fill_raw_lines(quarantined: &mut [Quarantined], plan: &Plan) -> Result<()> {
+    let mut by_file: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
+    for (i, q) in quarantined.iter().enumerate() {
+        if q.raw.is_empty() {
+            by_file.entry(q.file).or_default().push(i);
+        }
+    }
+    for (file, indexes) in by_file {
+        let path = &plan.files[file].path;
+        let bytes = std::fs::read(path).map_err(|e| Error::io("reading", path, e))?;
+        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+        for i in indexes {
+            let q = &mut quarantined[i];
+            let line = lines.get(q.line as usize - 1).copied().unwrap_or_default();
+            q.raw = String::from_utf8_lossy(line).into_owned();
+        }
+    }
+    Ok(())
+}
+
+fn quarantine_frame(batch: i64, rows: &[Quarantined], plan: &Plan) -> Result<DataFrame> {
+    let n = rows.len();
+    let columns = vec![
+        Column::new("batch_id".into(), vec![batch; n]),
+        Column::new(
+            "source_file".into(),
+            rows.iter()
+                .map(|q| plan.files[q.file].rel_path.as_str())
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "line_number".into(),
+            rows.iter().map(|q| q.line as i64).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "reason".into(),
+            rows.iter().map(|q| q.reason.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "detail".into(),
+            rows.iter().map(|q| q.detail.as_str()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "raw_line".into(),
+            rows.iter().map(|q| q.raw.as_str()).collect::<Vec<_>>(),
+        ),
+    ];
+    DataFrame::new(n, columns).map_err(Error::polars("quarantine"))
+}
