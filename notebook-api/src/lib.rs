@@ -1,0 +1,188 @@
+//! What `notebooks/hourly_billing.ipynb` imports: one method per pipeline step.
+//!
+//! This crate has no dependencies so that the notebook kernel, which analyzes every crate a cell
+//! can see, starts in seconds. It calls the `aquabill` library through its C ABI (the library's
+//! `cdylib`, found through `LD_LIBRARY_PATH`, which `scripts/env.sh` sets) and hands back each
+//! step's report as text. Errors come back as [`StepError`], whose `Debug` form is the plain
+//! message, so a cell's `?` shows it as is.
+
+use std::ffi::{CStr, CString, c_char};
+use std::fmt;
+
+unsafe extern "C" {
+    fn aquabill_call(request: *const c_char) -> *mut c_char;
+    fn aquabill_free(answer: *mut c_char);
+}
+
+/// The notebook's parameters (its first cell).
+#[derive(Debug, Clone)]
+pub struct Params<'a> {
+    /// Root of the usage log.
+    pub input_root: &'a str,
+    /// Folder of the output tables.
+    pub output_root: &'a str,
+    /// Checkpoint folder; empty means `<output_root>/_checkpoint`.
+    pub checkpoint_location: &'a str,
+    /// IANA time zone of the billing months.
+    pub billing_timezone: &'a str,
+    /// Most files per run; 0 means no cap.
+    pub batch_cap: i64,
+    /// Clock-skew tolerance for future-dated records, minutes.
+    pub clock_skew_minutes: i64,
+}
+
+/// A configured pipeline; each method runs one step of a run.
+#[derive(Debug)]
+pub struct Pipeline {
+    session: u64,
+    settings: Report,
+}
+
+/// What a step did, as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report(pub String);
+
+/// A step failed; nothing after the failure point was committed.
+pub struct StepError(pub String);
+
+impl fmt::Debug for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StepError {}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Report {
+    /// Shows the report in a notebook (evcxr calls this for a cell's last expression).
+    pub fn evcxr_display(&self) {
+        println!(
+            "EVCXR_BEGIN_CONTENT text/plain\n{}\nEVCXR_END_CONTENT",
+            self.0
+        );
+    }
+}
+
+impl Pipeline {
+    /// Validates the parameters (nothing is written) and configures a pipeline.
+    pub fn new(p: &Params<'_>) -> Result<Self, StepError> {
+        let request = format!(
+            r#"{{"op":"configure","params":{{"input_root":{},"output_root":{},"checkpoint_location":{},"billing_timezone":{},"batch_cap":{},"clock_skew_minutes":{}}}}}"#,
+            json_string(p.input_root),
+            json_string(p.output_root),
+            json_string(p.checkpoint_location),
+            json_string(p.billing_timezone),
+            p.batch_cap,
+            p.clock_skew_minutes,
+        );
+        let (session, text) = call(&request)?;
+        Ok(Self {
+            session,
+            settings: Report(text),
+        })
+    }
+
+    /// The validated settings.
+    pub fn settings(&self) -> Report {
+        self.settings.clone()
+    }
+
+    fn step(&self, op: &str) -> Result<Report, StepError> {
+        let (_, text) = call(&format!(r#"{{"op":"{op}","session":{}}}"#, self.session))?;
+        Ok(Report(text))
+    }
+
+    /// Plans a run: the files no earlier run committed (or the unfinished run's files).
+    pub fn plan(&self) -> Result<Report, StepError> {
+        self.step("plan")
+    }
+
+    /// Reads and parses the planned files.
+    pub fn parse(&self) -> Result<Report, StepError> {
+        self.step("parse")
+    }
+
+    /// Applies the watermark and removes duplicates.
+    pub fn dedup(&self) -> Result<Report, StepError> {
+        self.step("dedup")
+    }
+
+    /// Updates `hourly_usage`.
+    pub fn write_hourly(&self) -> Result<Report, StepError> {
+        self.step("hourly")
+    }
+
+    /// Updates `cumulative_usage`.
+    pub fn write_cumulative(&self) -> Result<Report, StepError> {
+        self.step("cumulative")
+    }
+
+    /// Writes quarantine, metrics and dedup state, and advances the checkpoint.
+    pub fn finish(&self) -> Result<Report, StepError> {
+        self.step("finish")
+    }
+}
+
+/// Sends one request to the library; splits its `OK <session>` / `ERR` answer.
+fn call(request: &str) -> Result<(u64, String), StepError> {
+    let request =
+        CString::new(request).map_err(|_| StepError("a parameter contains NUL".into()))?;
+    // SAFETY: `request` is a valid NUL-terminated string for the duration of the call; the
+    // answer is a NUL-terminated string owned by the library until `aquabill_free`.
+    let answer = unsafe {
+        let raw = aquabill_call(request.as_ptr());
+        if raw.is_null() {
+            return Err(StepError("the pipeline library returned nothing".into()));
+        }
+        let text = CStr::from_ptr(raw).to_string_lossy().into_owned();
+        aquabill_free(raw);
+        text
+    };
+    let (head, body) = answer.split_once('\n').unwrap_or((answer.as_str(), ""));
+    match head.strip_prefix("OK ").and_then(|s| s.parse().ok()) {
+        Some(session) => Ok((session, body.to_owned())),
+        None => Err(StepError(body.to_owned())),
+    }
+}
+
+/// A JSON string literal of `s`.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_are_valid_json() {
+        assert_eq!(json_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(
+            json_string("line\nnext\u{1}é"),
+            "\"line\\u000anext\\u0001é\""
+        );
+    }
+}
