@@ -22,7 +22,9 @@ fn main() -> ExitCode {
     }
 }
 
-/// What one call wrote.
+/// What one call wrote. `retries` counts every retry copy written; those whose first copy
+/// arrived before the call's window (`retries_of_earlier_calls`) duplicate a record of an
+/// earlier window, not of this call's files.
 #[derive(Debug, Default)]
 struct Summary {
     folders: u64,
@@ -31,6 +33,7 @@ struct Summary {
     live: u64,
     replayed: u64,
     retries: u64,
+    retries_of_earlier_calls: u64,
     malformed: u64,
     out_of_order: u64,
     max_live_delay_secs: i64,
@@ -56,7 +59,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             fleet.records_ingested(sub, (sub + step).min(to), &mut records);
             records.sort_by_key(|r| (r.ingested_at, r.meter, r.recorded_at));
             if !records.is_empty() {
-                let text = render(&fleet, &records, &mut summary);
+                let text = render(&fleet, &records, start, &mut summary);
                 output::add_file(&folder, text.as_bytes())?;
                 summary.files += 1;
                 wrote_to_folder = true;
@@ -71,7 +74,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Renders one file's records and counts them into the summary.
-fn render(fleet: &Fleet, records: &[Record], summary: &mut Summary) -> String {
+fn render(fleet: &Fleet, records: &[Record], start: i64, summary: &mut Summary) -> String {
     let mut text = String::with_capacity(records.len() * 150);
     let mut latest_recorded = i64::MIN;
     for r in records {
@@ -87,7 +90,11 @@ fn render(fleet: &Fleet, records: &[Record], summary: &mut Summary) -> String {
                 summary.replayed += 1;
                 summary.max_replay_delay_secs = summary.max_replay_delay_secs.max(delay);
             }
-            Delivery::Retry => summary.retries += 1,
+            Delivery::Retry => {
+                summary.retries += 1;
+                // The first copy arrived before this call's window: written by an earlier call.
+                summary.retries_of_earlier_calls += u64::from(r.first_ingested_at < start);
+            }
         }
         summary.malformed += u64::from(r.damage.is_some());
         summary.out_of_order += u64::from(r.recorded_at < latest_recorded);
@@ -106,6 +113,7 @@ fn print_summary(args: &Args, s: &Summary) {
             "live": s.live,
             "replayed": s.replayed,
             "retries": s.retries,
+            "retries_of_earlier_calls": s.retries_of_earlier_calls,
             "malformed": s.malformed,
             "out_of_order": s.out_of_order,
             "max_live_delay_secs": s.max_live_delay_secs,

@@ -61,6 +61,8 @@ pub struct Record {
     pub recorded_at: i64,
     /// When the server received the record, Unix seconds.
     pub ingested_at: i64,
+    /// When the first copy of the reading was received (equals `ingested_at` but for retries).
+    pub first_ingested_at: i64,
     /// Water used in the interval, milliliters.
     pub usage_ml: u64,
     /// How the record was delivered.
@@ -216,13 +218,17 @@ impl Fleet {
         let retry_at = r
             .random_bool(self.duplicate_rate)
             .then(|| sent + r.random_range(RETRY_MIN_SECS..=RETRY_MAX_SECS));
-        let copies = [(sent, delivery), (retry_at.unwrap_or(i64::MIN), Delivery::Retry)];
+        let copies = [
+            (sent, delivery),
+            (retry_at.unwrap_or(i64::MIN), Delivery::Retry),
+        ];
         for (ingested_at, delivery) in copies {
             if (from..to).contains(&ingested_at) {
                 out.push(Record {
                     meter,
                     recorded_at,
                     ingested_at,
+                    first_ingested_at: sent,
                     usage_ml,
                     delivery,
                     damage: self.damage(meter, recorded_at, delivery),
@@ -237,7 +243,12 @@ impl Fleet {
             return None;
         }
         let copy = i64::from(delivery == Delivery::Retry);
-        let mut r = rng(self.seed, Stream::Damage, i64::from(meter), recorded_at * 2 + copy);
+        let mut r = rng(
+            self.seed,
+            Stream::Damage,
+            i64::from(meter),
+            recorded_at * 2 + copy,
+        );
         r.random_bool(self.malformed_rate)
             .then(|| DAMAGES[r.random_range(0..DAMAGES.len())])
     }

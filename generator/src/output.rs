@@ -113,7 +113,13 @@ mod tests {
 
     #[test]
     fn liters_keep_every_milliliter() {
-        for (ml, text) in [(0, "0"), (7, "0.007"), (1250, "1.25"), (3000, "3"), (12345, "12.345")] {
+        for (ml, text) in [
+            (0, "0"),
+            (7, "0.007"),
+            (1250, "1.25"),
+            (3000, "3"),
+            (12345, "12.345"),
+        ] {
             assert_eq!(liters(ml), text);
         }
     }
