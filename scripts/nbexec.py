@@ -1,0 +1,262 @@
+"""Executes a notebook on the evcxr Rust kernel cell by cell, and fails loudly.
+
+The tests use it to run the notebook with their own parameters, and `scripts/run-sample.sh`
+uses it to run the notebook on sample data. It loads the `.ipynb` JSON, replaces the values in
+the first code cell (typed `let` bindings), sends each code cell to the kernel through
+jupyter_client and stops at the first cell that fails: an `error` reply (compile error, abort
+after a panic), or anything on stderr (evcxr reports a top-level `?` error only there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import fcntl
+import json
+import os
+import queue
+import re
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jupyter_client.manager import KernelManager
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSI = re.compile(r'\x1b\[[0-9;]*m')
+LET = re.compile(r'^let\s+(?P<name>\w+)\s*:\s*(?P<type>[^=]+?)\s*=\s*(?P<value>.*?);\s*(?P<comment>//.*)?$')
+
+
+class CellError(Exception):
+    """A cell failed; the message names the cell and carries the kernel's error text."""
+
+
+@dataclass
+class CellResult:
+    """What one cell produced."""
+
+    index: int
+    seconds: float = 0.0
+    stdout: str = ''
+    stderr: str = ''
+    text: str = ''
+    outputs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rust_literal(value: object, rust_type: str) -> str:
+    """A Rust literal of `value` for a binding of type `rust_type`."""
+    if isinstance(value, bool):
+        if rust_type != 'bool':
+            raise ValueError(f'{value!r} is not a {rust_type}')
+        return 'true' if value else 'false'
+    if isinstance(value, int):
+        if rust_type not in ('i64', 'i32', 'u32', 'u64', 'usize', 'f64'):
+            raise ValueError(f'{value!r} is not a {rust_type}')
+        return f'{value}.0' if rust_type == 'f64' else str(value)
+    if isinstance(value, float):
+        if rust_type != 'f64':
+            raise ValueError(f'{value!r} is not a {rust_type}')
+        return repr(value)
+    if isinstance(value, (str, Path)):
+        if rust_type.replace(' ', '') not in ('&str', "&'staticstr", 'String'):
+            raise ValueError(f'{value!r} is not a {rust_type}')
+        text = ''.join(_escape(ch) for ch in str(value))
+        return f'"{text}"' if rust_type != 'String' else f'String::from("{text}")'
+    raise ValueError(f'cannot write {value!r} as Rust')
+
+
+def _escape(ch: str) -> str:
+    if ch in '\\"':
+        return '\\' + ch
+    if ch == '\n':
+        return '\\n'
+    if ch == '\r':
+        return '\\r'
+    if ch == '\t':
+        return '\\t'
+    if ord(ch) < 0x20 or ord(ch) == 0x7F:
+        return f'\\u{{{ord(ch):x}}}'
+    return ch
+
+
+def load_notebook(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text(encoding='utf-8'))
+
+
+def code_cells(nb: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c for c in nb['cells'] if c['cell_type'] == 'code']
+
+
+def source(cell: dict[str, Any]) -> str:
+    src = cell['source']
+    return src if isinstance(src, str) else ''.join(src)
+
+
+def with_parameters(nb: dict[str, Any], params: dict[str, object]) -> dict[str, Any]:
+    """A copy of `nb` whose first code cell binds `params` instead of its defaults."""
+    nb = copy.deepcopy(nb)
+    first = code_cells(nb)[0]
+    lines = source(first).splitlines()
+    unknown = set(params)
+    for i, line in enumerate(lines):
+        m = LET.match(line.strip())
+        if m and m['name'] in params:
+            value = rust_literal(params[m['name']], m['type'].strip())
+            lines[i] = f"let {m['name']}: {m['type'].strip()} = {value};"
+            unknown.discard(m['name'])
+    if unknown:
+        raise KeyError(f'not parameters of the notebook: {sorted(unknown)}')
+    first['source'] = '\n'.join(lines) + '\n'
+    return nb
+
+
+class Kernel:
+    """One evcxr kernel, started in `cwd`; at most one runs per EVCXR_TMPDIR at a time."""
+
+    def __init__(self, cwd: Path, startup_timeout: float = 900) -> None:
+        tmpdir = os.environ.get('EVCXR_TMPDIR')
+        if not tmpdir:
+            raise RuntimeError('EVCXR_TMPDIR is not set: source scripts/env.sh first')
+        Path(tmpdir).mkdir(parents=True, exist_ok=True)
+        self._lock = open(Path(tmpdir) / '.kernel.lock', 'w')
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        # The kernel's crate resolves its dependencies like the workspace does, so it reuses
+        # what `cargo build` compiled instead of picking newer versions.
+        shutil.copyfile(ROOT / 'Cargo.lock', Path(tmpdir) / 'Cargo.lock')
+        self.km = KernelManager(kernel_name='rust')
+        self.km.start_kernel(cwd=str(cwd), env=dict(os.environ))
+        self.kc = self.km.client()
+        self.kc.start_channels()
+        self.kc.wait_for_ready(timeout=startup_timeout)
+
+    def execute(self, code: str, index: int = 0, timeout: float = 1800) -> CellResult:
+        """Runs one cell; raises CellError if it fails."""
+        result = CellResult(index)
+        started = time.monotonic()
+        msg_id = self.kc.execute(code, store_history=True)
+        deadline = time.monotonic() + timeout
+        errors: list[str] = []
+        idle = False
+        while not idle:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CellError(f'cell {index} timed out after {timeout:.0f} s')
+            try:
+                msg = self.kc.get_iopub_msg(timeout=remaining)
+            except queue.Empty:
+                continue
+            if msg['parent_header'].get('msg_id') != msg_id:
+                continue
+            idle = self._collect(msg, result, errors)
+        reply = self.kc.get_shell_msg(timeout=60)
+        result.seconds = time.monotonic() - started
+        # evcxr may write stderr just after `idle`: drain briefly.
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            try:
+                msg = self.kc.get_iopub_msg(timeout=0.1)
+            except queue.Empty:
+                continue
+            if msg['parent_header'].get('msg_id') == msg_id:
+                self._collect(msg, result, errors)
+        if reply['content'].get('status') != 'ok' or errors:
+            raise CellError(f'cell {index} failed:\n' + '\n'.join(errors + [result.stderr]).strip())
+        if result.stderr.strip():
+            raise CellError(f'cell {index} wrote to stderr (an error):\n{result.stderr.strip()}')
+        return result
+
+    @staticmethod
+    def _collect(msg: dict[str, Any], result: CellResult, errors: list[str]) -> bool:
+        kind, content = msg['msg_type'], msg['content']
+        if kind == 'status':
+            return content.get('execution_state') == 'idle'
+        if kind == 'stream':
+            text = ANSI.sub('', content['text'])
+            if content['name'] == 'stderr':
+                result.stderr += text
+            else:
+                result.stdout += text
+            result.outputs.append({'output_type': 'stream', 'name': content['name'], 'text': text})
+        elif kind in ('execute_result', 'display_data'):
+            data = content.get('data', {})
+            result.text += data.get('text/plain', '')
+            out = {'output_type': kind, 'data': data, 'metadata': content.get('metadata', {})}
+            if kind == 'execute_result':
+                out['execution_count'] = content.get('execution_count')
+            result.outputs.append(out)
+        elif kind == 'error':
+            trace = ANSI.sub('', '\n'.join(content.get('traceback', [])))
+            errors.append(trace or content.get('evalue', ''))
+            result.outputs.append({'output_type': 'error', 'ename': content.get('ename', ''),
+                                   'evalue': ANSI.sub('', content.get('evalue', '')),
+                                   'traceback': [trace]})
+        return False
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+            self.km.shutdown_kernel(now=True)
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+
+
+def run_notebook(nb: dict[str, Any], kernel: Kernel, executed_path: Path | None = None
+                 ) -> list[CellResult]:
+    """Runs every code cell in order; saves the executed copy (also when a cell fails)."""
+    results: list[CellResult] = []
+    try:
+        for index, cell in enumerate(nb['cells']):
+            if cell['cell_type'] != 'code':
+                continue
+            cell['outputs'] = []
+            result = kernel.execute(source(cell), index)
+            cell['outputs'] = result.outputs
+            results.append(result)
+    except CellError as err:
+        cell['outputs'] = [{'output_type': 'error', 'ename': 'CellError', 'evalue': str(err),
+                            'traceback': [str(err)]}]
+        raise
+    finally:
+        if executed_path is not None:
+            executed_path.parent.mkdir(parents=True, exist_ok=True)
+            executed_path.write_text(json.dumps(nb, indent=1) + '\n', encoding='utf-8')
+    return results
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('notebook', type=Path)
+    parser.add_argument('executed', type=Path, help='where the executed copy is written')
+    parser.add_argument('-p', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
+                        help='replace a parameter (integers and true/false are typed)')
+    args = parser.parse_args()
+    params: dict[str, object] = {}
+    for name, value in args.p:
+        params[name] = (value == 'true') if value in ('true', 'false') else (
+            int(value) if re.fullmatch(r'-?\d+', value) else value)
+    nb = with_parameters(load_notebook(args.notebook), params)
+    begun = time.monotonic()
+    kernel = Kernel(cwd=args.notebook.resolve().parent)
+    try:
+        started = time.monotonic()
+        results = run_notebook(nb, kernel, args.executed)
+        for result in results:
+            sys.stdout.write(result.stdout + (result.text + '\n' if result.text else ''))
+        cells = ', '.join(f'{r.index}: {r.seconds:.1f}' for r in results)
+        print(f'executed {args.notebook} in {time.monotonic() - started:.1f} s '
+              f'(kernel start {started - begun:.1f} s; seconds per cell {cells}) '
+              f'-> {args.executed}')
+    except CellError as err:
+        print(err, file=sys.stderr)
+        return 1
+    finally:
+        kernel.shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
