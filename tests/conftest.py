@@ -1,0 +1,79 @@
+"""Shared fixtures: the generator binary, one evcxr kernel for the session, notebook runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import nbexec
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / 'notebooks' / 'hourly_billing.ipynb'
+
+
+@pytest.fixture(scope='session')
+def build_env() -> dict[str, str]:
+    """The environment scripts/env.sh sets up (shared build cache with the kernel)."""
+    for name in ('EVCXR_TMPDIR', 'CARGO_TARGET_DIR', 'CARGO_BUILD_TARGET', 'RUSTFLAGS'):
+        if not os.environ.get(name):
+            pytest.fail(f'{name} is not set: run the tests with scripts/test.sh '
+                        '(or source scripts/env.sh first)')
+    return dict(os.environ)
+
+
+@pytest.fixture(scope='session')
+def generator(build_env: dict[str, str]) -> Path:
+    """Path of the generator binary, built if needed."""
+    subprocess.run(['cargo', 'build', '--quiet', '-p', 'aquabill-gen'], cwd=ROOT, check=True,
+                   env=build_env)
+    path = (Path(build_env['CARGO_TARGET_DIR']) / build_env['CARGO_BUILD_TARGET'] / 'debug'
+            / 'aquabill-gen')
+    assert path.is_file(), path
+    return path
+
+
+Generate = Callable[..., dict]
+
+
+@pytest.fixture
+def generate(generator: Path) -> Generate:
+    """Runs the generator; returns its JSON summary."""
+
+    def run(output: Path, start: str, end: str, *args: str) -> dict:
+        proc = subprocess.run(
+            [str(generator), '--output', str(output), '--start-hour', start, '--end-hour', end,
+             '--json', *args],
+            check=True, capture_output=True, text=True)
+        return json.loads(proc.stdout)
+
+    return run
+
+
+@pytest.fixture(scope='session')
+def kernel(build_env: dict[str, str]) -> Iterator[nbexec.Kernel]:
+    """One evcxr kernel for the whole session: runs reuse its compiled dependencies."""
+    k = nbexec.Kernel(cwd=NOTEBOOK.parent)
+    yield k
+    k.shutdown()
+
+
+RunNotebook = Callable[..., list[nbexec.CellResult]]
+
+
+@pytest.fixture
+def run_notebook(kernel: nbexec.Kernel, tmp_path: Path) -> RunNotebook:
+    """Runs the notebook with the given parameters; keeps the executed copy in tmp_path."""
+    count = 0
+
+    def run(**params: object) -> list[nbexec.CellResult]:
+        nonlocal count
+        count += 1
+        nb = nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK), params)
+        return nbexec.run_notebook(nb, kernel, tmp_path / f'executed-{count}.ipynb')
+
+    return run
