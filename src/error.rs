@@ -64,6 +64,9 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The steps of a run were called out of order, or the notebook sent a malformed request.
+    #[error("{0}")]
+    Protocol(String),
     /// A run's own accounting does not add up; nothing after the check was committed.
     #[error("accounting check failed: {0}")]
     Accounting(String),

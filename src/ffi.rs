@@ -8,7 +8,7 @@
 //! Protocol: [`aquabill_call`] takes a JSON request `{"op": ..., "session": n, "params": {...}}`
 //! and returns `OK <session>\n<text>` or `ERR\n<message>`; the caller frees the answer with
 //! [`aquabill_free`]. A session keeps one configured pipeline and its run in flight between
-//! calls. Panics are caught and returned as errors.
+//! calls (`close` ends it). Panics are caught and returned as errors.
 
 use std::collections::BTreeMap;
 use std::ffi::{CStr, CString, c_char};
@@ -92,7 +92,7 @@ pub unsafe extern "C" fn aquabill_free(answer: *mut c_char) {
 
 fn handle(request: &[u8]) -> Result<(u64, String)> {
     let request: Request = serde_json::from_slice(request)
-        .map_err(|e| Error::Accounting(format!("bad request from the notebook: {e}")))?;
+        .map_err(|e| Error::Protocol(format!("bad request from the notebook: {e}")))?;
     let mut sessions = SESSIONS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -112,8 +112,12 @@ fn handle(request: &[u8]) -> Result<(u64, String)> {
         return Ok((id, text));
     }
     let id = request.session;
+    if request.op == "close" {
+        sessions.remove(&id);
+        return Ok((id, String::new()));
+    }
     let session = sessions.get_mut(&id).ok_or_else(|| missing("session"))?;
-    let no_run = || Error::Accounting("no run in progress: run the `plan` step first".to_owned());
+    let no_run = || Error::Protocol("no run in progress: run the `plan` step first".to_owned());
     let text = match request.op.as_str() {
         "plan" => {
             let run = Run::start(&session.config)?;
@@ -147,7 +151,7 @@ fn handle(request: &[u8]) -> Result<(u64, String)> {
             .to_string(),
         "finish" => session.run.take().ok_or_else(no_run)?.finish()?.to_string(),
         other => {
-            return Err(Error::Accounting(format!(
+            return Err(Error::Protocol(format!(
                 "unknown notebook operation `{other}`"
             )));
         }
@@ -156,5 +160,5 @@ fn handle(request: &[u8]) -> Result<(u64, String)> {
 }
 
 fn missing(what: &str) -> Error {
-    Error::Accounting(format!("the notebook's request lacks a valid {what}"))
+    Error::Protocol(format!("the notebook's request lacks a valid {what}"))
 }

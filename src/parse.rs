@@ -168,9 +168,10 @@ pub fn parse_files(files: &[PlannedFile], watermark_hour: Option<i64>) -> Result
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect()
-    });
+            .map(|h| h.join())
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .map_err(|_| Error::Protocol("a parser thread panicked; nothing was committed".to_owned()))?;
     let mut all = Columns::default();
     let mut quarantined = Vec::new();
     let mut lines_read = 0;
@@ -296,12 +297,12 @@ fn usage_ml(number: &str) -> Result<i64, (Reason, String)> {
             format!("usage_liters must be a number, got {number}"),
         ));
     }
-    if number.starts_with('-') {
+    if let Some(magnitude) = number.strip_prefix('-') {
         // `-0` and `-0.000` are zero, not negative.
-        if number[1..].bytes().any(|b| (b'1'..=b'9').contains(&b)) && !is_zero(&number[1..]) {
+        if !is_zero(magnitude) {
             return Err(bad("negative"));
         }
-        return usage_ml(&number[1..]);
+        return usage_ml(magnitude);
     }
     let (mantissa, exponent) = match number.find(['e', 'E']) {
         Some(i) => {
@@ -316,6 +317,9 @@ fn usage_ml(number: &str) -> Result<i64, (Reason, String)> {
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
     let digits = format!("{int}{frac}");
     let digits = digits.trim_start_matches('0');
+    if digits.is_empty() {
+        return Ok(0);
+    }
     // value = digits * 10^(exponent - frac.len()); in ml: times 10^3.
     let mut scale = exponent - frac.len() as i64 + 3;
     let mut digits = digits.to_owned();
@@ -325,9 +329,6 @@ fn usage_ml(number: &str) -> Result<i64, (Reason, String)> {
         }
         digits.pop();
         scale += 1;
-    }
-    if digits.is_empty() {
-        return Ok(0);
     }
     if digits.len() as i64 + scale > 18 {
         return Err(bad("too large"));
@@ -387,6 +388,9 @@ mod tests {
             ("1e3", 1_000_000),
             ("1.5E-2", 15),
             ("0.1", 100),
+            ("0e-99999", 0),
+            ("-0e5", 0),
+            ("1.5000e1", 15000),
             ("9007199254740.993", 9_007_199_254_740_993),
         ] {
             assert_eq!(usage_ml(text), Ok(ml), "{text}");

@@ -179,7 +179,7 @@ impl Run {
         let t = Instant::now();
         let records = match &self.parsed {
             Some(p) => p.records.clone(),
-            None => return Err(Error::Accounting("dedup needs the parse step first".into())),
+            None => return Err(Error::Protocol("dedup needs the parse step first".into())),
         };
         let err = Error::polars;
         let checked = dedup::check_watermark(
@@ -282,7 +282,7 @@ impl Run {
     fn accepted(&self) -> Result<&DataFrame> {
         self.accepted
             .as_ref()
-            .ok_or_else(|| Error::Accounting("this step needs the dedup step first".into()))
+            .ok_or_else(|| Error::Protocol("this step needs the dedup step first".into()))
     }
 
     /// Recomputes the hourly usage of every recording hour that got new readings and replaces
@@ -506,4 +506,185 @@ fn quarantine_frame(batch: i64, rows: &[Quarantined], plan: &Plan) -> Result<Dat
         ),
     ];
     DataFrame::new(n, columns).map_err(Error::polars("quarantine"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Params;
+
+    fn line(meter: &str, customer: &str, recorded: &str, liters: &str) -> String {
+        format!(
+            r#"{{"meter_id":"{meter}","customer_id":"{customer}","recorded_at":"2026-03-01T{recorded}:00Z","usage_liters":{liters},"ingested_at":"2026-03-01T07:00:00Z"}}"#
+        )
+    }
+
+    fn add_file(root: &Path, folder: &str, name: &str, lines: &[String]) -> std::io::Result<()> {
+        let dir = root.join(format!("ingest_hour={folder}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join(name), lines.join("\n") + "\n")
+    }
+
+    fn run_once(config: &Config) -> Result<RunMetrics> {
+        let mut run = Run::start(config)?;
+        run.parse()?;
+        run.dedup()?;
+        run.write_hourly()?;
+        run.write_cumulative()?;
+        run.finish()
+    }
+
+    /// `(customer, hour) -> [columns...]` of a table, for comparisons.
+    fn table(
+        config: &Config,
+        spec: &'static delta::Spec,
+        values: &[&str],
+    ) -> Result<BTreeMap<(String, String), Vec<i64>>> {
+        let t = block_on(Table::open_or_create(&config.table_path(spec.name), spec))??;
+        let hours = block_on(t.partitions())??;
+        let df = block_on(t.read_hours(&hours))??;
+        let customers = df
+            .column("customer_id")
+            .and_then(|c| c.str().cloned())
+            .map_err(Error::polars("test"))?;
+        let hour_col = df
+            .column("usage_hour")
+            .and_then(|c| c.i64().cloned())
+            .map_err(Error::polars("test"))?;
+        let mut out = BTreeMap::new();
+        for i in 0..df.height() {
+            let mut row = Vec::new();
+            for v in values {
+                let c = df.column(v).map_err(Error::polars("test"))?;
+                row.push(match c.bool() {
+                    Ok(b) => i64::from(b.get(i).unwrap_or_default()),
+                    Err(_) => c
+                        .i64()
+                        .map_err(Error::polars("test"))?
+                        .get(i)
+                        .unwrap_or_default(),
+                });
+            }
+            let key = (
+                customers.get(i).unwrap_or_default().to_owned(),
+                format_hour(hour_col.get(i).unwrap_or_default()),
+            );
+            assert!(
+                out.insert(key, row).is_none(),
+                "one row per customer and hour"
+            );
+        }
+        Ok(out)
+    }
+
+    fn key(customer: &str, hour: &str) -> (String, String) {
+        (customer.to_owned(), format!("2026-03-01T{hour}"))
+    }
+
+    /// A hand-worked log: two runs, a duplicate, a malformed line, a conflict, a late reading.
+    #[test]
+    fn hand_worked_runs() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("aquabill-run-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let log = dir.join("log");
+        add_file(
+            &log,
+            "2026-03-01T06",
+            "a.jsonl",
+            &[
+                line("M1", "C1", "05:10", "1.5"),
+                line("M2", "C1", "05:20", "0.25"),
+                line("M1", "C1", "06:05", "2"),
+                line("M1", "C1", "05:10", "1.5"),
+                "not json".to_owned(),
+                line("M3", "C2", "06:10", "0.001"),
+            ],
+        )
+        .map_err(|e| Error::io("writing", &log, e))?;
+        let (log_s, out_s) = (
+            log.to_string_lossy().into_owned(),
+            dir.join("out").to_string_lossy().into_owned(),
+        );
+        let config = Config::new(&Params {
+            input_root: &log_s,
+            output_root: &out_s,
+            checkpoint_location: "",
+            billing_timezone: "UTC",
+            batch_cap: 0,
+            clock_skew_minutes: 5,
+        })?;
+
+        let m = run_once(&config)?;
+        let c = m.counts;
+        assert_eq!(
+            (c.lines_read, c.accepted, c.duplicates, c.malformed),
+            (6, 4, 1, 1)
+        );
+        let hourly = table(
+            &config,
+            &delta::HOURLY_USAGE,
+            &["usage_ml", "reading_count", "meter_count"],
+        )?;
+        assert_eq!(
+            hourly,
+            BTreeMap::from([
+                (key("C1", "05"), vec![1750, 2, 2]),
+                (key("C1", "06"), vec![2000, 1, 1]),
+                (key("C2", "06"), vec![1, 1, 1]),
+            ])
+        );
+        let cumulative = table(
+            &config,
+            &delta::CUMULATIVE_USAGE,
+            &["usage_ml", "cumulative_ml"],
+        )?;
+        assert_eq!(
+            cumulative.len(),
+            2 * 7,
+            "two customers, hours 00 through 06"
+        );
+        assert_eq!(cumulative[&key("C1", "04")], vec![0, 0]);
+        assert_eq!(cumulative[&key("C1", "05")], vec![1750, 1750]);
+        assert_eq!(cumulative[&key("C1", "06")], vec![2000, 3750]);
+        assert_eq!(cumulative[&key("C2", "05")], vec![0, 0]);
+        assert_eq!(cumulative[&key("C2", "06")], vec![1, 1]);
+
+        // Nothing new: nothing changes.
+        assert_eq!(run_once(&config)?.files, 0);
+
+        // A conflicting copy of M1's 05:10 reading, a new reading for 06, one 8 days late.
+        add_file(&log, "2026-03-01T07", "b.jsonl", &[
+            line("M1", "C1", "05:10", "9"),
+            line("M2", "C1", "06:30", "1"),
+            r#"{"meter_id":"M2","customer_id":"C1","recorded_at":"2026-02-21T06:30:00Z","usage_liters":1,"ingested_at":"x"}"#.to_owned(),
+        ])
+        .map_err(|e| Error::io("writing", &log, e))?;
+        let c = run_once(&config)?.counts;
+        assert_eq!(
+            (c.lines_read, c.accepted, c.conflicts, c.late),
+            (3, 1, 1, 1)
+        );
+        let hourly = table(
+            &config,
+            &delta::HOURLY_USAGE,
+            &["usage_ml", "reading_count", "meter_count"],
+        )?;
+        assert_eq!(
+            hourly[&key("C1", "05")],
+            vec![1750, 2, 2],
+            "the first copy wins"
+        );
+        assert_eq!(hourly[&key("C1", "06")], vec![3000, 2, 2]);
+        let cumulative = table(
+            &config,
+            &delta::CUMULATIVE_USAGE,
+            &["cumulative_ml", "is_final"],
+        )?;
+        assert_eq!(cumulative[&key("C1", "06")], vec![4750, 0]);
+        assert_eq!(cumulative.len(), 2 * 7);
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+    }
 }

@@ -135,6 +135,14 @@ impl Pipeline {
     }
 }
 
+impl Drop for Pipeline {
+    /// Frees the run state the library keeps for this pipeline.
+    fn drop(&mut self) {
+        // Nothing useful can be done about a failure here; the session is simply left behind.
+        let _ = self.step("close");
+    }
+}
+
 /// Sends one request to the library; splits its `OK <session>` / `ERR` answer.
 fn call(request: &str) -> Result<(u64, String), StepError> {
     let request =
