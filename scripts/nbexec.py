@@ -152,6 +152,9 @@ class Kernel:
                 continue
             idle = self._collect(msg, result, errors)
         reply = self.kc.get_shell_msg(timeout=60)
+        while reply['parent_header'].get('msg_id') != msg_id:
+            # A reply to an earlier request (the start-up kernel_info): not this cell's.
+            reply = self.kc.get_shell_msg(timeout=60)
         result.seconds = time.monotonic() - started
         # evcxr may write stderr just after `idle`: drain briefly.
         end = time.monotonic() + 0.3
@@ -163,7 +166,9 @@ class Kernel:
             if msg['parent_header'].get('msg_id') == msg_id:
                 self._collect(msg, result, errors)
         if reply['content'].get('status') != 'ok' or errors:
-            raise CellError(f'cell {index} failed:\n' + '\n'.join(errors + [result.stderr]).strip())
+            detail = '\n'.join(errors + [result.stderr]).strip()
+            raise CellError(f'cell {index} failed:\n'
+                            + (detail or f'the kernel replied {reply["content"]} without details'))
         if result.stderr.strip():
             raise CellError(f'cell {index} wrote to stderr (an error):\n{result.stderr.strip()}')
         return result

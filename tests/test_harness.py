@@ -11,7 +11,7 @@ from conftest import NOTEBOOK, RunNotebook
 
 
 def test_parameter_error_names_the_cell(tmp_path: Path, run_notebook: RunNotebook) -> None:
-    with pytest.raises(nbexec.CellError, match=r'cell \d+ .*input_root') as err:
+    with pytest.raises(nbexec.CellError, match=r'(?s)cell \d+ .*input_root') as err:
         run_notebook(input_root=str(tmp_path / 'missing'), output_root=str(tmp_path / 'out'))
     assert 'is not a folder' in str(err.value)
     assert not (tmp_path / 'out').exists(), 'nothing is written before validation'
