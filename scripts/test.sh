@@ -10,5 +10,7 @@ cargo fmt --all -- --check
 # keep exactly the features the notebook kernel compiles them with (and are shared with it).
 cargo test -p aquabill
 cargo test -p aquabill-gen
+# The facade's tests link the library's shared object, which `cargo test` does not build.
+cargo build -p aquabill --lib
 cargo test -p aquabill-notebook
 .venv/bin/python -m pytest "$@"

@@ -24,7 +24,8 @@ pub struct Config {
     pub clock_skew_minutes: i64,
 }
 
-/// Parameters as the notebook's first cell gives them, before validation.
+/// Parameters as the notebook's first cell gives them, before validation. The notebook facade
+/// (`aquabill-notebook`) has a copy of this struct and sends it through `ffi`.
 #[derive(Debug, Clone)]
 pub struct Params<'a> {
     /// See [`Config::input_root`].

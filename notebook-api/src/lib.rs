@@ -14,7 +14,8 @@ unsafe extern "C" {
     fn aquabill_free(answer: *mut c_char);
 }
 
-/// The notebook's parameters (its first cell).
+/// The notebook's parameters (its first cell). Mirrors `aquabill::Params`, which this crate
+/// cannot import without giving up its point (having no dependencies).
 #[derive(Debug, Clone)]
 pub struct Params<'a> {
     /// Root of the usage log.
