@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . scripts/env.sh
 cargo fmt --all -- --check
+cargo clippy --quiet --workspace --all-targets -- -D warnings
 # The library and the generator are tested one at a time so that the library's dependencies
 # keep exactly the features the notebook kernel compiles them with (and are shared with it).
 cargo test -p aquabill

@@ -209,7 +209,7 @@ impl Table {
 
     /// Current table version.
     pub fn version(&self) -> Option<u64> {
-        self.table.version().and_then(|v| u64::try_from(v).ok())
+        self.table.version()
     }
 
     /// The last batch id committed to this table.
@@ -353,9 +353,7 @@ impl Table {
             .map_err(err)?;
         let version = finalized.version();
         self.table.update_state().await.map_err(err)?;
-        Ok(Committed::Version(
-            u64::try_from(version).unwrap_or_default(),
-        ))
+        Ok(Committed::Version(version))
     }
 
     fn empty_frame(&self) -> Result<DataFrame> {
