@@ -23,25 +23,31 @@ pub fn hourly_usage(readings: LazyFrame) -> LazyFrame {
         )
 }
 
-/// The dense running total of one billing month.
+/// The dense running total of part of one billing month, continuing from stored totals.
 ///
-/// `hourly` holds the month's hourly usage (`customer_id`, `usage_hour`, `usage_ml`); `hours` is
-/// every hour of the month from its first hour through the latest hour with data. Every customer
-/// with usage in the month gets a row for every hour (0 where none) with `cumulative_ml`, the
-/// total from the month's first hour through that hour, and `is_final`, true for hours that end
-/// at or before `watermark_hour`.
+/// `hourly` holds the hourly usage (`customer_id`, `usage_hour`, `usage_ml`) of `hours`, a run of
+/// consecutive hours of the month; `base` holds each customer's total before the first of them
+/// (`customer_id`, `base_ml`; empty when `hours` starts the month). Every customer in either gets
+/// a row for every hour (usage 0 where none) with `cumulative_ml = base_ml + ` the usage so far,
+/// that is `total(h) = total(h-1) + usage(h)`, and `is_final`, true for hours that end at or
+/// before `watermark_hour`.
 pub fn cumulative_usage(
     hourly: LazyFrame,
+    base: LazyFrame,
     hours: &[i64],
     billing_month: &str,
     watermark_hour: Option<i64>,
 ) -> PolarsResult<LazyFrame> {
     let hours = DataFrame::new(hours.len(), vec![Column::new("usage_hour".into(), hours)])?;
+    let customers = concat(
+        [
+            hourly.clone().select([col("customer_id")]),
+            base.clone().select([col("customer_id")]),
+        ],
+        UnionArgs::default(),
+    )?
+    .unique(None, UniqueKeepStrategy::Any);
     // A cross join written as an equi-join on a constant keeps Polars' feature set small.
-    let customers = hourly
-        .clone()
-        .select([col("customer_id")])
-        .unique(None, UniqueKeepStrategy::Any);
     let grid = customers.with_column(lit(1i32).alias("grid")).join(
         hours.lazy().with_column(lit(1i32).alias("grid")),
         [col("grid")],
@@ -61,13 +67,22 @@ pub fn cumulative_usage(
             key,
             JoinArgs::new(JoinType::Left),
         )
-        .with_column(col("usage_ml").fill_null(lit(0i64)))
+        .join(
+            base.select([col("customer_id"), col("base_ml")]),
+            [col("customer_id")],
+            [col("customer_id")],
+            JoinArgs::new(JoinType::Left),
+        )
+        .with_columns([
+            col("usage_ml").fill_null(lit(0i64)),
+            col("base_ml").fill_null(lit(0i64)),
+        ])
         .sort(
             ["customer_id", "usage_hour"],
             SortMultipleOptions::default(),
         )
         .with_columns([
-            running_total.alias("cumulative_ml"),
+            (col("base_ml") + running_total).alias("cumulative_ml"),
             lit(billing_month).alias("billing_month"),
             is_final.alias("is_final"),
         ])

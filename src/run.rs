@@ -6,7 +6,7 @@
 //! first (each skipped if it already holds the batch), the dedup state after them, the
 //! checkpoint last.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use polars::prelude::*;
@@ -326,60 +326,128 @@ impl Run {
         ))
     }
 
-    /// Recomputes the running totals of every billing month that got new usage or had hours
-    /// cross the watermark, and replaces those months' partitions of `cumulative_usage`.
+    /// Updates `cumulative_usage` from the earliest changed hour of each billing month on (the
+    /// first hour that got new usage, or the first hour new to the month). Totals continue from
+    /// the stored total of the hour before; customers new to the month also get zero rows from
+    /// the month's first hour. Hours the watermark passed are rewritten as final.
     pub fn write_cumulative(&mut self) -> Result<TableReport> {
         let t = Instant::now();
         let tz = self.config.billing_timezone;
-        let mut months: BTreeSet<i64> = self
-            .affected_hours
-            .iter()
-            .map(|&h| month_start_hour(h, tz))
-            .collect();
-        if let (Some(before), Some(after)) = (self.plan.watermark_before, self.watermark_after) {
-            let mut h = before;
-            while h < after {
-                let start = month_start_hour(h, tz);
-                months.insert(start);
-                h = month_start_hour(start + 24 * 32, tz).max(h + 1);
-            }
-        }
         let hourly = self.open(&delta::HOURLY_USAGE)?;
         let hourly_partitions = block_on(hourly.partitions())??;
         let mut cumulative = self.open(&delta::CUMULATIVE_USAGE)?;
         let existing = block_on(cumulative.partitions())??;
-        let mut rows = DataFrame::empty();
+        // Earliest changed hour per month (keyed by the month's first hour).
+        let mut changed: BTreeMap<i64, i64> = BTreeMap::new();
+        let mut note = |hour: i64| {
+            let start = month_start_hour(hour, tz);
+            let e = changed.entry(start).or_insert(hour);
+            *e = (*e).min(hour);
+        };
+        self.affected_hours.iter().copied().for_each(&mut note);
+        let mut rows = Vec::new();
         let mut replace = BTreeSet::new();
-        for &start in &months {
+        for (&start, &first_changed) in &changed {
             let end = month_start_hour(start + 24 * 32, tz);
-            let in_month: BTreeSet<i64> = hourly_partitions.range(start..end).copied().collect();
-            let Some(&last) = in_month.last() else {
+            let Some(&last) = hourly_partitions.range(start..end).next_back() else {
                 continue;
             };
-            let usage = block_on(hourly.read_hours(&in_month))??;
-            let hours: Vec<i64> = (start..=last).collect();
-            let month = crate::aggregate::cumulative_usage(
-                usage.lazy(),
+            // Hours the month had no rows for yet are new too.
+            let next_new = existing
+                .range(start..end)
+                .next_back()
+                .map_or(start, |h| h + 1);
+            let from = first_changed.min(next_new).max(start);
+            if from > last {
+                continue;
+            }
+            let month = billing_month(start, tz);
+            let hours: Vec<i64> = (from..=last).collect();
+            let usage = block_on(hourly.read_hours(&hours.iter().copied().collect()))??;
+            let base = if from > start {
+                let before = block_on(cumulative.read_hours(&BTreeSet::from([from - 1])))??;
+                before
+                    .lazy()
+                    .select([col("customer_id"), col("cumulative_ml").alias("base_ml")])
+            } else {
+                empty_base()?
+            };
+            let wm = self.watermark_after;
+            let part = crate::aggregate::cumulative_usage(
+                usage.clone().lazy(),
+                base.clone(),
                 &hours,
-                &billing_month(start, tz),
-                self.watermark_after,
+                &month,
+                wm,
             )
             .and_then(LazyFrame::collect)
             .map_err(Error::polars("cumulative"))?;
-            rows = if rows.height() == 0 {
-                month
-            } else {
-                rows.vstack(&month).map_err(Error::polars("cumulative"))?
-            };
+            rows.push(part);
+            if from > start {
+                // Customers new to the month: zero rows from its first hour.
+                let newcomers = usage
+                    .lazy()
+                    .select([col("customer_id")])
+                    .unique(None, UniqueKeepStrategy::Any)
+                    .anti_join(base, col("customer_id"), col("customer_id"))
+                    .with_column(lit(0i64).cast(DataType::Int64).alias("base_ml"));
+                let earlier: Vec<i64> = (start..from).collect();
+                let no_usage = DataFrame::new(
+                    0,
+                    vec![
+                        Column::new("customer_id".into(), Vec::<String>::new()),
+                        Column::new("usage_hour".into(), Vec::<i64>::new()),
+                        Column::new("usage_ml".into(), Vec::<i64>::new()),
+                    ],
+                )
+                .map_err(Error::polars("cumulative"))?;
+                let zeros = crate::aggregate::cumulative_usage(
+                    no_usage.lazy(),
+                    newcomers,
+                    &earlier,
+                    &month,
+                    wm,
+                )
+                .and_then(LazyFrame::collect)
+                .map_err(Error::polars("cumulative"))?;
+                rows.push(zeros);
+            }
             replace.extend(hours);
-            replace.extend(existing.range(start..end));
         }
-        let committed = block_on(cumulative.commit(self.plan.batch_id, Some(&rows), &replace))??;
+        // Hours the watermark passed in this run and not recomputed above: same totals, now final.
+        if let (Some(before), Some(after)) = (self.plan.watermark_before, self.watermark_after) {
+            let flipped: BTreeSet<i64> = existing
+                .range(before..after)
+                .filter(|h| !replace.contains(*h))
+                .copied()
+                .collect();
+            if !flipped.is_empty() {
+                let rows_before = block_on(cumulative.read_hours(&flipped))??;
+                let is_final = (col("usage_hour") + lit(1i64)).lt_eq(lit(after));
+                rows.push(
+                    rows_before
+                        .lazy()
+                        .with_column(is_final.alias("is_final"))
+                        .collect()
+                        .map_err(Error::polars("cumulative"))?,
+                );
+                replace.extend(flipped);
+            }
+        }
+        let mut all = DataFrame::empty();
+        for part in rows.into_iter().filter(|p| p.height() > 0) {
+            all = if all.height() == 0 {
+                part
+            } else {
+                all.vstack(&part).map_err(Error::polars("cumulative"))?
+            };
+        }
+        let committed = block_on(cumulative.commit(self.plan.batch_id, Some(&all), &replace))??;
         self.step_done("cumulative_usage", t);
         Ok(TableReport::new(
             "cumulative_usage",
             committed,
-            rows,
+            all,
             replace.len(),
         ))
     }
@@ -447,6 +515,17 @@ impl Run {
             state,
         }
     }
+}
+
+/// An empty `(customer_id, base_ml)` frame: no totals before the month's first hour.
+fn empty_base() -> Result<LazyFrame> {
+    let columns = vec![
+        Column::new("customer_id".into(), Vec::<String>::new()),
+        Column::new("base_ml".into(), Vec::<i64>::new()),
+    ];
+    Ok(DataFrame::new(0, columns)
+        .map_err(Error::polars("cumulative"))?
+        .lazy())
 }
 
 fn hour_set(df: &DataFrame, column: &str) -> Result<BTreeSet<i64>> {
@@ -685,6 +764,33 @@ mod tests {
         )?;
         assert_eq!(cumulative[&key("C1", "06")], vec![4750, 0]);
         assert_eq!(cumulative.len(), 2 * 7);
+
+        // A new customer two hours later: every customer gets rows up to 08, the newcomer zero
+        // rows from the month's first hour, and earlier totals carry forward.
+        add_file(
+            &log,
+            "2026-03-01T09",
+            "c.jsonl",
+            &[line("M9", "C3", "08:30", "0.75")],
+        )
+        .map_err(|e| Error::io("writing", &log, e))?;
+        assert_eq!(run_once(&config)?.counts.accepted, 1);
+        let cumulative = table(
+            &config,
+            &delta::CUMULATIVE_USAGE,
+            &["usage_ml", "cumulative_ml"],
+        )?;
+        assert_eq!(
+            cumulative.len(),
+            3 * 9,
+            "three customers, hours 00 through 08"
+        );
+        assert_eq!(cumulative[&key("C1", "07")], vec![0, 4750]);
+        assert_eq!(cumulative[&key("C1", "08")], vec![0, 4750]);
+        assert_eq!(cumulative[&key("C2", "08")], vec![0, 1]);
+        assert_eq!(cumulative[&key("C3", "00")], vec![0, 0]);
+        assert_eq!(cumulative[&key("C3", "07")], vec![0, 0]);
+        assert_eq!(cumulative[&key("C3", "08")], vec![750, 750]);
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
     }
 }
