@@ -116,6 +116,12 @@ pub const RUN_METRICS: Spec = Spec {
         ("hours_touched", Kind::Long),
         ("watermark_hour", Kind::Str),
         ("duration_ms", Kind::Long),
+        ("plan_ms", Kind::Long),
+        ("parse_ms", Kind::Long),
+        ("dedup_ms", Kind::Long),
+        ("hourly_usage_ms", Kind::Long),
+        ("cumulative_usage_ms", Kind::Long),
+        ("finish_ms", Kind::Long),
     ],
     partition: None,
 };

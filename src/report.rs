@@ -237,6 +237,15 @@ impl RunMetrics {
     pub fn frame(&self) -> Result<DataFrame> {
         let c = &self.counts;
         let long = |name: &str, v: u64| Column::new(name.into(), [v as i64]);
+        let step = |name: &str| {
+            let ms = self
+                .steps
+                .iter()
+                .filter(|s| s.0 == name)
+                .map(|s| s.1)
+                .sum::<u128>();
+            Column::new(format!("{name}_ms").into(), [ms as i64])
+        };
         DataFrame::new(
             1,
             vec![
@@ -253,6 +262,12 @@ impl RunMetrics {
                 long("hours_touched", self.hours_touched),
                 Column::new("watermark_hour".into(), [self.watermark_hour.as_str()]),
                 Column::new("duration_ms".into(), [self.duration_ms]),
+                step("plan"),
+                step("parse"),
+                step("dedup"),
+                step("hourly_usage"),
+                step("cumulative_usage"),
+                step("finish"),
             ],
         )
         .map_err(Error::polars("run metrics"))

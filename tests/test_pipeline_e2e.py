@@ -58,7 +58,13 @@ def test_incremental_runs_match_recomputation(tmp_path: Path, generate: Generate
     exp = recompute(log)
     assert_tables_match(out, exp)
     assert totals(out)['lines_read'] == exp.lines
-    assert len(rows(out / 'run_metrics')) == 3
+    metrics = rows(out / 'run_metrics')
+    assert len(metrics) == 3
+    steps = ('plan_ms', 'parse_ms', 'dedup_ms', 'hourly_usage_ms', 'cumulative_usage_ms',
+             'finish_ms')
+    for m in metrics:
+        assert all(m[s] >= 0 for s in steps)
+        assert m['duration_ms'] >= sum(m[s] for s in steps)
 
     # Nothing new: nothing changes.
     versions = {t: DeltaTable(str(out / t)).version()
