@@ -114,6 +114,7 @@ pub const RUN_METRICS: Spec = Spec {
         ("future", Kind::Long),
         ("malformed", Kind::Long),
         ("hours_touched", Kind::Long),
+        ("state_rows_read", Kind::Long),
         ("watermark_hour", Kind::Str),
         ("duration_ms", Kind::Long),
         ("plan_ms", Kind::Long),

@@ -222,6 +222,8 @@ pub struct RunMetrics {
     pub counts: Counts,
     /// Recording hours that got new readings.
     pub hours_touched: u64,
+    /// Dedup-state rows read (earlier readings of the recording hours the batch touched).
+    pub state_rows_read: u64,
     /// Watermark after the run.
     pub watermark_hour: String,
     /// Wall time so far.
@@ -260,6 +262,7 @@ impl RunMetrics {
                 long("future", c.future),
                 long("malformed", c.malformed),
                 long("hours_touched", self.hours_touched),
+                long("state_rows_read", self.state_rows_read),
                 Column::new("watermark_hour".into(), [self.watermark_hour.as_str()]),
                 Column::new("duration_ms".into(), [self.duration_ms]),
                 step("plan"),

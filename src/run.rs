@@ -509,6 +509,7 @@ impl Run {
             files: self.plan.files.len() as u64,
             counts: self.counts,
             hours_touched: self.affected_hours.len() as u64,
+            state_rows_read: self.prior.as_ref().map_or(0, |p| p.height() as u64),
             watermark_hour: self.watermark_after.map(format_hour).unwrap_or_default(),
             duration_ms: self.started.elapsed().as_millis() as i64,
             steps: self.steps.clone(),
