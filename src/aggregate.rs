@@ -23,6 +23,57 @@ pub fn hourly_usage(readings: LazyFrame) -> LazyFrame {
         )
 }
 
+/// The hourly rows after adding newly accepted readings to the stored ones.
+///
+/// `stored` holds the table's rows of the affected hours, `accepted` the new readings
+/// (`customer_id`, `meter_id`, `usage_hour`, `usage_ml`), `prior` the readings accepted earlier
+/// from the same meters in the same hours (the dedup state's rows the batch read). Usage and
+/// reading counts add up; a meter counts towards `meter_count` only if it had no earlier reading
+/// for that customer and hour.
+pub fn add_to_hourly(
+    stored: LazyFrame,
+    accepted: LazyFrame,
+    prior: LazyFrame,
+) -> PolarsResult<LazyFrame> {
+    let slot = [col("customer_id"), col("usage_hour"), col("meter_id")];
+    let seen = prior
+        .select(slot.clone())
+        .unique(None, UniqueKeepStrategy::Any);
+    let new_meters = accepted
+        .clone()
+        .select(slot.clone())
+        .unique(None, UniqueKeepStrategy::Any)
+        .join(seen, slot.clone(), slot, JoinArgs::new(JoinType::Anti))
+        .group_by([col("customer_id"), col("usage_hour")])
+        .agg([len().cast(DataType::Int64).alias("meter_count")]);
+    let key = [col("customer_id"), col("usage_hour")];
+    let added = hourly_usage(accepted)
+        .drop(by_name(["meter_count"], true, false))
+        .join(new_meters, key.clone(), key, JoinArgs::new(JoinType::Left))
+        .with_column(col("meter_count").fill_null(lit(0i64)));
+    let columns = [
+        col("customer_id"),
+        col("usage_hour"),
+        col("usage_ml"),
+        col("reading_count"),
+        col("meter_count"),
+    ];
+    Ok(concat(
+        [stored.select(columns.clone()), added.select(columns)],
+        UnionArgs::default(),
+    )?
+    .group_by([col("customer_id"), col("usage_hour")])
+    .agg([
+        col("usage_ml").sum(),
+        col("reading_count").sum(),
+        col("meter_count").sum(),
+    ])
+    .sort(
+        ["usage_hour", "customer_id"],
+        SortMultipleOptions::default(),
+    ))
+}
+
 /// The dense running total of part of one billing month, continuing from stored totals.
 ///
 /// `hourly` holds the hourly usage (`customer_id`, `usage_hour`, `usage_ml`) of `hours`, a run of

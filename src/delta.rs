@@ -8,7 +8,7 @@
 //!
 //! Hours are Polars `Int64` hour indexes in memory and `YYYY-MM-DDTHH` strings in the tables.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,6 +19,8 @@ use deltalake::arrow::datatypes::Schema as ArrowSchema;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, DataType, StructField, Transaction};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError};
@@ -56,6 +58,8 @@ pub struct Spec {
     pub columns: &'static [(&'static str, Kind)],
     /// Partition column (of kind [`Kind::Hour`]), if any.
     pub partition: Option<&'static str>,
+    /// Rows per parquet row group, where readers skip row groups by their statistics.
+    pub row_group_rows: Option<usize>,
 }
 
 /// `hourly_usage`: usage per customer and recording hour.
@@ -69,6 +73,7 @@ pub const HOURLY_USAGE: Spec = Spec {
         ("meter_count", Kind::Long),
     ],
     partition: Some("usage_hour"),
+    row_group_rows: None,
 };
 
 /// `cumulative_usage`: dense running total per customer over the billing month.
@@ -83,6 +88,7 @@ pub const CUMULATIVE_USAGE: Spec = Spec {
         ("is_final", Kind::Bool),
     ],
     partition: Some("usage_hour"),
+    row_group_rows: None,
 };
 
 /// `quarantine`: every line or record kept out of the totals, with its reason.
@@ -97,6 +103,7 @@ pub const QUARANTINE: Spec = Spec {
         ("raw_line", Kind::Str),
     ],
     partition: None,
+    row_group_rows: None,
 };
 
 /// `run_metrics`: one row per run.
@@ -125,6 +132,7 @@ pub const RUN_METRICS: Spec = Spec {
         ("finish_ms", Kind::Long),
     ],
     partition: None,
+    row_group_rows: None,
 };
 
 /// The dedup state: readings accepted within the watermark, by recording hour.
@@ -138,6 +146,8 @@ pub const DEDUP_STATE: Spec = Spec {
         ("usage_hour", Kind::Hour),
     ],
     partition: Some("usage_hour"),
+    // Files are sorted by meter: a run reading a few meters' readings decodes a few row groups.
+    row_group_rows: Some(8192),
 };
 
 /// An open table.
@@ -259,15 +269,40 @@ impl Table {
 
     /// Reads the rows of the hour partitions `hours` (all rows if the table is unpartitioned).
     pub async fn read_hours(&self, hours: &BTreeSet<i64>) -> Result<DataFrame> {
+        let all: BTreeMap<i64, Option<&BTreeSet<String>>> =
+            hours.iter().map(|&h| (h, None)).collect();
+        self.read(&all, "").await
+    }
+
+    /// Reads the rows of the hour partitions in `keys` whose `column` may hold one of that
+    /// hour's keys: row groups whose min/max statistics rule out every key are not decoded, so
+    /// the result is the matching rows plus at most their row groups' neighbors.
+    pub async fn read_hours_matching(
+        &self,
+        column: &str,
+        keys: &BTreeMap<i64, BTreeSet<String>>,
+    ) -> Result<DataFrame> {
+        let keys: BTreeMap<i64, Option<&BTreeSet<String>>> =
+            keys.iter().map(|(&h, k)| (h, Some(k))).collect();
+        self.read(&keys, column).await
+    }
+
+    async fn read(
+        &self,
+        hours: &BTreeMap<i64, Option<&BTreeSet<String>>>,
+        column: &str,
+    ) -> Result<DataFrame> {
         let store = self.table.log_store().object_store(None);
         let mut frames = Vec::new();
         for file in self.files().await? {
-            let hour = match self.spec.partition {
-                Some(part) => match partition_hour(&file, part) {
-                    Some(h) if hours.contains(&h) => Some(h),
-                    _ => continue,
-                },
-                None => None,
+            let (hour, keys) = match self.spec.partition {
+                Some(part) => {
+                    match partition_hour(&file, part).and_then(|h| hours.get(&h).map(|k| (h, *k))) {
+                        Some((h, keys)) => (Some(h), keys),
+                        None => continue,
+                    }
+                }
+                None => (None, None),
             };
             let bytes = store
                 .get(&file.object_store_path())
@@ -276,8 +311,17 @@ impl Table {
                 .bytes()
                 .await
                 .map_err(|e| Error::delta(self.spec.name, e.into()))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| b.build())
+            let builder = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                .map_err(|e| Error::delta(self.spec.name, e.into()))?;
+            let builder = match keys {
+                Some(keys) => {
+                    let groups = matching_row_groups(builder.metadata(), column, keys);
+                    builder.with_row_groups(groups)
+                }
+                None => builder,
+            };
+            let reader = builder
+                .build()
                 .map_err(|e| Error::delta(self.spec.name, e.into()))?;
             for batch in reader {
                 let batch = batch.map_err(|e| Error::delta(self.spec.name, e.into()))?;
@@ -316,6 +360,14 @@ impl Table {
         }
         if let Some(rows) = rows.filter(|r| r.height() > 0) {
             let mut writer = RecordBatchWriter::for_table(&self.table).map_err(err)?;
+            if let Some(rows) = self.spec.row_group_rows {
+                writer = writer.with_writer_properties(
+                    WriterProperties::builder()
+                        .set_compression(Compression::SNAPPY)
+                        .set_max_row_group_row_count(Some(rows))
+                        .build(),
+                );
+            }
             let batch = self.to_record_batch(rows, &writer.arrow_schema())?;
             writer.write(batch).await.map_err(err)?;
             actions.extend(
@@ -514,4 +566,78 @@ fn downcast<'a, T: 'static>(array: &'a ArrayRef, column: &str, table: &str) -> R
             table: table.to_owned(),
             reason: format!("column {column} has type {}", array.data_type()),
         })
+}
+
+/// Row groups whose `column` statistics admit at least one of `keys` (all row groups when the
+/// column or its statistics are missing).
+fn matching_row_groups(
+    metadata: &deltalake::parquet::file::metadata::ParquetMetaData,
+    column: &str,
+    keys: &BTreeSet<String>,
+) -> Vec<usize> {
+    let index = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == column);
+    (0..metadata.num_row_groups())
+        .filter(|&i| {
+            let stats = index.and_then(|c| metadata.row_group(i).column(c).statistics());
+            let bounds = stats.and_then(|s| Some((s.min_bytes_opt()?, s.max_bytes_opt()?)));
+            let Some((min, max)) = bounds else {
+                return true;
+            };
+            let (Ok(min), Ok(max)) = (std::str::from_utf8(min), std::str::from_utf8(max)) else {
+                return true;
+            };
+            keys.range(min.to_owned()..)
+                .next()
+                .is_some_and(|k| k.as_str() <= max)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::parquet::arrow::ArrowWriter;
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    #[test]
+    fn row_groups_are_chosen_by_their_key_range() -> Result<(), Box<dyn std::error::Error>> {
+        let meters = StringArray::from(vec!["M1", "M2", "M3", "M4", "M5", "M6"]);
+        let batch = RecordBatch::try_from_iter([("meter_id", Arc::new(meters) as ArrayRef)])?;
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2))
+            .build();
+        let path = std::env::temp_dir().join(format!("aquabill-rg-{}.parquet", std::process::id()));
+        let mut writer =
+            ArrowWriter::try_new(std::fs::File::create(&path)?, batch.schema(), Some(props))?;
+        writer.write(&batch)?;
+        writer.close()?;
+        let reader = SerializedFileReader::new(std::fs::File::open(&path)?)?;
+        std::fs::remove_file(&path)?;
+        let metadata = reader.metadata();
+        assert_eq!(metadata.num_row_groups(), 3);
+        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        for (wanted, groups) in [
+            (keys(&["M3"]), vec![1]),
+            (keys(&["M2", "M6"]), vec![0, 2]),
+            (keys(&["M0", "M7"]), vec![]),
+            (keys(&["M35"]), vec![1]), // within M3..M4: read, and filtered later by the join
+        ] {
+            assert_eq!(
+                matching_row_groups(metadata, "meter_id", &wanted),
+                groups,
+                "{wanted:?}"
+            );
+        }
+        assert_eq!(
+            matching_row_groups(metadata, "no_such_column", &keys(&["M3"])),
+            vec![0, 1, 2]
+        );
+        Ok(())
+    }
 }

@@ -204,9 +204,16 @@ impl Run {
         self.counts.late += late.height() as u64;
         self.counts.future += future.height() as u64;
 
-        let touched: BTreeSet<i64> = hour_set(&in_time, "usage_hour")?;
+        // Only the meters the batch has readings from, in the recording hours it touches.
+        let mut touched: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
+        let hours = in_time.column("usage_hour").and_then(|c| c.i64().cloned());
+        let meters = in_time.column("meter_id").and_then(|c| c.str().cloned());
+        let (hours, meters) = (hours.map_err(err("dedup"))?, meters.map_err(err("dedup"))?);
+        for (hour, meter) in hours.into_no_null_iter().zip(meters.iter().flatten()) {
+            touched.entry(hour).or_default().insert(meter.to_owned());
+        }
         let state = self.open(&delta::DEDUP_STATE)?;
-        let prior = block_on(state.read_hours(&touched))??;
+        let prior = block_on(state.read_hours_matching("meter_id", &touched))??;
         let query = dedup::classify(in_time.lazy(), prior.clone().lazy()).map_err(err("dedup"))?;
         let plan = query.explain(true).unwrap_or_default();
         let classified = query.collect().map_err(err("dedup"))?;
@@ -285,36 +292,17 @@ impl Run {
             .ok_or_else(|| Error::Protocol("this step needs the dedup step first".into()))
     }
 
-    /// Recomputes the hourly usage of every recording hour that got new readings and replaces
-    /// those partitions of `hourly_usage`.
+    /// Adds the accepted readings to the stored rows of the recording hours they fall in and
+    /// replaces those partitions of `hourly_usage`.
     pub fn write_hourly(&mut self) -> Result<TableReport> {
         let t = Instant::now();
         let accepted = self.accepted()?.clone();
         let prior = self.prior.clone().unwrap_or_default();
-        let cols = [
-            col("meter_id"),
-            col("customer_id"),
-            col("usage_hour"),
-            col("usage_ml"),
-        ];
-        let hours: Vec<i64> = self.affected_hours.iter().copied().collect();
-        let hours = DataFrame::new(hours.len(), vec![Column::new("usage_hour".into(), hours)])
-            .map_err(Error::polars("hourly"))?;
-        // Earlier readings of the affected hours only: an hour that got nothing new keeps its row.
-        let earlier = prior.lazy().select(cols.clone()).semi_join(
-            hours.lazy(),
-            col("usage_hour"),
-            col("usage_hour"),
-        );
-        let readings = concat(
-            [earlier, accepted.lazy().select(cols)],
-            UnionArgs::default(),
-        )
-        .map_err(Error::polars("hourly"))?;
-        let rows = crate::aggregate::hourly_usage(readings)
-            .collect()
-            .map_err(Error::polars("hourly"))?;
         let mut table = self.open(&delta::HOURLY_USAGE)?;
+        let stored = block_on(table.read_hours(&self.affected_hours))??;
+        let rows = crate::aggregate::add_to_hourly(stored.lazy(), accepted.lazy(), prior.lazy())
+            .and_then(LazyFrame::collect)
+            .map_err(Error::polars("hourly"))?;
         let committed =
             block_on(table.commit(self.plan.batch_id, Some(&rows), &self.affected_hours))??;
         self.step_done("hourly_usage", t);
@@ -472,6 +460,10 @@ impl Run {
             .clone()
             .lazy()
             .filter(col("usage_hour").gt_eq(lit(wm)))
+            .sort(
+                ["usage_hour", "meter_id", "recorded_at"],
+                SortMultipleOptions::default(),
+            )
             .select([
                 col("meter_id"),
                 col("recorded_at"),
