@@ -147,7 +147,7 @@ pub const DEDUP_STATE: Spec = Spec {
     ],
     partition: Some("usage_hour"),
     // Files are sorted by meter: a run reading a few meters' readings decodes a few row groups.
-    row_group_rows: Some(8192),
+    row_group_rows: Some(1024),
 };
 
 /// An open table.
