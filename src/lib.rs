@@ -5,7 +5,8 @@
 //! the billing month, whose last hour is the bill), with every unusable line in `quarantine` and
 //! one row per run in `run_metrics`. See `docs/ARCHITECTURE.md` for the map of the code.
 //!
-//! The notebook drives one [`Run`] step by step:
+//! The notebook drives one [`Run`] step by step (through [`ffi`] and the dependency-free
+//! `aquabill-notebook` facade); in Rust it reads:
 //!
 //! ```no_run
 //! # fn main() -> aquabill::Result<()> {
@@ -46,5 +47,5 @@ pub use config::{Config, Params};
 pub use error::{Error, Result};
 pub use run::Run;
 
-/// Polars, as this crate compiles it, for ad-hoc queries in the notebook.
+/// Polars, as this crate compiles it, for callers that work with the frames it returns.
 pub use polars;

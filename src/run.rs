@@ -594,10 +594,31 @@ mod tests {
         )
     }
 
-    fn add_file(root: &Path, folder: &str, name: &str, lines: &[String]) -> std::io::Result<()> {
+    fn add_file(root: &Path, folder: &str, name: &str, lines: &[String]) -> Result<()> {
         let dir = root.join(format!("ingest_hour={folder}"));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join(name), lines.join("\n") + "\n")
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(name), lines.join("\n") + "\n"))
+            .map_err(|e| Error::io("writing", &dir, e))
+    }
+
+    type Rows = BTreeMap<(String, String), Vec<i64>>;
+
+    /// `hourly_usage` as `(customer, hour) -> [usage_ml, reading_count, meter_count]`.
+    fn hourly_rows(config: &Config) -> Result<Rows> {
+        table(
+            config,
+            &delta::HOURLY_USAGE,
+            &["usage_ml", "reading_count", "meter_count"],
+        )
+    }
+
+    /// `cumulative_usage` as `(customer, hour) -> [usage_ml, cumulative_ml]`.
+    fn cumulative_rows(config: &Config) -> Result<Rows> {
+        table(
+            config,
+            &delta::CUMULATIVE_USAGE,
+            &["usage_ml", "cumulative_ml"],
+        )
     }
 
     fn run_once(config: &Config) -> Result<RunMetrics> {
@@ -674,8 +695,7 @@ mod tests {
                 "not json".to_owned(),
                 line("M3", "C2", "06:10", "0.001"),
             ],
-        )
-        .map_err(|e| Error::io("writing", &log, e))?;
+        )?;
         let (log_s, out_s) = (
             log.to_string_lossy().into_owned(),
             dir.join("out").to_string_lossy().into_owned(),
@@ -695,11 +715,7 @@ mod tests {
             (c.lines_read, c.accepted, c.duplicates, c.malformed),
             (6, 4, 1, 1)
         );
-        let hourly = table(
-            &config,
-            &delta::HOURLY_USAGE,
-            &["usage_ml", "reading_count", "meter_count"],
-        )?;
+        let hourly = hourly_rows(&config)?;
         assert_eq!(
             hourly,
             BTreeMap::from([
@@ -708,11 +724,7 @@ mod tests {
                 (key("C2", "06"), vec![1, 1, 1]),
             ])
         );
-        let cumulative = table(
-            &config,
-            &delta::CUMULATIVE_USAGE,
-            &["usage_ml", "cumulative_ml"],
-        )?;
+        let cumulative = cumulative_rows(&config)?;
         assert_eq!(
             cumulative.len(),
             2 * 7,
@@ -732,18 +744,13 @@ mod tests {
             line("M1", "C1", "05:10", "9"),
             line("M2", "C1", "06:30", "1"),
             r#"{"meter_id":"M2","customer_id":"C1","recorded_at":"2026-02-21T06:30:00Z","usage_liters":1,"ingested_at":"x"}"#.to_owned(),
-        ])
-        .map_err(|e| Error::io("writing", &log, e))?;
+        ])?;
         let c = run_once(&config)?.counts;
         assert_eq!(
             (c.lines_read, c.accepted, c.conflicts, c.late),
             (3, 1, 1, 1)
         );
-        let hourly = table(
-            &config,
-            &delta::HOURLY_USAGE,
-            &["usage_ml", "reading_count", "meter_count"],
-        )?;
+        let hourly = hourly_rows(&config)?;
         assert_eq!(
             hourly[&key("C1", "05")],
             vec![1750, 2, 2],
@@ -765,14 +772,9 @@ mod tests {
             "2026-03-01T09",
             "c.jsonl",
             &[line("M9", "C3", "08:30", "0.75")],
-        )
-        .map_err(|e| Error::io("writing", &log, e))?;
-        assert_eq!(run_once(&config)?.counts.accepted, 1);
-        let cumulative = table(
-            &config,
-            &delta::CUMULATIVE_USAGE,
-            &["usage_ml", "cumulative_ml"],
         )?;
+        assert_eq!(run_once(&config)?.counts.accepted, 1);
+        let cumulative = cumulative_rows(&config)?;
         assert_eq!(
             cumulative.len(),
             3 * 9,
