@@ -271,7 +271,7 @@ impl Table {
     pub async fn read_hours(&self, hours: &BTreeSet<i64>) -> Result<DataFrame> {
         let all: BTreeMap<i64, Option<&BTreeSet<String>>> =
             hours.iter().map(|&h| (h, None)).collect();
-        self.read(&all, "").await
+        self.read(&all, "", None).await
     }
 
     /// Reads the rows of the hour partitions in `keys` whose `column` may hold one of that
@@ -284,17 +284,60 @@ impl Table {
     ) -> Result<DataFrame> {
         let keys: BTreeMap<i64, Option<&BTreeSet<String>>> =
             keys.iter().map(|(&h, k)| (h, Some(k))).collect();
-        self.read(&keys, column).await
+        self.read(&keys, column, None).await
+    }
+
+    /// Hour partitions among `hours` holding at least `min_files` files of fewer than
+    /// `max_rows` rows each, and those files' paths: what a compaction would rewrite.
+    pub async fn small_files(
+        &self,
+        hours: &BTreeSet<i64>,
+        max_rows: usize,
+        min_files: usize,
+    ) -> Result<(BTreeSet<i64>, BTreeSet<String>)> {
+        let Some(part) = self.spec.partition else {
+            return Ok((BTreeSet::new(), BTreeSet::new()));
+        };
+        let mut by_hour: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        for file in self.files().await? {
+            let Some(hour) = partition_hour(&file, part).filter(|h| hours.contains(h)) else {
+                continue;
+            };
+            if file.num_records().is_some_and(|n| n < max_rows) {
+                by_hour
+                    .entry(hour)
+                    .or_default()
+                    .push(file.path().into_owned());
+            }
+        }
+        by_hour.retain(|_, files| files.len() >= min_files);
+        let paths = by_hour.values().flatten().cloned().collect();
+        Ok((by_hour.into_keys().collect(), paths))
+    }
+
+    /// Reads the rows of the files `paths`, which lie in the hour partitions `hours`.
+    pub async fn read_files(
+        &self,
+        hours: &BTreeSet<i64>,
+        paths: &BTreeSet<String>,
+    ) -> Result<DataFrame> {
+        let all: BTreeMap<i64, Option<&BTreeSet<String>>> =
+            hours.iter().map(|&h| (h, None)).collect();
+        self.read(&all, "", Some(paths)).await
     }
 
     async fn read(
         &self,
         hours: &BTreeMap<i64, Option<&BTreeSet<String>>>,
         column: &str,
+        paths: Option<&BTreeSet<String>>,
     ) -> Result<DataFrame> {
         let store = self.table.log_store().object_store(None);
         let mut frames = Vec::new();
         for file in self.files().await? {
+            if paths.is_some_and(|p| !p.contains(file.path().as_ref())) {
+                continue;
+            }
             let (hour, keys) = match self.spec.partition {
                 Some(part) => {
                     match partition_hour(&file, part).and_then(|h| hours.get(&h).map(|k| (h, *k))) {
@@ -344,6 +387,19 @@ impl Table {
         rows: Option<&DataFrame>,
         replace: &BTreeSet<i64>,
     ) -> Result<Committed> {
+        self.commit_removing(batch_id, rows, replace, &BTreeSet::new())
+            .await
+    }
+
+    /// [`Table::commit`] that also removes the files `paths` (rows read from them must be in
+    /// `rows`): how small files are compacted in the same commit as the batch's change.
+    pub async fn commit_removing(
+        &mut self,
+        batch_id: i64,
+        rows: Option<&DataFrame>,
+        replace: &BTreeSet<i64>,
+        paths: &BTreeSet<String>,
+    ) -> Result<Committed> {
         let name = self.spec.name;
         let err = |e: DeltaTableError| Error::delta(name, e);
         self.table.update_state().await.map_err(err)?;
@@ -353,7 +409,9 @@ impl Table {
         let mut actions = Vec::new();
         if let Some(part) = self.spec.partition {
             for file in self.files().await? {
-                if partition_hour(&file, part).is_some_and(|h| replace.contains(&h)) {
+                if partition_hour(&file, part).is_some_and(|h| replace.contains(&h))
+                    || paths.contains(file.path().as_ref())
+                {
                     actions.push(Action::Remove(file.remove_action(true)));
                 }
             }

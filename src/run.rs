@@ -21,6 +21,11 @@ use crate::hours::{WATERMARK_HOURS, billing_month, format_hour, month_start_hour
 use crate::parse::{self, Quarantined, Reason};
 use crate::report::{DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
 
+/// Dedup-state files with fewer rows than this are small (a live hour at 2,000 meters has 24k).
+const STATE_SMALL_FILE_ROWS: usize = 20_000;
+/// An hour partition's small dedup-state files are compacted when a run would make them this many.
+const STATE_SMALL_FILES: usize = 4;
+
 /// State of a run between its steps.
 pub struct Run {
     config: Config,
@@ -477,11 +482,31 @@ impl Run {
             .into_iter()
             .filter(|&h| h < wm)
             .collect();
+        // Each run that reaches back into an hour adds a small file to it; once an hour has a few,
+        // they are rewritten into one (sorted by meter) with this run's rows, so reads by meter
+        // stay selective and the file count stays bounded.
+        let appended = hour_set(&keep, "usage_hour")?;
+        let (compacted, small) =
+            block_on(state.small_files(&appended, STATE_SMALL_FILE_ROWS, STATE_SMALL_FILES - 1))??;
+        let keep = if small.is_empty() {
+            keep
+        } else {
+            let old = block_on(state.read_files(&compacted, &small))??;
+            concat([keep.lazy(), old.lazy()], UnionArgs::default())
+                .and_then(|lf| {
+                    lf.sort(
+                        ["usage_hour", "meter_id", "recorded_at"],
+                        SortMultipleOptions::default(),
+                    )
+                    .collect()
+                })
+                .map_err(Error::polars("dedup state"))?
+        };
         self.step_done("finish", t);
         let metrics = self.metrics(None);
         let mut table = self.open(&delta::RUN_METRICS)?;
         block_on(table.commit(batch, Some(&metrics.frame()?), &BTreeSet::new()))??;
-        let state_commit = block_on(state.commit(batch, Some(&keep), &pruned))??;
+        let state_commit = block_on(state.commit_removing(batch, Some(&keep), &pruned, &small))??;
 
         let mut checkpoint = self.checkpoint.clone();
         for f in &self.plan.files {
@@ -587,6 +612,7 @@ mod tests {
 
     use super::*;
     use crate::config::Params;
+    use crate::hours::parse_hour;
 
     fn line(meter: &str, customer: &str, recorded: &str, liters: &str) -> String {
         format!(
@@ -786,6 +812,48 @@ mod tests {
         assert_eq!(cumulative[&key("C3", "00")], vec![0, 0]);
         assert_eq!(cumulative[&key("C3", "07")], vec![0, 0]);
         assert_eq!(cumulative[&key("C3", "08")], vec![750, 750]);
+
+        // Runs that each reach back into hour 06 leave small dedup-state files there; they are
+        // compacted, and what they held still deduplicates.
+        for (i, folder) in [
+            "2026-03-01T10",
+            "2026-03-01T11",
+            "2026-03-01T12",
+            "2026-03-01T13",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let meter = format!("M2{i}");
+            add_file(
+                &log,
+                folder,
+                "d.jsonl",
+                &[line(&meter, "C4", &format!("06:4{i}"), "1")],
+            )?;
+            assert_eq!(run_once(&config)?.counts.accepted, 1);
+        }
+        let state = block_on(Table::open_or_create(
+            &config.checkpoint_dir.join("dedup_state"),
+            &delta::DEDUP_STATE,
+        ))??;
+        let six = BTreeSet::from([parse_hour("2026-03-01T06").unwrap_or_default()]);
+        let (_, files) = block_on(state.small_files(&six, usize::MAX, 1))??;
+        assert!(
+            files.len() < STATE_SMALL_FILES,
+            "{} files in hour 06",
+            files.len()
+        );
+        assert_eq!(block_on(state.read_hours(&six))??.height(), 3 + 4);
+        add_file(
+            &log,
+            "2026-03-01T14",
+            "e.jsonl",
+            &[line("M20", "C4", "06:40", "1")],
+        )?;
+        let c = run_once(&config)?.counts;
+        assert_eq!((c.accepted, c.duplicates), (0, 1));
+        assert_eq!(cumulative_rows(&config)?[&key("C4", "08")], vec![0, 4000]);
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
     }
 }
