@@ -224,11 +224,6 @@ impl Table {
         Ok(())
     }
 
-    /// Current table version.
-    pub fn version(&self) -> Option<u64> {
-        self.table.version()
-    }
-
     /// The last batch id committed to this table.
     pub async fn last_batch(&self) -> Result<Option<i64>> {
         let snapshot = self
@@ -239,11 +234,6 @@ impl Table {
             .transaction_version(self.table.log_store().as_ref(), APP_ID)
             .await
             .map_err(|e| Error::delta(self.spec.name, e))
-    }
-
-    /// Number of data files in the current version.
-    pub async fn file_count(&self) -> Result<usize> {
-        Ok(self.files().await?.len())
     }
 
     async fn files(&self) -> Result<Vec<deltalake::kernel::LogicalFileView>> {

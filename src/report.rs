@@ -230,8 +230,6 @@ pub struct RunMetrics {
     pub duration_ms: i64,
     /// Wall time per step.
     pub steps: Vec<(&'static str, u128)>,
-    /// The dedup state's commit, once the run finished.
-    pub state: Option<Committed>,
 }
 
 impl RunMetrics {

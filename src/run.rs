@@ -14,7 +14,7 @@ use polars::prelude::*;
 use crate::checkpoint::{Checkpoint, Plan, Store};
 use crate::config::Config;
 use crate::dedup::{self, OUTCOME, outcome};
-use crate::delta::{self, Committed, Table};
+use crate::delta::{self, Table};
 use crate::discover;
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, billing_month, format_hour, month_start_hour};
@@ -194,16 +194,9 @@ impl Run {
         )
         .collect()
         .map_err(err("watermark"))?;
-        let by = |o: &str| {
-            checked
-                .clone()
-                .lazy()
-                .filter(col(OUTCOME).eq(lit(o)))
-                .collect()
-        };
-        let late = by(outcome::LATE).map_err(err("watermark"))?;
-        let future = by(outcome::FUTURE).map_err(err("watermark"))?;
-        let in_time = by(outcome::IN_TIME).map_err(err("watermark"))?;
+        let late = with_outcome(&checked, outcome::LATE).map_err(err("watermark"))?;
+        let future = with_outcome(&checked, outcome::FUTURE).map_err(err("watermark"))?;
+        let in_time = with_outcome(&checked, outcome::IN_TIME).map_err(err("watermark"))?;
         self.quarantine_records(&late, Reason::Late)?;
         self.quarantine_records(&future, Reason::Future)?;
         self.counts.late += late.height() as u64;
@@ -222,17 +215,11 @@ impl Run {
         let query = dedup::classify(in_time.lazy(), prior.clone().lazy()).map_err(err("dedup"))?;
         let plan = query.explain(true).unwrap_or_default();
         let classified = query.collect().map_err(err("dedup"))?;
-        let only = |o: &str| {
-            classified
-                .clone()
-                .lazy()
-                .filter(col(OUTCOME).eq(lit(o)))
-                .collect()
-        };
-        let accepted = only(outcome::ACCEPTED).map_err(err("dedup"))?;
-        let conflicts = only(outcome::CONFLICT).map_err(err("dedup"))?;
+        let only = |o: &str| with_outcome(&classified, o).map_err(err("dedup"));
+        let accepted = only(outcome::ACCEPTED)?;
+        let conflicts = only(outcome::CONFLICT)?;
         self.counts.accepted = accepted.height() as u64;
-        self.counts.duplicates = only(outcome::DUPLICATE).map_err(err("dedup"))?.height() as u64;
+        self.counts.duplicates = only(outcome::DUPLICATE)?.height() as u64;
         self.counts.conflicts = conflicts.height() as u64;
         self.quarantine_records(&conflicts, Reason::Conflict)?;
         let c = self.counts;
@@ -450,7 +437,7 @@ impl Run {
     pub fn finish(mut self) -> Result<RunMetrics> {
         let t = Instant::now();
         if self.plan.files.is_empty() {
-            return Ok(self.metrics(None));
+            return Ok(self.metrics());
         }
         fill_raw_lines(&mut self.quarantined, &self.plan)?;
         let batch = self.plan.batch_id;
@@ -503,10 +490,10 @@ impl Run {
                 .map_err(Error::polars("dedup state"))?
         };
         self.step_done("finish", t);
-        let metrics = self.metrics(None);
+        let metrics = self.metrics();
         let mut table = self.open(&delta::RUN_METRICS)?;
         block_on(table.commit(batch, Some(&metrics.frame()?), &BTreeSet::new()))??;
-        let state_commit = block_on(state.commit_removing(batch, Some(&keep), &pruned, &small))??;
+        block_on(state.commit_removing(batch, Some(&keep), &pruned, &small))??;
 
         let mut checkpoint = self.checkpoint.clone();
         for f in &self.plan.files {
@@ -516,10 +503,10 @@ impl Run {
         checkpoint.watermark_hour = self.watermark_after;
         checkpoint.latest_ingest_hour = self.latest_ingest_after;
         self.store.commit(&checkpoint)?;
-        Ok(self.metrics(Some(state_commit)))
+        Ok(self.metrics())
     }
 
-    fn metrics(&self, state: Option<Committed>) -> RunMetrics {
+    fn metrics(&self) -> RunMetrics {
         RunMetrics {
             batch_id: self.plan.batch_id,
             started_at_us: self.started_at_us,
@@ -530,7 +517,6 @@ impl Run {
             watermark_hour: self.watermark_after.map(format_hour).unwrap_or_default(),
             duration_ms: self.started.elapsed().as_millis() as i64,
             steps: self.steps.clone(),
-            state,
         }
     }
 }
@@ -544,6 +530,14 @@ fn empty_base() -> Result<LazyFrame> {
     Ok(DataFrame::new(0, columns)
         .map_err(Error::polars("cumulative"))?
         .lazy())
+}
+
+/// The rows of `df` whose [`OUTCOME`] is `outcome`.
+fn with_outcome(df: &DataFrame, outcome: &str) -> PolarsResult<DataFrame> {
+    df.clone()
+        .lazy()
+        .filter(col(OUTCOME).eq(lit(outcome)))
+        .collect()
 }
 
 fn hour_set(df: &DataFrame, column: &str) -> Result<BTreeSet<i64>> {
