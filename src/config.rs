@@ -3,6 +3,7 @@
 use std::fmt;
 use std::path::{Component, PathBuf};
 
+use chrono::Offset;
 use chrono_tz::Tz;
 
 use crate::error::{Error, Result};
@@ -78,6 +79,19 @@ impl Config {
                 format!("`{}` is not an IANA time zone", p.billing_timezone),
             )
         })?;
+        if let Some(when) = first_offset_off_the_hour(billing_timezone) {
+            return Err(param(
+                "billing_timezone",
+                format!(
+                    "`{}` is {} from UTC on {}: billing months must start on a whole UTC hour \
+                     (the tables are partitioned by UTC hour), so only zones whose offset is a \
+                     whole number of hours since 1970 can be used",
+                    p.billing_timezone,
+                    when.offset(),
+                    when.format("%Y-%m-%d")
+                ),
+            ));
+        }
         let batch_cap = match p.batch_cap {
             0 => None,
             n if n > 0 => Some(n as usize),
@@ -108,6 +122,16 @@ impl Config {
     pub fn table_path(&self, table: &str) -> PathBuf {
         self.output_root.join(table)
     }
+}
+
+/// The first day since 1970 (checked daily up to 2100) on which `tz` is not a whole number of
+/// hours from UTC, if any. Daily sampling finds every offset that lasted a day or more, which is
+/// every offset IANA zones have used since 1970.
+fn first_offset_off_the_hour(tz: Tz) -> Option<chrono::DateTime<Tz>> {
+    let start = chrono::DateTime::from_timestamp(0, 0)?;
+    (0..(130 * 366))
+        .map(|day| (start + chrono::Duration::days(day)).with_timezone(&tz))
+        .find(|t| t.offset().fix().local_minus_utc() % 3600 != 0)
 }
 
 impl fmt::Display for Config {
@@ -208,6 +232,28 @@ mod tests {
                 },
                 "batch_cap",
             ),
+            // +05:30 all year; +10:30 in winter (a half-hour DST shift); +05:45.
+            (
+                Params {
+                    billing_timezone: "Asia/Kolkata",
+                    ..params(&i, &out)
+                },
+                "billing_timezone",
+            ),
+            (
+                Params {
+                    billing_timezone: "Australia/Lord_Howe",
+                    ..params(&i, &out)
+                },
+                "billing_timezone",
+            ),
+            (
+                Params {
+                    billing_timezone: "Asia/Kathmandu",
+                    ..params(&i, &out)
+                },
+                "billing_timezone",
+            ),
         ];
         for (p, expected) in cases {
             match Config::new(&p) {
@@ -217,5 +263,21 @@ mod tests {
         }
         assert!(!Path::new(&out).exists(), "validation wrote nothing");
         std::fs::remove_dir_all(&dir)
+    }
+
+    #[test]
+    fn zones_with_whole_hour_offsets_pass() {
+        for name in [
+            "UTC",
+            "America/New_York",
+            "Europe/Berlin",
+            "Asia/Tokyo",
+            "Pacific/Apia",
+        ] {
+            let tz: Tz = name.parse().unwrap_or(Tz::UTC);
+            assert_eq!(first_offset_off_the_hour(tz), None, "{name}");
+        }
+        let india = first_offset_off_the_hour(chrono_tz::Asia::Kolkata).map(|t| t.to_rfc3339());
+        assert_eq!(india.as_deref(), Some("1970-01-01T05:30:00+05:30"));
     }
 }
