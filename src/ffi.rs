@@ -5,9 +5,10 @@
 //! facade crate has no dependencies; it links this library's `cdylib` and exchanges strings with
 //! it, so the kernel only ever analyzes the facade.
 //!
-//! Protocol: [`aquabill_call`] takes a JSON request `{"op": ..., "session": n, "params": {...}}`
-//! and returns `OK <session>\n<text>` or `ERR\n<message>`; the caller frees the answer with
-//! [`aquabill_free`]. A session keeps one configured pipeline and its run in flight between
+//! Protocol: [`aquabill_call`] takes a JSON request `{"op": ..., "session": n, "params": {...},
+//! "customer": ...}` and returns `OK <session>\n<text>\u{1e}<html>` (a step's output as text and
+//! as HTML, split by the ASCII record separator) or `ERR\n<message>`; the caller frees the answer
+//! with [`aquabill_free`]. A session keeps one configured pipeline and its run in flight between
 //! calls (`close` ends it). Panics are caught and returned as errors.
 
 use std::collections::BTreeMap;
@@ -18,7 +19,10 @@ use serde::Deserialize;
 
 use crate::config::{Config, Params};
 use crate::error::{Error, Result};
+use crate::html;
+use crate::report::Shown;
 use crate::run::Run;
+use crate::show;
 
 /// A configured pipeline and the run in flight.
 struct Session {
@@ -35,6 +39,8 @@ struct Request {
     session: u64,
     #[serde(default)]
     params: Option<OwnedParams>,
+    #[serde(default)]
+    customer: String,
 }
 
 #[derive(Deserialize)]
@@ -60,7 +66,9 @@ pub unsafe extern "C" fn aquabill_call(request: *const c_char) -> *mut c_char {
         // SAFETY: the caller guarantees a valid NUL-terminated string.
         let bytes = unsafe { CStr::from_ptr(request) }.to_bytes().to_vec();
         match std::panic::catch_unwind(|| handle(&bytes)) {
-            Ok(Ok((session, text))) => format!("OK {session}\n{text}"),
+            Ok(Ok((session, (text, html)))) => {
+                format!("OK {session}\n{}\u{1e}{html}", text.replace('\u{1e}', " "))
+            }
             Ok(Err(e)) => format!("ERR\n{e}"),
             Err(panic) => {
                 let msg = panic
@@ -90,7 +98,12 @@ pub unsafe extern "C" fn aquabill_free(answer: *mut c_char) {
     }
 }
 
-fn handle(request: &[u8]) -> Result<(u64, String)> {
+/// A step's output as text and as HTML.
+fn shown(output: &impl Shown) -> (String, String) {
+    (output.to_string(), output.html())
+}
+
+fn handle(request: &[u8]) -> Result<(u64, (String, String))> {
     let request: Request = serde_json::from_slice(request)
         .map_err(|e| Error::Protocol(format!("bad request from the notebook: {e}")))?;
     let mut sessions = SESSIONS
@@ -107,56 +120,47 @@ fn handle(request: &[u8]) -> Result<(u64, String)> {
             clock_skew_minutes: p.clock_skew_minutes,
         })?;
         let id = sessions.keys().next_back().map_or(1, |k| k + 1);
-        let text = config.to_string();
+        let output = shown(&config);
         sessions.insert(id, Session { config, run: None });
-        return Ok((id, text));
+        return Ok((id, output));
     }
     let id = request.session;
     if request.op == "close" {
         sessions.remove(&id);
-        return Ok((id, String::new()));
+        return Ok((id, (String::new(), String::new())));
     }
     let session = sessions.get_mut(&id).ok_or_else(|| missing("session"))?;
     let no_run = || Error::Protocol("no run in progress: run the `plan` step first".to_owned());
-    let text = match request.op.as_str() {
+    let output = match request.op.as_str() {
         "plan" => {
             let run = Run::start(&session.config)?;
-            let text = run.plan_report().to_string();
+            let output = shown(&run.plan_report());
             session.run = Some(run);
-            text
+            output
         }
-        "parse" => session
-            .run
-            .as_mut()
-            .ok_or_else(no_run)?
-            .parse()?
-            .to_string(),
-        "dedup" => session
-            .run
-            .as_mut()
-            .ok_or_else(no_run)?
-            .dedup()?
-            .to_string(),
-        "hourly" => session
-            .run
-            .as_mut()
-            .ok_or_else(no_run)?
-            .write_hourly()?
-            .to_string(),
-        "cumulative" => session
-            .run
-            .as_mut()
-            .ok_or_else(no_run)?
-            .write_cumulative()?
-            .to_string(),
-        "finish" => session.run.take().ok_or_else(no_run)?.finish()?.to_string(),
+        "parse" => shown(&session.run.as_mut().ok_or_else(no_run)?.parse()?),
+        "dedup" => shown(&session.run.as_mut().ok_or_else(no_run)?.dedup()?),
+        "hourly" => shown(&session.run.as_mut().ok_or_else(no_run)?.write_hourly()?),
+        "cumulative" => shown(
+            &session
+                .run
+                .as_mut()
+                .ok_or_else(no_run)?
+                .write_cumulative()?,
+        ),
+        "finish" => shown(&session.run.take().ok_or_else(no_run)?.finish()?),
+        "bills" => shown(&show::bills(&session.config)?),
+        "chart" => match show::customer_month(&session.config, &request.customer)? {
+            Some(month) => shown(&month),
+            None => ("no usage yet".to_owned(), html::para("no usage yet")),
+        },
         other => {
             return Err(Error::Protocol(format!(
                 "unknown notebook operation `{other}`"
             )));
         }
     };
-    Ok((id, text))
+    Ok((id, output))
 }
 
 fn missing(what: &str) -> Error {

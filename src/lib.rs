@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod chart;
 pub mod checkpoint;
 pub mod config;
 pub mod dedup;
@@ -39,9 +40,11 @@ pub mod discover;
 mod error;
 pub mod ffi;
 pub mod hours;
+pub mod html;
 pub mod parse;
 pub mod report;
 pub mod run;
+pub mod show;
 
 pub use config::{Config, Params};
 pub use error::{Error, Result};

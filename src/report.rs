@@ -1,5 +1,5 @@
 //! What each step shows in the notebook: small reports with a text form (`Display`, for logs
-//! and papermill) and an HTML table helper for a few rows.
+//! and papermill) and an HTML form (counts, a few rows as a table, query plans).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,19 +9,38 @@ use polars::prelude::*;
 use crate::delta::Committed;
 use crate::error::{Error, Result};
 use crate::hours::format_hour;
+use crate::html;
 use crate::parse::Parsed;
 use crate::run::Counts;
 
-/// Implements evcxr's display hook as the report's text.
-macro_rules! evcxr_text {
-    ($t:ty) => {
-        impl $t {
-            /// Shows the report in a notebook (evcxr calls this for a cell's last expression).
-            pub fn evcxr_display(&self) {
-                println!("EVCXR_BEGIN_CONTENT text/plain\n{self}\nEVCXR_END_CONTENT");
-            }
-        }
-    };
+/// A step's output: text for logs and papermill (`Display`), HTML for Jupyter.
+pub trait Shown: fmt::Display {
+    /// The HTML form.
+    fn html(&self) -> String;
+
+    /// Shows the output in a notebook as both text and HTML (evcxr calls this for a cell's
+    /// last expression).
+    fn evcxr_display(&self) {
+        println!(
+            "EVCXR_BEGIN_CONTENT text/plain\n{self}\nEVCXR_END_CONTENT\n\
+             EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
+            self.html()
+        );
+    }
+}
+
+impl Shown for crate::config::Config {
+    fn html(&self) -> String {
+        let text = self.to_string();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .map(|line| match line.split_once(' ') {
+                Some((name, value)) => vec![name, value.trim_start()],
+                None => vec![line, ""],
+            })
+            .collect();
+        html::table(&["setting", "value"], &rows)
+    }
 }
 
 /// The files a run takes.
@@ -70,7 +89,48 @@ impl fmt::Display for PlanReport {
         Ok(())
     }
 }
-evcxr_text!(PlanReport);
+
+impl Shown for PlanReport {
+    fn html(&self) -> String {
+        let bytes: u64 = self.files.iter().map(|x| x.1).sum();
+        let mut out = html::para(&format!(
+            "Batch {}{}: {} new files, {bytes} bytes. Watermark before the run: {}.",
+            self.batch_id,
+            if self.resumed {
+                " (resuming an unfinished run)"
+            } else {
+                ""
+            },
+            self.files.len(),
+            self.watermark_before.as_deref().unwrap_or("none")
+        ));
+        let mut rows: Vec<Vec<String>> = self
+            .files
+            .iter()
+            .take(5)
+            .map(|(path, size)| vec![path.clone(), size.to_string()])
+            .collect();
+        if self.files.len() > 5 {
+            rows.push(vec![
+                format!("... and {} more", self.files.len() - 5),
+                String::new(),
+            ]);
+        }
+        if !rows.is_empty() {
+            out += &html::table(&["file", "bytes"], &rows);
+        }
+        if !self.ignored.is_empty() {
+            let rows: Vec<Vec<&str>> = self
+                .ignored
+                .iter()
+                .map(|(p, w)| vec![p.as_str(), *w])
+                .collect();
+            out += &html::para("Not part of the log (ignored):");
+            out += &html::table(&["path", "why"], &rows);
+        }
+        out
+    }
+}
 
 /// What parsing found.
 #[derive(Debug, Clone)]
@@ -116,7 +176,28 @@ impl fmt::Display for ParseReport {
         write_head(f, &self.head)
     }
 }
-evcxr_text!(ParseReport);
+
+impl Shown for ParseReport {
+    fn html(&self) -> String {
+        let mut out = html::para(&format!(
+            "{} lines in {} files: {} valid records.",
+            self.lines_read, self.files, self.records
+        ));
+        if !self.quarantined.is_empty() {
+            let rows: Vec<Vec<String>> = self
+                .quarantined
+                .iter()
+                .map(|(reason, n)| vec![(*reason).to_owned(), n.to_string()])
+                .collect();
+            out += &html::table(&["quarantined as", "lines"], &rows);
+        }
+        if self.head.height() > 0 {
+            out += &html::para("First records:");
+            out += &html::frame(&self.head);
+        }
+        out
+    }
+}
 
 /// What the watermark and dedup decided.
 #[derive(Debug, Clone)]
@@ -156,7 +237,34 @@ impl fmt::Display for DedupReport {
         write!(f, "{}", self.plan)
     }
 }
-evcxr_text!(DedupReport);
+
+impl Shown for DedupReport {
+    fn html(&self) -> String {
+        let c = &self.counts;
+        let rows = vec![
+            vec!["lines read".to_owned(), c.lines_read.to_string()],
+            vec!["accepted".to_owned(), c.accepted.to_string()],
+            vec!["duplicates (dropped)".to_owned(), c.duplicates.to_string()],
+            vec![
+                "conflicts (quarantined)".to_owned(),
+                c.conflicts.to_string(),
+            ],
+            vec!["late (quarantined)".to_owned(), c.late.to_string()],
+            vec!["future (quarantined)".to_owned(), c.future.to_string()],
+            vec![
+                "malformed (quarantined)".to_owned(),
+                c.malformed.to_string(),
+            ],
+        ];
+        html::table(&["", "records"], &rows)
+            + &html::para(&format!(
+                "{} recording hours touched; {} earlier readings of those hours read from the \
+                 dedup state. Dedup plan (optimized):",
+                self.hours_touched, self.prior_rows
+            ))
+            + &html::pre(&self.plan)
+    }
+}
 
 /// What a table commit did.
 #[derive(Debug, Clone)]
@@ -171,6 +279,8 @@ pub struct TableReport {
     pub partitions: usize,
     /// The first rows written.
     pub head: DataFrame,
+    /// Polars' optimized plan of the aggregation, when there is one to show.
+    pub plan: Option<String>,
 }
 
 impl TableReport {
@@ -186,12 +296,17 @@ impl TableReport {
             rows: rows.height(),
             partitions,
             head: readable(&rows.head(Some(5))),
+            plan: None,
         }
     }
-}
 
-impl fmt::Display for TableReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    /// With the aggregation's plan.
+    pub(crate) fn with_plan(mut self, plan: String) -> Self {
+        self.plan = Some(plan);
+        self
+    }
+
+    fn summary(&self) -> String {
         let what = match self.committed {
             Committed::Version(v) => format!("committed version {v}"),
             Committed::AlreadyCommitted => {
@@ -199,15 +314,34 @@ impl fmt::Display for TableReport {
             }
             Committed::Nothing => "nothing to change".to_owned(),
         };
-        writeln!(
-            f,
+        format!(
             "{}: {what}; {} rows in {} hour partitions",
             self.table, self.rows, self.partitions
-        )?;
+        )
+    }
+}
+
+impl fmt::Display for TableReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.summary())?;
         write_head(f, &self.head)
     }
 }
-evcxr_text!(TableReport);
+
+impl Shown for TableReport {
+    fn html(&self) -> String {
+        let mut out = html::para(&self.summary());
+        if let Some(plan) = &self.plan {
+            out += &html::para("Aggregation plan (optimized):");
+            out += &html::pre(plan);
+        }
+        if self.head.height() > 0 {
+            out += &html::para("First rows written:");
+            out += &html::frame(&self.head);
+        }
+        out
+    }
+}
 
 /// The run's metrics, as printed and as stored in `run_metrics`.
 #[derive(Debug, Clone)]
@@ -310,7 +444,34 @@ impl fmt::Display for RunMetrics {
         write!(f, "  {} ms: {}", self.duration_ms, steps.join(", "))
     }
 }
-evcxr_text!(RunMetrics);
+
+impl Shown for RunMetrics {
+    fn html(&self) -> String {
+        let frame = match self.frame() {
+            Ok(frame) => frame,
+            Err(e) => return html::para(&e.to_string()),
+        };
+        // One row per metric reads better than a 20-column row.
+        let rows: Vec<Vec<String>> = frame
+            .columns()
+            .iter()
+            .map(|c| {
+                let value = match c.get(0) {
+                    Ok(AnyValue::String(s)) => s.to_owned(),
+                    Ok(v) => v.to_string(),
+                    Err(_) => String::new(),
+                };
+                vec![c.name().to_string(), value]
+            })
+            .collect();
+        let text = self.to_string();
+        let summary = html::para(text.lines().next().unwrap_or_default());
+        if self.files == 0 {
+            return summary;
+        }
+        summary + &html::table(&["metric", "value"], &rows)
+    }
+}
 
 /// Writes the first rows of a frame, or nothing when it is empty.
 fn write_head(f: &mut fmt::Formatter<'_>, head: &DataFrame) -> fmt::Result {

@@ -73,7 +73,8 @@ impl Counts {
     }
 }
 
-fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
+/// Runs `f` to completion on a single-threaded runtime (the library's API is synchronous).
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -292,18 +293,17 @@ impl Run {
         let prior = self.prior.clone().unwrap_or_default();
         let mut table = self.open(&delta::HOURLY_USAGE)?;
         let stored = block_on(table.read_hours(&self.affected_hours))??;
-        let rows = crate::aggregate::add_to_hourly(stored.lazy(), accepted.lazy(), prior.lazy())
-            .and_then(LazyFrame::collect)
+        let query = crate::aggregate::add_to_hourly(stored.lazy(), accepted.lazy(), prior.lazy())
             .map_err(Error::polars("hourly"))?;
+        let plan = query.explain(true).unwrap_or_default();
+        let rows = query.collect().map_err(Error::polars("hourly"))?;
         let committed =
             block_on(table.commit(self.plan.batch_id, Some(&rows), &self.affected_hours))??;
         self.step_done("hourly_usage", t);
-        Ok(TableReport::new(
-            "hourly_usage",
-            committed,
-            rows,
-            self.affected_hours.len(),
-        ))
+        Ok(
+            TableReport::new("hourly_usage", committed, rows, self.affected_hours.len())
+                .with_plan(plan),
+        )
     }
 
     /// Updates `cumulative_usage` from the earliest changed hour of each billing month on (the

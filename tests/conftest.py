@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-import nbexec
+from aquabill_tools import nbexec
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / 'notebooks' / 'hourly_billing.ipynb'
@@ -54,12 +54,45 @@ def generate(generator: Path) -> Generate:
     return run
 
 
+class SharedKernel:
+    """The session's evcxr kernel, started on first use and reused by every test.
+
+    Only one kernel may use the build folder at a time (it holds the kernel lock), so tests that
+    start their own (papermill runs) call `release()` first; the next test that needs the shared
+    kernel starts a new one.
+    """
+
+    def __init__(self) -> None:
+        self._kernel: nbexec.Kernel | None = None
+
+    def get(self) -> nbexec.Kernel:
+        if self._kernel is None:
+            self._kernel = nbexec.Kernel(cwd=NOTEBOOK.parent)
+        return self._kernel
+
+    def release(self) -> None:
+        if self._kernel is not None:
+            self._kernel.shutdown()
+            self._kernel = None
+
+
 @pytest.fixture(scope='session')
-def kernel(build_env: dict[str, str]) -> Iterator[nbexec.Kernel]:
-    """One evcxr kernel for the whole session: runs reuse its compiled dependencies."""
-    k = nbexec.Kernel(cwd=NOTEBOOK.parent)
-    yield k
-    k.shutdown()
+def shared_kernel(build_env: dict[str, str]) -> Iterator[SharedKernel]:
+    shared = SharedKernel()
+    yield shared
+    shared.release()
+
+
+@pytest.fixture
+def kernel(shared_kernel: SharedKernel) -> nbexec.Kernel:
+    """The shared kernel: runs reuse its compiled cells and dependencies."""
+    return shared_kernel.get()
+
+
+@pytest.fixture
+def own_kernel(shared_kernel: SharedKernel) -> None:
+    """For tests that start kernels of their own: the shared one stops first."""
+    shared_kernel.release()
 
 
 RunNotebook = Callable[..., list[nbexec.CellResult]]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-import nbexec
+from aquabill_tools import nbexec
 from conftest import NOTEBOOK, RunNotebook
 
 

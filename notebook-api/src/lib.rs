@@ -3,8 +3,13 @@
 //! This crate has no dependencies so that the notebook kernel, which analyzes every crate a cell
 //! can see, starts in seconds. It calls the `aquabill` library through its C ABI (the library's
 //! `cdylib`, found through `LD_LIBRARY_PATH`, which `scripts/env.sh` sets) and hands back each
-//! step's report as text. Errors come back as [`StepError`], whose `Debug` form is the plain
-//! message, so a cell's `?` shows it as is.
+//! step's report as text and HTML (Jupyter shows the HTML, logs and papermill the text).
+//!
+//! A step that fails stops the notebook: the message is printed and the kernel's child process
+//! exits with status 1, which evcxr reports as a cell error. (A cell's `?` error would not do:
+//! evcxr prints it on stderr, possibly after the cell is reported done, and replies "ok", so
+//! papermill would carry on.) Nothing after the library's last commit was written, and a rerun of the
+//! notebook resumes the same batch.
 
 use std::ffi::{CStr, CString, c_char};
 use std::fmt;
@@ -39,9 +44,14 @@ pub struct Pipeline {
     settings: Report,
 }
 
-/// What a step did, as text.
+/// What a step did, as text and as HTML.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Report(pub String);
+pub struct Report {
+    /// Plain text (logs, papermill).
+    pub text: String,
+    /// HTML (Jupyter).
+    pub html: String,
+}
 
 /// A step failed; nothing after the failure point was committed.
 pub struct StepError(pub String);
@@ -62,23 +72,46 @@ impl std::error::Error for StepError {}
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl Report {
-    /// Shows the report in a notebook (evcxr calls this for a cell's last expression).
+    /// Splits the library's `<text>\u{1e}<html>` answer.
+    fn from_answer(answer: &str) -> Self {
+        let (text, html) = answer.split_once('\u{1e}').unwrap_or((answer, ""));
+        Self {
+            text: text.to_owned(),
+            html: html.to_owned(),
+        }
+    }
+
+    /// Shows the report in a notebook (evcxr calls this for a cell's last expression): Jupyter
+    /// renders the HTML, papermill's log and text front ends print the text.
     pub fn evcxr_display(&self) {
-        println!(
+        let mut out = format!(
             "EVCXR_BEGIN_CONTENT text/plain\n{}\nEVCXR_END_CONTENT",
-            self.0
+            self.text
         );
+        if !self.html.is_empty() {
+            out += &format!(
+                "\nEVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
+                self.html
+            );
+        }
+        println!("{out}");
     }
 }
 
 impl Pipeline {
-    /// Validates the parameters (nothing is written) and configures a pipeline.
-    pub fn new(p: &Params<'_>) -> Result<Self, StepError> {
+    /// Validates the parameters (nothing is written) and configures a pipeline; stops the
+    /// notebook if a parameter is invalid.
+    pub fn new(p: &Params<'_>) -> Self {
+        or_stop("validating the parameters", Self::try_new(p))
+    }
+
+    /// [`Pipeline::new`], returning the error instead of stopping.
+    pub fn try_new(p: &Params<'_>) -> Result<Self, StepError> {
         let request = format!(
             r#"{{"op":"configure","params":{{"input_root":{},"output_root":{},"checkpoint_location":{},"billing_timezone":{},"batch_cap":{},"clock_skew_minutes":{}}}}}"#,
             json_string(p.input_root),
@@ -91,7 +124,7 @@ impl Pipeline {
         let (session, text) = call(&request)?;
         Ok(Self {
             session,
-            settings: Report(text),
+            settings: Report::from_answer(&text),
         })
     }
 
@@ -100,39 +133,58 @@ impl Pipeline {
         self.settings.clone()
     }
 
-    fn step(&self, op: &str) -> Result<Report, StepError> {
-        let (_, text) = call(&format!(r#"{{"op":"{op}","session":{}}}"#, self.session))?;
-        Ok(Report(text))
+    fn step(&self, op: &str) -> Report {
+        let answer = call(&format!(r#"{{"op":"{op}","session":{}}}"#, self.session));
+        or_stop(op, answer.map(|(_, text)| Report::from_answer(&text)))
     }
 
     /// Plans a run: the files no earlier run committed (or the unfinished run's files).
-    pub fn plan(&self) -> Result<Report, StepError> {
+    pub fn plan(&self) -> Report {
         self.step("plan")
     }
 
     /// Reads and parses the planned files.
-    pub fn parse(&self) -> Result<Report, StepError> {
+    pub fn parse(&self) -> Report {
         self.step("parse")
     }
 
     /// Applies the watermark and removes duplicates.
-    pub fn dedup(&self) -> Result<Report, StepError> {
+    pub fn dedup(&self) -> Report {
         self.step("dedup")
     }
 
     /// Updates `hourly_usage`.
-    pub fn write_hourly(&self) -> Result<Report, StepError> {
+    pub fn write_hourly(&self) -> Report {
         self.step("hourly")
     }
 
     /// Updates `cumulative_usage`.
-    pub fn write_cumulative(&self) -> Result<Report, StepError> {
+    pub fn write_cumulative(&self) -> Report {
         self.step("cumulative")
     }
 
     /// Writes quarantine, metrics and dedup state, and advances the checkpoint.
-    pub fn finish(&self) -> Result<Report, StepError> {
+    pub fn finish(&self) -> Report {
         self.step("finish")
+    }
+
+    /// The bills of the latest closed billing months and of the month to date (read-only).
+    pub fn bills(&self) -> Report {
+        self.step("bills")
+    }
+
+    /// A chart of `customer`'s latest billing month: hourly usage and running total; an empty
+    /// `customer` picks the one with the largest running total (read-only).
+    pub fn chart(&self, customer: &str) -> Report {
+        let request = format!(
+            r#"{{"op":"chart","session":{},"customer":{}}}"#,
+            self.session,
+            json_string(customer)
+        );
+        or_stop(
+            "chart",
+            call(&request).map(|(_, text)| Report::from_answer(&text)),
+        )
     }
 }
 
@@ -140,7 +192,28 @@ impl Drop for Pipeline {
     /// Frees the run state the library keeps for this pipeline.
     fn drop(&mut self) {
         // Nothing useful can be done about a failure here; the session is simply left behind.
-        let _ = self.step("close");
+        let _ = call(&format!(r#"{{"op":"close","session":{}}}"#, self.session));
+    }
+}
+
+/// The value, or the notebook stops: prints the error (stdout, which Jupyter shows reliably, and
+/// stderr) and ends the kernel's child process with status 1, a cell error for evcxr.
+fn or_stop<T>(step: &str, result: Result<T, StepError>) -> T {
+    match result {
+        Ok(value) => value,
+        Err(e) => {
+            use std::io::Write;
+            let message = format!(
+                "error in step `{step}`: {e}\nThe run stopped here. Nothing after the last \
+                 commit was written; fix the cause and run the notebook again (it resumes the same \
+                 batch)."
+            );
+            println!("{message}");
+            eprintln!("{message}");
+            let _ = std::io::stdout().flush();
+            let _ = std::io::stderr().flush();
+            std::process::exit(1)
+        }
     }
 }
 
@@ -185,6 +258,17 @@ fn json_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_split_into_text_and_html() {
+        let r = Report::from_answer("3 rows\u{1e}<p>3 rows</p>");
+        assert_eq!(
+            (r.text.as_str(), r.html.as_str()),
+            ("3 rows", "<p>3 rows</p>")
+        );
+        let r = Report::from_answer("text only");
+        assert_eq!((r.text.as_str(), r.html.as_str()), ("text only", ""));
+    }
 
     #[test]
     fn strings_are_valid_json() {

@@ -1,7 +1,7 @@
 """Executes a notebook on the evcxr Rust kernel cell by cell, and fails loudly.
 
-The tests use it to run the notebook with their own parameters, and `scripts/run-sample.sh`
-uses it to run the notebook on sample data. It loads the `.ipynb` JSON, replaces the values in
+The tests use it to run the notebook with their own parameters in one shared kernel
+(`python -m aquabill_tools.nbexec NOTEBOOK EXECUTED -p name value` runs one notebook). It loads the `.ipynb` JSON, replaces the values in
 the first code cell (typed `let` bindings), sends each code cell to the kernel through
 jupyter_client and stops at the first cell that fails: an `error` reply (compile error, abort
 after a panic), or anything on stderr (evcxr reports a top-level `?` error only there).
@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import fcntl
 import json
 import os
 import queue
 import re
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,9 +23,10 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
-ROOT = Path(__file__).resolve().parent.parent
+from aquabill_tools.env import load_build_env, lock_kernel_dir
+from aquabill_tools.rust import LET, binding
+
 ANSI = re.compile(r'\x1b\[[0-9;]*m')
-LET = re.compile(r'^let\s+(?P<name>\w+)\s*:\s*(?P<type>[^=]+?)\s*=\s*(?P<value>.*?);\s*(?P<comment>//.*)?$')
 
 
 class CellError(Exception):
@@ -39,47 +38,12 @@ class CellResult:
     """What one cell produced."""
 
     index: int
+    source: str = ''
     seconds: float = 0.0
     stdout: str = ''
     stderr: str = ''
     text: str = ''
     outputs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def rust_literal(value: object, rust_type: str) -> str:
-    """A Rust literal of `value` for a binding of type `rust_type`."""
-    if isinstance(value, bool):
-        if rust_type != 'bool':
-            raise ValueError(f'{value!r} is not a {rust_type}')
-        return 'true' if value else 'false'
-    if isinstance(value, int):
-        if rust_type not in ('i64', 'i32', 'u32', 'u64', 'usize', 'f64'):
-            raise ValueError(f'{value!r} is not a {rust_type}')
-        return f'{value}.0' if rust_type == 'f64' else str(value)
-    if isinstance(value, float):
-        if rust_type != 'f64':
-            raise ValueError(f'{value!r} is not a {rust_type}')
-        return repr(value)
-    if isinstance(value, (str, Path)):
-        if rust_type.replace(' ', '') not in ('&str', "&'staticstr", 'String'):
-            raise ValueError(f'{value!r} is not a {rust_type}')
-        text = ''.join(_escape(ch) for ch in str(value))
-        return f'"{text}"' if rust_type != 'String' else f'String::from("{text}")'
-    raise ValueError(f'cannot write {value!r} as Rust')
-
-
-def _escape(ch: str) -> str:
-    if ch in '\\"':
-        return '\\' + ch
-    if ch == '\n':
-        return '\\n'
-    if ch == '\r':
-        return '\\r'
-    if ch == '\t':
-        return '\\t'
-    if ord(ch) < 0x20 or ord(ch) == 0x7F:
-        return f'\\u{{{ord(ch):x}}}'
-    return ch
 
 
 def load_notebook(path: Path) -> dict[str, Any]:
@@ -104,8 +68,7 @@ def with_parameters(nb: dict[str, Any], params: dict[str, object]) -> dict[str, 
     for i, line in enumerate(lines):
         m = LET.match(line.strip())
         if m and m['name'] in params:
-            value = rust_literal(params[m['name']], m['type'].strip())
-            lines[i] = f"let {m['name']}: {m['type'].strip()} = {value};"
+            lines[i] = binding(m['name'], params[m['name']], m['type'].strip())
             unknown.discard(m['name'])
     if unknown:
         raise KeyError(f'not parameters of the notebook: {sorted(unknown)}')
@@ -117,15 +80,8 @@ class Kernel:
     """One evcxr kernel, started in `cwd`; at most one runs per EVCXR_TMPDIR at a time."""
 
     def __init__(self, cwd: Path, startup_timeout: float = 900) -> None:
-        tmpdir = os.environ.get('EVCXR_TMPDIR')
-        if not tmpdir:
-            raise RuntimeError('EVCXR_TMPDIR is not set: source scripts/env.sh first')
-        Path(tmpdir).mkdir(parents=True, exist_ok=True)
-        self._lock = open(Path(tmpdir) / '.kernel.lock', 'w')
-        fcntl.flock(self._lock, fcntl.LOCK_EX)
-        # The kernel's crate resolves its dependencies like the workspace does, so it reuses
-        # what `cargo build` compiled instead of picking newer versions.
-        shutil.copyfile(ROOT / 'Cargo.lock', Path(tmpdir) / 'Cargo.lock')
+        load_build_env()
+        self._lock = lock_kernel_dir()
         self.km = KernelManager(kernel_name='rust')
         self.km.start_kernel(cwd=str(cwd), env=dict(os.environ))
         self.kc = self.km.client()
@@ -166,7 +122,7 @@ class Kernel:
             if msg['parent_header'].get('msg_id') == msg_id:
                 self._collect(msg, result, errors)
         if reply['content'].get('status') != 'ok' or errors:
-            detail = '\n'.join(errors + [result.stderr]).strip()
+            detail = '\n'.join(errors + [result.stdout, result.stderr]).strip()
             raise CellError(f'cell {index} failed:\n'
                             + (detail or f'the kernel replied {reply["content"]} without details'))
         if result.stderr.strip():
@@ -205,8 +161,15 @@ class Kernel:
             self.kc.stop_channels()
             self.km.shutdown_kernel(now=True)
         finally:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
+
+
+def text_of(results: list[CellResult], code: str) -> str:
+    """The text output of the cell whose source is `code`."""
+    for result in results:
+        if result.source.strip() == code:
+            return result.text
+    raise KeyError(f'no cell ran {code!r}')
 
 
 def run_notebook(nb: dict[str, Any], kernel: Kernel, executed_path: Path | None = None
@@ -219,6 +182,7 @@ def run_notebook(nb: dict[str, Any], kernel: Kernel, executed_path: Path | None 
                 continue
             cell['outputs'] = []
             result = kernel.execute(source(cell), index)
+            result.source = source(cell)
             cell['outputs'] = result.outputs
             results.append(result)
     except CellError as err:
