@@ -93,12 +93,16 @@ impl Store {
 
     /// Records the plan of a batch before it touches any table.
     pub fn save_plan(&self, plan: &Plan) -> Result<()> {
-        write_json(&self.plan_path(plan.batch_id), plan)
+        write_json(&self.plan_path(plan.batch_id), plan)?;
+        crate::faults::durable("plan written");
+        Ok(())
     }
 
     /// Records a finished batch: its files are committed and the next batch may start.
     pub fn commit(&self, checkpoint: &Checkpoint) -> Result<()> {
-        write_json(&self.checkpoint_path(), checkpoint)
+        write_json(&self.checkpoint_path(), checkpoint)?;
+        crate::faults::durable("checkpoint written");
+        Ok(())
     }
 }
 

@@ -18,12 +18,13 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, DataType, StructField, Transaction};
+use deltalake::operations::vacuum::VacuumMode;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableError};
+use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
 use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
@@ -130,6 +131,10 @@ pub const RUN_METRICS: Spec = Spec {
         ("hourly_usage_ms", Kind::Long),
         ("cumulative_usage_ms", Kind::Long),
         ("finish_ms", Kind::Long),
+        ("hourly_usage_version", Kind::Long),
+        ("hourly_usage_files", Kind::Long),
+        ("cumulative_usage_version", Kind::Long),
+        ("cumulative_usage_files", Kind::Long),
     ],
     partition: None,
     row_group_rows: None,
@@ -149,6 +154,9 @@ pub const DEDUP_STATE: Spec = Spec {
     // Files are sorted by meter: a run reading a few meters' readings decodes a few row groups.
     row_group_rows: Some(1024),
 };
+
+/// Commits between Delta log checkpoints (written by each table's commit hook).
+pub const CHECKPOINT_INTERVAL: &str = "24";
 
 /// An open table.
 pub struct Table {
@@ -173,6 +181,7 @@ impl Table {
     pub async fn open_or_create(dir: &Path, spec: &'static Spec) -> Result<Self> {
         let err = |e: DeltaTableError| Error::delta(spec.name, e);
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let existed = dir.join("_delta_log").is_dir();
         let url = deltalake::ensure_table_uri(dir.to_string_lossy()).map_err(err)?;
         let fields = spec.columns.iter().map(|&(name, kind)| {
             let dtype = match kind {
@@ -190,9 +199,18 @@ impl Table {
             .with_table_name(spec.name)
             .with_columns(fields)
             .with_partition_columns(spec.partition)
+            // About one commit per hourly run: a log checkpoint a day keeps opening the table
+            // (the latest checkpoint plus at most a day of commits) flat as history grows.
+            .with_configuration_property(
+                TableProperty::CheckpointInterval,
+                Some(CHECKPOINT_INTERVAL),
+            )
             .with_save_mode(SaveMode::Ignore)
             .await
             .map_err(err)?;
+        if !existed {
+            crate::faults::durable(&format!("{}: created", spec.name));
+        }
         let table = Self { spec, table };
         table.check_layout()?;
         Ok(table)
@@ -242,6 +260,41 @@ impl Table {
             .try_collect()
             .await
             .map_err(|e| Error::delta(self.spec.name, e))
+    }
+
+    /// The table's version and how many data files it has now.
+    pub async fn version_and_files(&self) -> Result<(i64, usize)> {
+        Ok((
+            self.table.version().map_or(-1, |v| v as i64),
+            self.files().await?.len(),
+        ))
+    }
+
+    /// The paths of every data file of an unpartitioned table, when there are at least
+    /// `min_files` of them (what a compaction of an append-only table would rewrite).
+    pub async fn appended_files(&self, min_files: usize) -> Result<BTreeSet<String>> {
+        let files = self.files().await?;
+        if self.spec.partition.is_some() || files.len() < min_files {
+            return Ok(BTreeSet::new());
+        }
+        Ok(files.iter().map(|f| f.path().into_owned()).collect())
+    }
+
+    /// Deletes data files no version younger than `retention_hours` refers to, and files no
+    /// commit refers to at all (left by a run that crashed before committing) once they are
+    /// that old. Returns how many files were deleted.
+    pub async fn vacuum(&mut self, retention_hours: i64) -> Result<usize> {
+        let name = self.spec.name;
+        let (table, metrics) = self
+            .table
+            .clone()
+            .vacuum()
+            .with_retention_period(chrono::Duration::hours(retention_hours))
+            .with_mode(VacuumMode::Full)
+            .await
+            .map_err(|e| Error::delta(name, e))?;
+        self.table = table;
+        Ok(metrics.files_deleted.len())
     }
 
     /// Hour partitions present in the table.
@@ -397,13 +450,14 @@ impl Table {
             return Ok(Committed::AlreadyCommitted);
         }
         let mut actions = Vec::new();
-        if let Some(part) = self.spec.partition {
-            for file in self.files().await? {
-                if partition_hour(&file, part).is_some_and(|h| replace.contains(&h))
-                    || paths.contains(file.path().as_ref())
-                {
-                    actions.push(Action::Remove(file.remove_action(true)));
-                }
+        for file in self.files().await? {
+            let in_replaced_hour = self
+                .spec
+                .partition
+                .and_then(|part| partition_hour(&file, part))
+                .is_some_and(|h| replace.contains(&h));
+            if in_replaced_hour || paths.contains(file.path().as_ref()) {
+                actions.push(Action::Remove(file.remove_action(true)));
             }
         }
         if let Some(rows) = rows.filter(|r| r.height() > 0) {
@@ -426,6 +480,7 @@ impl Table {
                     .into_iter()
                     .map(Action::Add),
             );
+            crate::faults::durable(&format!("{name}: data files written"));
         }
         if actions.is_empty() {
             return Ok(Committed::Nothing);
@@ -459,6 +514,7 @@ impl Table {
             .await
             .map_err(err)?;
         let version = finalized.version();
+        crate::faults::durable(&format!("{name}: committed"));
         self.table.update_state().await.map_err(err)?;
         Ok(Committed::Version(version))
     }

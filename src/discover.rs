@@ -82,7 +82,9 @@ pub fn list_new_files(input_root: &Path, checkpoint: &Checkpoint) -> Result<List
                         path: entry.path(),
                         reason: format!(
                             "input file changed after it was committed ({committed} bytes, now \
-                             {size}); input files must be immutable"
+                             {size}); input files must be immutable. If it was corrected on \
+                             purpose, run the notebook once with rebuild = true: it recomputes \
+                             the tables from the log"
                         ),
                     });
                 }

@@ -67,6 +67,18 @@ pub enum Error {
     /// The steps of a run were called out of order, or the notebook sent a malformed request.
     #[error("{0}")]
     Protocol(String),
+    /// Another run holds the tables' run lock.
+    #[error(
+        "another run is working on these tables ({holder}; lock {}): this run changed nothing. \
+         Let it finish; the lock is released when that process ends, however it ends",
+        path.display()
+    )]
+    Busy {
+        /// The lock file.
+        path: PathBuf,
+        /// Who holds it, as the holder wrote it.
+        holder: String,
+    },
     /// A run's own accounting does not add up; nothing after the check was committed.
     #[error("accounting check failed: {0}")]
     Accounting(String),

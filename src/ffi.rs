@@ -41,6 +41,8 @@ struct Request {
     params: Option<OwnedParams>,
     #[serde(default)]
     customer: String,
+    #[serde(default)]
+    rebuild: bool,
 }
 
 #[derive(Deserialize)]
@@ -133,6 +135,9 @@ fn handle(request: &[u8]) -> Result<(u64, (String, String))> {
     let no_run = || Error::Protocol("no run in progress: run the `plan` step first".to_owned());
     let output = match request.op.as_str() {
         "plan" => {
+            // Planning again (a cell run twice) first ends this session's run in flight, which
+            // releases its lock; the new plan resumes the same batch.
+            session.run = None;
             let run = Run::start(&session.config)?;
             let output = shown(&run.plan_report());
             session.run = Some(run);
@@ -149,6 +154,14 @@ fn handle(request: &[u8]) -> Result<(u64, (String, String))> {
                 .write_cumulative()?,
         ),
         "finish" => shown(&session.run.take().ok_or_else(no_run)?.finish()?),
+        "rebuild" => {
+            session.run = None;
+            if request.rebuild {
+                shown(&crate::rebuild::rebuild(&session.config)?)
+            } else {
+                shown(&crate::rebuild::RebuildReport::default())
+            }
+        }
         "bills" => shown(&show::bills(&session.config)?),
         "chart" => match show::customer_month(&session.config, &request.customer)? {
             Some(month) => shown(&month),

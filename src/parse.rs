@@ -24,6 +24,8 @@ pub enum Reason {
     NotUtf8,
     /// The line is empty.
     EmptyLine,
+    /// The line is longer than [`MAX_LINE_BYTES`]; it is not parsed.
+    LineTooLong,
     /// The line is not a JSON object (includes truncated lines).
     InvalidJson,
     /// A required field is missing, or has the wrong JSON type.
@@ -50,6 +52,7 @@ impl Reason {
         match self {
             Reason::NotUtf8 => "not_utf8",
             Reason::EmptyLine => "empty_line",
+            Reason::LineTooLong => "line_too_long",
             Reason::InvalidJson => "invalid_json",
             Reason::BadField => "bad_field",
             Reason::EmptyId => "empty_id",
@@ -251,7 +254,17 @@ struct Record {
     usage_ml: i64,
 }
 
+/// The longest line parsed: a reading takes about 200 bytes, so a longer line is a fault
+/// (runaway writer, binary data); it is quarantined unread, keeping parse memory bounded.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
 fn parse_line(raw: &[u8]) -> Result<Record, (Reason, String)> {
+    if raw.len() > MAX_LINE_BYTES {
+        return Err((
+            Reason::LineTooLong,
+            format!("{} bytes, more than {MAX_LINE_BYTES}", raw.len()),
+        ));
+    }
     let text = std::str::from_utf8(raw).map_err(|e| (Reason::NotUtf8, e.to_string()))?;
     let text = text.strip_suffix('\r').unwrap_or(text);
     if text.trim().is_empty() {
@@ -280,6 +293,16 @@ fn parse_line(raw: &[u8]) -> Result<Record, (Reason, String)> {
         })?
         .timestamp_micros();
     let usage_ml = usage_ml(line.usage_liters.get())?;
+    if usage_ml > MAX_READING_ML {
+        return Err((
+            Reason::BadUsage,
+            format!(
+                "usage_liters {}: implausible, more than {} liters in one reading",
+                line.usage_liters.get(),
+                MAX_READING_ML / 1000
+            ),
+        ));
+    }
     Ok(Record {
         meter_id: line.meter_id.into_owned(),
         customer_id: line.customer_id.into_owned(),
@@ -287,6 +310,11 @@ fn parse_line(raw: &[u8]) -> Result<Record, (Reason, String)> {
         usage_ml,
     })
 }
+
+/// The largest usage one reading may report: 1,000 m³. The largest utility meters pass about
+/// 2,000 m³ an hour, so a reading above this is a meter or transmission fault; it is quarantined
+/// for review rather than billed.
+pub const MAX_READING_ML: i64 = 1_000_000_000;
 
 /// Exact milliliters from the text of a JSON number of liters.
 fn usage_ml(number: &str) -> Result<i64, (Reason, String)> {
@@ -424,7 +452,7 @@ mod tests {
                 usage_ml: 1250,
             })
         );
-        let cases: [(&[u8], Reason); 8] = [
+        let cases: [(&[u8], Reason); 9] = [
             (b"\xff\xfe{}", Reason::NotUtf8),
             (b"   ", Reason::EmptyLine),
             (br#"{"meter_id":"M1","customer_id":"C1","recor"#, Reason::InvalidJson),
@@ -433,6 +461,7 @@ mod tests {
             (br#"{"meter_id":"","customer_id":"C1","recorded_at":"2026-03-14T05:07:00Z","usage_liters":1,"ingested_at":"x"}"#, Reason::EmptyId),
             (br#"{"meter_id":"M1","customer_id":"C1","recorded_at":"2026-03-14T05:07:00","usage_liters":1,"ingested_at":"x"}"#, Reason::BadTimestamp),
             (br#"{"meter_id":"M1","customer_id":"C1","recorded_at":"2026-03-14T05:07:00Z","usage_liters":-2.5,"ingested_at":"x"}"#, Reason::BadUsage),
+            (br#"{"meter_id":"M1","customer_id":"C1","recorded_at":"2026-03-14T05:07:00Z","usage_liters":1000000.001,"ingested_at":"x"}"#, Reason::BadUsage),
         ];
         for (line, reason) in cases {
             assert_eq!(
@@ -442,6 +471,16 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+        // Just over the limit: not even parsed (the prefix would be valid JSON).
+        let mut long = good.as_bytes().to_vec();
+        long.resize(MAX_LINE_BYTES + 1, b' ');
+        assert_eq!(reason_of(&long), Some(Reason::LineTooLong));
+        long.truncate(MAX_LINE_BYTES);
+        assert_eq!(
+            reason_of(&long).map(|_| ()),
+            None,
+            "a long but valid line parses"
+        );
     }
 
     #[test]

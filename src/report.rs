@@ -364,6 +364,8 @@ pub struct RunMetrics {
     pub duration_ms: i64,
     /// Wall time per step.
     pub steps: Vec<(&'static str, u128)>,
+    /// Version and data-file count of `hourly_usage` and `cumulative_usage` after the run.
+    pub tables: Vec<(&'static str, i64, u64)>,
 }
 
 impl RunMetrics {
@@ -379,6 +381,15 @@ impl RunMetrics {
                 .map(|s| s.1)
                 .sum::<u128>();
             Column::new(format!("{name}_ms").into(), [ms as i64])
+        };
+        // Field 1: the table's version, 2: its data files.
+        let table = |name: &str, field: usize| {
+            let t = self.tables.iter().find(|t| t.0 == name);
+            let (suffix, value) = match field {
+                1 => ("version", t.map_or(-1, |t| t.1)),
+                _ => ("files", t.map_or(0, |t| t.2 as i64)),
+            };
+            Column::new(format!("{name}_{suffix}").into(), [value])
         };
         DataFrame::new(
             1,
@@ -403,6 +414,10 @@ impl RunMetrics {
                 step("hourly_usage"),
                 step("cumulative_usage"),
                 step("finish"),
+                table("hourly_usage", 1),
+                table("hourly_usage", 2),
+                table("cumulative_usage", 1),
+                table("cumulative_usage", 2),
             ],
         )
         .map_err(Error::polars("run metrics"))
@@ -441,7 +456,11 @@ impl fmt::Display for RunMetrics {
             .iter()
             .map(|(s, ms)| format!("{s} {ms} ms"))
             .collect();
-        write!(f, "  {} ms: {}", self.duration_ms, steps.join(", "))
+        write!(f, "  {} ms: {}", self.duration_ms, steps.join(", "))?;
+        for (name, version, files) in &self.tables {
+            write!(f, "\n  {name}: version {version}, {files} data files")?;
+        }
+        Ok(())
     }
 }
 

@@ -18,6 +18,7 @@ use crate::delta::{self, Table};
 use crate::discover;
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, billing_month, format_hour, month_start_hour};
+use crate::lock::RunLock;
 use crate::parse::{self, Quarantined, Reason};
 use crate::report::{DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
 
@@ -25,10 +26,19 @@ use crate::report::{DedupReport, ParseReport, PlanReport, RunMetrics, TableRepor
 const STATE_SMALL_FILE_ROWS: usize = 20_000;
 /// An hour partition's small dedup-state files are compacted when a run would make them this many.
 const STATE_SMALL_FILES: usize = 4;
+/// A `cumulative_usage` hour that zero rows of customers new to the month were appended to is
+/// rewritten as one file once it would have this many.
+const CUMULATIVE_FILES_PER_HOUR: usize = 4;
+/// `quarantine` and `run_metrics` (one small file per run) are rewritten as one file once they
+/// would have this many.
+const APPEND_TABLE_FILES: usize = 48;
+/// Every this many batches (about daily on an hourly schedule) a run vacuums the tables.
+const VACUUM_EVERY_BATCHES: i64 = 24;
 
 /// State of a run between its steps.
 pub struct Run {
     config: Config,
+    _lock: RunLock,
     store: Store,
     checkpoint: Checkpoint,
     plan: Plan,
@@ -45,6 +55,7 @@ pub struct Run {
     affected_hours: BTreeSet<i64>,
     watermark_after: Option<i64>,
     latest_ingest_after: Option<i64>,
+    tables: Vec<(&'static str, i64, u64)>,
 }
 
 /// Record counts of a run.
@@ -87,6 +98,14 @@ impl Run {
     /// files no run committed yet (up to the batch cap).
     pub fn start(config: &Config) -> Result<Self> {
         let started = Instant::now();
+        let lock = RunLock::acquire(&config.checkpoint_dir)?;
+        if crate::rebuild::in_progress(&config.output_root) {
+            return Err(Error::Protocol(
+                "a rebuild of these tables was interrupted: run the notebook with rebuild = true \
+                 to finish it before ordinary runs go on"
+                    .to_owned(),
+            ));
+        }
         let store = Store::new(&config.checkpoint_dir);
         let checkpoint = store.load()?;
         let (plan, resumed, ignored) = match store.load_plan(checkpoint.next_batch)? {
@@ -121,6 +140,7 @@ impl Run {
             .max();
         let mut run = Self {
             config: config.clone(),
+            _lock: lock,
             store,
             checkpoint,
             plan,
@@ -137,6 +157,7 @@ impl Run {
             affected_hours: BTreeSet::new(),
             watermark_after,
             latest_ingest_after,
+            tables: Vec::new(),
         };
         run.step_done("plan", started);
         Ok(run)
@@ -327,6 +348,7 @@ impl Run {
         self.affected_hours.iter().copied().for_each(&mut note);
         let mut rows = Vec::new();
         let mut replace = BTreeSet::new();
+        let mut appended = BTreeSet::new();
         for (&start, &first_changed) in &changed {
             let end = month_start_hour(start + 24 * 32, tz);
             let Some(&last) = hourly_partitions.range(start..end).next_back() else {
@@ -372,6 +394,7 @@ impl Run {
                     .anti_join(base, col("customer_id"), col("customer_id"))
                     .with_column(lit(0i64).cast(DataType::Int64).alias("base_ml"));
                 let earlier: Vec<i64> = (start..from).collect();
+                appended.extend(earlier.iter().copied());
                 let no_usage = DataFrame::new(
                     0,
                     vec![
@@ -422,7 +445,26 @@ impl Run {
                 all.vstack(&part).map_err(Error::polars("cumulative"))?
             };
         }
-        let committed = block_on(cumulative.commit(self.plan.batch_id, Some(&all), &replace))??;
+        // Hours that only got appended zero rows gain a file each time; past a few, rewrite.
+        let (compacted, paths) = block_on(cumulative.small_files(
+            &appended,
+            usize::MAX,
+            CUMULATIVE_FILES_PER_HOUR - 1,
+        ))??;
+        if !paths.is_empty() {
+            let old = block_on(cumulative.read_files(&compacted, &paths))??;
+            all = if all.height() == 0 {
+                old
+            } else {
+                all.vstack(&old).map_err(Error::polars("cumulative"))?
+            };
+        }
+        let committed = block_on(cumulative.commit_removing(
+            self.plan.batch_id,
+            Some(&all),
+            &replace,
+            &paths,
+        ))??;
         self.step_done("cumulative_usage", t);
         Ok(TableReport::new(
             "cumulative_usage",
@@ -443,7 +485,7 @@ impl Run {
         let batch = self.plan.batch_id;
         let quarantine = quarantine_frame(batch, &self.quarantined, &self.plan)?;
         let mut table = self.open(&delta::QUARANTINE)?;
-        block_on(table.commit(batch, Some(&quarantine), &BTreeSet::new()))??;
+        append_compacting(&mut table, batch, &quarantine)?;
 
         let mut state = self.open(&delta::DEDUP_STATE)?;
         let wm = self.watermark_after.unwrap_or(i64::MIN);
@@ -489,10 +531,14 @@ impl Run {
                 })
                 .map_err(Error::polars("dedup state"))?
         };
+        for spec in [&delta::HOURLY_USAGE, &delta::CUMULATIVE_USAGE] {
+            let (version, files) = block_on(self.open(spec)?.version_and_files())??;
+            self.tables.push((spec.name, version, files as u64));
+        }
         self.step_done("finish", t);
         let metrics = self.metrics();
         let mut table = self.open(&delta::RUN_METRICS)?;
-        block_on(table.commit(batch, Some(&metrics.frame()?), &BTreeSet::new()))??;
+        append_compacting(&mut table, batch, &metrics.frame()?)?;
         block_on(state.commit_removing(batch, Some(&keep), &pruned, &small))??;
 
         let mut checkpoint = self.checkpoint.clone();
@@ -503,7 +549,26 @@ impl Run {
         checkpoint.watermark_hour = self.watermark_after;
         checkpoint.latest_ingest_hour = self.latest_ingest_after;
         self.store.commit(&checkpoint)?;
+        if batch % VACUUM_EVERY_BATCHES == VACUUM_EVERY_BATCHES - 1 {
+            self.vacuum()?;
+        }
         Ok(self.metrics())
+    }
+
+    /// Deletes the files no table version of the last 7 days (the watermark's reach) refers to.
+    fn vacuum(&self) -> Result<usize> {
+        let mut deleted = 0;
+        for spec in [
+            &delta::HOURLY_USAGE,
+            &delta::CUMULATIVE_USAGE,
+            &delta::QUARANTINE,
+            &delta::RUN_METRICS,
+            &delta::DEDUP_STATE,
+        ] {
+            let mut table = self.open(spec)?;
+            deleted += block_on(table.vacuum(WATERMARK_HOURS))??;
+        }
+        Ok(deleted)
     }
 
     fn metrics(&self) -> RunMetrics {
@@ -517,6 +582,7 @@ impl Run {
             watermark_hour: self.watermark_after.map(format_hour).unwrap_or_default(),
             duration_ms: self.started.elapsed().as_millis() as i64,
             steps: self.steps.clone(),
+            tables: self.tables.clone(),
         }
     }
 }
@@ -569,6 +635,37 @@ fn fill_raw_lines(quarantined: &mut [Quarantined], plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+/// Appends `rows` to an unpartitioned table as batch `batch`; once the table has many files,
+/// the same commit rewrites them and the new rows as one file.
+fn append_compacting(table: &mut Table, batch: i64, rows: &DataFrame) -> Result<()> {
+    let old = block_on(table.appended_files(APPEND_TABLE_FILES - 1))??;
+    let rows = if old.is_empty() {
+        rows.clone()
+    } else {
+        let mut all = block_on(table.read_files(&BTreeSet::new(), &old))??;
+        all.vstack_mut(rows).map_err(Error::polars("compaction"))?;
+        all
+    };
+    block_on(table.commit_removing(batch, Some(&rows), &BTreeSet::new(), &old))??;
+    Ok(())
+}
+
+/// Longest raw line kept in full in `quarantine` (the log keeps the whole line; file and line
+/// number point at it).
+const RAW_LINE_KEPT: usize = 64 * 1024;
+
+/// `raw`, or its first [`RAW_LINE_KEPT`] bytes (at a character boundary) and how long it was.
+fn clip(raw: &str) -> std::borrow::Cow<'_, str> {
+    if raw.len() <= RAW_LINE_KEPT {
+        return raw.into();
+    }
+    let mut end = RAW_LINE_KEPT;
+    while !raw.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... [{} bytes in all]", &raw[..end], raw.len()).into()
+}
+
 fn quarantine_frame(batch: i64, rows: &[Quarantined], plan: &Plan) -> Result<DataFrame> {
     let n = rows.len();
     let columns = vec![
@@ -593,7 +690,7 @@ fn quarantine_frame(batch: i64, rows: &[Quarantined], plan: &Plan) -> Result<Dat
         ),
         Column::new(
             "raw_line".into(),
-            rows.iter().map(|q| q.raw.as_str()).collect::<Vec<_>>(),
+            rows.iter().map(|q| clip(&q.raw)).collect::<Vec<_>>(),
         ),
     ];
     DataFrame::new(n, columns).map_err(Error::polars("quarantine"))

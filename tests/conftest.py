@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
@@ -93,6 +94,37 @@ def kernel(shared_kernel: SharedKernel) -> nbexec.Kernel:
 def own_kernel(shared_kernel: SharedKernel) -> None:
     """For tests that start kernels of their own: the shared one stops first."""
     shared_kernel.release()
+
+
+KernelFactory = Callable[[dict[str, str]], AbstractContextManager[nbexec.Kernel]]
+
+
+@pytest.fixture
+def kernel_factory(shared_kernel: SharedKernel) -> KernelFactory:
+    """Starts a kernel of the test's own with extra environment variables (the shared one
+    stops first; it restarts when next needed)."""
+
+    @contextmanager
+    def start(env: dict[str, str]) -> Iterator[nbexec.Kernel]:
+        shared_kernel.release()
+        own = nbexec.Kernel(cwd=NOTEBOOK.parent, env=env)
+        try:
+            yield own
+        finally:
+            own.shutdown()
+
+    return start
+
+
+@pytest.fixture(scope='session')
+def run_once_binary(build_env: dict[str, str]) -> Path:
+    """The `run_once` example: one pipeline run per process, no kernel."""
+    subprocess.run(['cargo', 'build', '--quiet', '-p', 'aquabill', '--example', 'run_once'],
+                   cwd=ROOT, check=True, env=build_env)
+    path = (Path(build_env['CARGO_TARGET_DIR']) / build_env['CARGO_BUILD_TARGET'] / 'debug'
+            / 'examples' / 'run_once')
+    assert path.is_file(), path
+    return path
 
 
 RunNotebook = Callable[..., list[nbexec.CellResult]]

@@ -138,6 +138,20 @@ impl Pipeline {
         or_stop(op, answer.map(|(_, text)| Report::from_answer(&text)))
     }
 
+    /// With `rebuild` true, recomputes every table from the input log (after a data error in
+    /// the log was fixed); readers see each table's old or new version, never a mix. With
+    /// `false`, does nothing.
+    pub fn rebuild(&self, rebuild: bool) -> Report {
+        let request = format!(
+            r#"{{"op":"rebuild","session":{},"rebuild":{rebuild}}}"#,
+            self.session
+        );
+        or_stop(
+            "rebuild",
+            call(&request).map(|(_, text)| Report::from_answer(&text)),
+        )
+    }
+
     /// Plans a run: the files no earlier run committed (or the unfinished run's files).
     pub fn plan(&self) -> Report {
         self.step("plan")

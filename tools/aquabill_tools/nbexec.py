@@ -79,11 +79,12 @@ def with_parameters(nb: dict[str, Any], params: dict[str, object]) -> dict[str, 
 class Kernel:
     """One evcxr kernel, started in `cwd`; at most one runs per EVCXR_TMPDIR at a time."""
 
-    def __init__(self, cwd: Path, startup_timeout: float = 900) -> None:
+    def __init__(self, cwd: Path, startup_timeout: float = 900,
+                 env: dict[str, str] | None = None) -> None:
         load_build_env()
         self._lock = lock_kernel_dir()
         self.km = KernelManager(kernel_name='rust')
-        self.km.start_kernel(cwd=str(cwd), env=dict(os.environ))
+        self.km.start_kernel(cwd=str(cwd), env=dict(os.environ) | (env or {}))
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=startup_timeout)

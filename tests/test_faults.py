@@ -1,0 +1,215 @@
+"""No crash, rerun, overlap or re-split changes a bill. Runs go through `run_once` (one run per
+process, so a crash is a real process abort) and, where it matters, through the notebook."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from aquabill_tools import nbexec
+from conftest import NOTEBOOK, KernelFactory, SharedKernel
+from faults import TIMING, batches_applied_once, crashed, rows, run_once, state
+
+GEN = ('--meters', '12', '--seed', '21', '--duplicate-rate', '0.05', '--offline-share', '0.3',
+       '--malformed-rate', '0.01', '--files-per-hour', '2')
+
+
+@pytest.fixture(scope='module')
+def log(tmp_path_factory: pytest.TempPathFactory, generator: Path) -> Path:
+    """About 36 hours across a month boundary, 2 files an hour, with replays and bad lines."""
+    root = tmp_path_factory.mktemp('log') / 'log'
+    subprocess.run([str(generator), '--output', str(root), '--start-hour', '2026-03-31T00',
+                    '--end-hour', '2026-04-01T12', *GEN], check=True, capture_output=True)
+    return root
+
+
+def finish(binary: Path, log: Path, out: Path, cap: int = 0) -> None:
+    """Runs until no new files are left."""
+    for _ in range(200):
+        done = run_once(binary, log, out, cap)
+        assert done.returncode == 0, done.stderr
+        if 'no new files' in done.stdout:
+            return
+    raise AssertionError('runs never ran out of files')
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory: pytest.TempPathFactory, run_once_binary: Path,
+              log: Path) -> dict[str, object]:
+    """The state after runs of 20 files that never crashed."""
+    out = tmp_path_factory.mktemp('reference') / 'out'
+    finish(run_once_binary, log, out, cap=20)
+    return state(out)
+
+
+def test_crash_at_every_durable_step(tmp_path: Path, run_once_binary: Path, log: Path,
+                                     reference: dict[str, object]) -> None:
+    covered: list[str] = []
+    k = 0
+    while True:
+        k += 1
+        out = tmp_path / f'crash-{k}'
+        crashes = 0
+        for _ in range(100):
+            armed = run_once(run_once_binary, log, out, cap=20, crash_at=k)
+            step = crashed(armed)
+            if step is not None:
+                crashes += 1
+                covered.append(step)
+                assert armed.returncode != 0
+                # The next run, unarmed, must finish what the crashed one left.
+                again = run_once(run_once_binary, log, out, cap=20)
+                assert again.returncode == 0, again.stderr
+                continue
+            assert armed.returncode == 0, armed.stderr
+            if 'no new files' in armed.stdout:
+                break
+        assert state(out) == reference, f'crash after durable step {k} changed the result'
+        batches_applied_once(out)
+        shutil.rmtree(out)
+        if crashes == 0:
+            break
+    # Every kind of durable step was hit, in the first batch and in later ones.
+    kinds = {c for c in covered}
+    for expected in ('plan written', 'checkpoint written', 'hourly_usage: committed',
+                     'hourly_usage: data files written', 'cumulative_usage: committed',
+                     'quarantine: committed', 'run_metrics: committed',
+                     'dedup_state: committed', 'dedup_state: created'):
+        assert expected in kinds, (expected, sorted(kinds))
+    print(f'{k - 1} crash points, {len(covered)} crashes: {sorted(kinds)}')
+
+
+def test_kernel_killed_mid_write(tmp_path: Path, run_once_binary: Path, log: Path,
+                                 shared_kernel: SharedKernel,
+                                 kernel_factory: KernelFactory) -> None:
+    # Find the durable step where cumulative_usage's files are written but not committed.
+    probe = tmp_path / 'probe'
+    k = 0
+    while True:
+        k += 1
+        step = crashed(run_once(run_once_binary, log, probe, crash_at=k))
+        assert step is not None, 'no such step'
+        shutil.rmtree(probe)
+        if step == 'cumulative_usage: data files written':
+            break
+    out = tmp_path / 'out'
+    params = {'input_root': str(log), 'output_root': str(out)}
+    nb = nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK), params)
+    with kernel_factory({'AQUABILL_CRASH_AT': str(k)}) as doomed:
+        with pytest.raises(nbexec.CellError, match='Subprocess terminated'):
+            nbexec.run_notebook(nb, doomed)
+    orphans = list((out / 'cumulative_usage').glob('**/*.parquet'))
+    assert orphans, 'the kernel died after writing data files'
+    nbexec.run_notebook(nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK), params),
+                        shared_kernel.get())
+    ref = tmp_path / 'ref'
+    finish(run_once_binary, log, ref)
+    assert state(out) == state(ref)
+    batches_applied_once(out)
+
+
+def test_one_run_at_a_time(tmp_path: Path, run_once_binary: Path, log: Path,
+                           kernel: nbexec.Kernel) -> None:
+    out = tmp_path / 'out'
+    nb = nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK),
+                                {'input_root': str(log), 'output_root': str(out)})
+    cells = [nbexec.source(c) for c in nbexec.code_cells(nb)]
+    plan = cells.index('pipeline.plan()')
+    for code in cells[:plan + 1]:
+        kernel.execute(code)
+    # The notebook's run is in flight: another run refuses and changes nothing.
+    busy = run_once(run_once_binary, log, out)
+    assert busy.returncode == 3, busy.stderr
+    assert 'another run is working on these tables' in busy.stderr and 'pid' in busy.stderr
+    assert not (out / 'hourly_usage').exists()
+    for code in cells[plan + 1:]:
+        kernel.execute(code)
+    after = run_once(run_once_binary, log, out)
+    assert after.returncode == 0 and 'no new files' in after.stdout, after.stderr
+
+    # A run killed while holding the lock leaves no stale lock behind.
+    killed = tmp_path / 'killed'
+    assert crashed(run_once(run_once_binary, log, killed, crash_at=1)) == 'plan written'
+    assert 'pid' in (killed / '_checkpoint' / 'run.lock').read_text()
+    finish(run_once_binary, log, killed)
+    assert state(killed) == state(out)
+
+
+def test_runs_started_at_once(tmp_path: Path, run_once_binary: Path, log: Path) -> None:
+    out, ref = tmp_path / 'out', tmp_path / 'ref'
+    finish(run_once_binary, log, ref)
+    for attempt in range(3):
+        procs = [subprocess.Popen([str(run_once_binary), str(log), str(out)],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else '') for p in procs]
+        codes = sorted(code for code, _ in results)
+        assert codes in ([0, 0], [0, 3]), results
+        for code, err in results:
+            if code == 3:
+                assert 'another run is working on these tables' in err
+    finish(run_once_binary, log, out)
+    assert state(out) == state(ref)
+    batches_applied_once(out)
+
+
+def test_cells_rerun_in_one_kernel_do_not_double_count(
+        tmp_path: Path, run_once_binary: Path, log: Path, kernel: nbexec.Kernel) -> None:
+    out, ref = tmp_path / 'out', tmp_path / 'ref'
+    finish(run_once_binary, log, ref)
+    nb = nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK),
+                                {'input_root': str(log), 'output_root': str(out)})
+    cells = [nbexec.source(c) for c in nbexec.code_cells(nb)]
+    for code in cells:
+        kernel.execute(code)
+        if code in ('pipeline.plan()', 'pipeline.write_hourly()', 'pipeline.write_cumulative()'):
+            again = kernel.execute(code)  # a person runs the cell a second time
+            if code != 'pipeline.plan()':
+                assert 'already committed' in again.text
+    for code in cells:  # and then the whole notebook again
+        kernel.execute(code)
+    assert state(out) == state(ref)
+    batches_applied_once(out)
+
+
+def test_random_resplits_give_identical_tables(tmp_path: Path, run_once_binary: Path,
+                                               log: Path) -> None:
+    whole = tmp_path / 'whole'
+    finish(run_once_binary, log, whole)
+    expected = comparable(whole)
+    files = sorted(p.relative_to(log) for p in log.glob('*/*.jsonl'))
+    for seed in range(21):
+        rng = random.Random(seed)
+        cuts = sorted(rng.sample(range(1, len(files)), rng.randint(1, 6)))
+        arrived, out = tmp_path / f'in-{seed}', tmp_path / f'out-{seed}'
+        for chunk in zip([0, *cuts], [*cuts, len(files)]):
+            for rel in files[chunk[0]:chunk[1]]:
+                (arrived / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(log / rel, arrived / rel)
+            finish(run_once_binary, arrived, out, cap=rng.choice([0, 8, 16, 32]))
+        assert comparable(out) == expected, f'split {seed} ({cuts}) differs'
+        shutil.rmtree(arrived)
+        shutil.rmtree(out)
+
+
+def comparable(out: Path) -> dict[str, object]:
+    """What must not depend on how the log was split into runs."""
+    metrics = rows(out / 'run_metrics', TIMING)
+    counted = ('files', 'lines_read', 'accepted', 'duplicates', 'conflicts', 'late', 'future',
+               'malformed')
+    totals = {k: sum(dict(m)[k] for m in metrics) for k in counted}
+    checkpoint = state(out)['checkpoint']
+    assert isinstance(checkpoint, dict)
+    return {
+        'hourly_usage': rows(out / 'hourly_usage'),
+        'cumulative_usage': rows(out / 'cumulative_usage'),
+        'dedup_state': rows(out / '_checkpoint' / 'dedup_state'),
+        'quarantine': rows(out / 'quarantine', ('batch_id',)),
+        'totals': totals,
+        'watermark': checkpoint['watermark_hour'],
+        'files': checkpoint['files'],
+    }
