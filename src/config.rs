@@ -122,6 +122,16 @@ impl Config {
     pub fn table_path(&self, table: &str) -> PathBuf {
         self.output_root.join(table)
     }
+
+    /// Location of a table of the pipeline: the dedup state lives with the checkpoint, the
+    /// others under the output root.
+    pub fn table_dir(&self, spec: &crate::delta::Spec) -> PathBuf {
+        if spec.name == crate::delta::DEDUP_STATE.name {
+            self.checkpoint_dir.join(spec.name)
+        } else {
+            self.table_path(spec.name)
+        }
+    }
 }
 
 /// The first day since 1970 (checked daily up to 2100) on which `tz` is not a whole number of

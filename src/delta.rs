@@ -155,6 +155,15 @@ pub const DEDUP_STATE: Spec = Spec {
     row_group_rows: Some(1024),
 };
 
+/// Every table the pipeline writes, in commit order.
+pub const ALL: [&Spec; 5] = [
+    &HOURLY_USAGE,
+    &CUMULATIVE_USAGE,
+    &QUARANTINE,
+    &RUN_METRICS,
+    &DEDUP_STATE,
+];
+
 /// Commits between Delta log checkpoints (written by each table's commit hook).
 pub const CHECKPOINT_INTERVAL: &str = "24";
 

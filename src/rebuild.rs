@@ -111,21 +111,8 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
 
     // 3. Replace each table by the staged one, one commit each.
     let mut tables = Vec::new();
-    for spec in [
-        &delta::HOURLY_USAGE,
-        &delta::CUMULATIVE_USAGE,
-        &delta::QUARANTINE,
-        &delta::RUN_METRICS,
-        &delta::DEDUP_STATE,
-    ] {
-        let (live_dir, staged_dir) = if spec.name == delta::DEDUP_STATE.name {
-            (
-                config.checkpoint_dir.join(spec.name),
-                staging.checkpoint_dir.join(spec.name),
-            )
-        } else {
-            (config.table_path(spec.name), staging.table_path(spec.name))
-        };
+    for spec in delta::ALL {
+        let (live_dir, staged_dir) = (config.table_dir(spec), staging.table_dir(spec));
         let (rows, committed) = replace_table(&live_dir, &staged_dir, spec, rebuild_batch)?;
         tables.push((spec.name, rows, committed));
     }

@@ -292,12 +292,7 @@ impl Run {
     }
 
     fn open(&self, spec: &'static delta::Spec) -> Result<Table> {
-        let dir = if spec.name == delta::DEDUP_STATE.name {
-            self.config.checkpoint_dir.join(spec.name)
-        } else {
-            self.config.table_path(spec.name)
-        };
-        block_on(Table::open_or_create(&dir, spec))?
+        block_on(Table::open_or_create(&self.config.table_dir(spec), spec))?
     }
 
     fn accepted(&self) -> Result<&DataFrame> {
@@ -558,13 +553,7 @@ impl Run {
     /// Deletes the files no table version of the last 7 days (the watermark's reach) refers to.
     fn vacuum(&self) -> Result<usize> {
         let mut deleted = 0;
-        for spec in [
-            &delta::HOURLY_USAGE,
-            &delta::CUMULATIVE_USAGE,
-            &delta::QUARANTINE,
-            &delta::RUN_METRICS,
-            &delta::DEDUP_STATE,
-        ] {
+        for spec in delta::ALL {
             let mut table = self.open(spec)?;
             deleted += block_on(table.vacuum(WATERMARK_HOURS))??;
         }
