@@ -280,7 +280,8 @@ impl Table {
     }
 
     /// The paths of every data file of an unpartitioned table, when there are at least
-    /// `min_files` of them (what a compaction of an append-only table would rewrite).
+    /// `min_files` of them (what a compaction of an append-only table would rewrite); none for
+    /// a partitioned table.
     pub async fn appended_files(&self, min_files: usize) -> Result<BTreeSet<String>> {
         let files = self.files().await?;
         if self.spec.partition.is_some() || files.len() < min_files {

@@ -141,19 +141,13 @@ fn replace_table(
     batch: i64,
 ) -> Result<(usize, Committed)> {
     let staged = block_on(Table::open_or_create(staged_dir, spec))??;
+    // Every staged row (an unpartitioned table has no partitions and is read whole).
     let partitions = block_on(staged.partitions())??;
-    let rows = if spec.partition.is_some() {
-        block_on(staged.read_hours(&partitions))??
-    } else {
-        block_on(staged.read_hours(&BTreeSet::new()))??
-    };
+    let rows = block_on(staged.read_hours(&partitions))??;
+    // Every live file: by partition, or for an unpartitioned table by path.
     let mut live = block_on(Table::open_or_create(live_dir, spec))??;
     let live_partitions = block_on(live.partitions())??;
-    let live_files = if spec.partition.is_some() {
-        BTreeSet::new()
-    } else {
-        block_on(live.appended_files(0))??
-    };
+    let live_files = block_on(live.appended_files(0))??;
     let replace: BTreeSet<i64> = live_partitions.union(&partitions).copied().collect();
     let committed = block_on(live.commit_removing(batch, Some(&rows), &replace, &live_files))??;
     Ok((rows.height(), committed))

@@ -191,11 +191,7 @@ impl Shown for ParseReport {
                 .collect();
             out += &html::table(&["quarantined as", "lines"], &rows);
         }
-        if self.head.height() > 0 {
-            out += &html::para("First records:");
-            out += &html::frame(&self.head);
-        }
-        out
+        out + &head_html("First records:", &self.head)
     }
 }
 
@@ -335,11 +331,7 @@ impl Shown for TableReport {
             out += &html::para("Aggregation plan (optimized):");
             out += &html::pre(plan);
         }
-        if self.head.height() > 0 {
-            out += &html::para("First rows written:");
-            out += &html::frame(&self.head);
-        }
-        out
+        out + &head_html("First rows written:", &self.head)
     }
 }
 
@@ -490,6 +482,14 @@ impl Shown for RunMetrics {
         }
         summary + &html::table(&["metric", "value"], &rows)
     }
+}
+
+/// The first rows of a frame under a caption, or nothing when it is empty.
+fn head_html(caption: &str, head: &DataFrame) -> String {
+    if head.height() == 0 {
+        return String::new();
+    }
+    html::para(caption) + &html::frame(head)
 }
 
 /// Writes the first rows of a frame, or nothing when it is empty.

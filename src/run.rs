@@ -432,14 +432,6 @@ impl Run {
                 replace.extend(flipped);
             }
         }
-        let mut all = DataFrame::empty();
-        for part in rows.into_iter().filter(|p| p.height() > 0) {
-            all = if all.height() == 0 {
-                part
-            } else {
-                all.vstack(&part).map_err(Error::polars("cumulative"))?
-            };
-        }
         // Hours that only got appended zero rows gain a file each time; past a few, rewrite.
         let (compacted, paths) = block_on(cumulative.small_files(
             &appended,
@@ -447,11 +439,14 @@ impl Run {
             CUMULATIVE_FILES_PER_HOUR - 1,
         ))??;
         if !paths.is_empty() {
-            let old = block_on(cumulative.read_files(&compacted, &paths))??;
+            rows.push(block_on(cumulative.read_files(&compacted, &paths))??);
+        }
+        let mut all = DataFrame::empty();
+        for part in rows.into_iter().filter(|p| p.height() > 0) {
             all = if all.height() == 0 {
-                old
+                part
             } else {
-                all.vstack(&old).map_err(Error::polars("cumulative"))?
+                all.vstack(&part).map_err(Error::polars("cumulative"))?
             };
         }
         let committed = block_on(cumulative.commit_removing(
