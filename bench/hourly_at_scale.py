@@ -14,9 +14,7 @@ default scale), removed at the end unless --keep.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import resource
 import shutil
 import subprocess
 import tempfile
@@ -26,17 +24,13 @@ from pathlib import Path
 
 import duckdb
 
-ROOT = Path(__file__).resolve().parent.parent
+from aquabill_tools.env import built
+
 STEP = re.compile(r'(plan|parse|dedup|hourly_usage|cumulative_usage|finish) (\d+) ms')
 
 
 def binaries() -> tuple[Path, Path]:
-    # One package per cargo call: together they would unify features and rebuild dependencies.
-    subprocess.run(['cargo', 'build', '--quiet', '-p', 'aquabill-gen'], cwd=ROOT, check=True)
-    subprocess.run(['cargo', 'build', '--quiet', '-p', 'aquabill', '--example', 'run_once'],
-                   cwd=ROOT, check=True)
-    debug = Path(os.environ['CARGO_TARGET_DIR']) / os.environ['CARGO_BUILD_TARGET'] / 'debug'
-    return debug / 'aquabill-gen', debug / 'examples' / 'run_once'
+    return built('aquabill-gen'), built('aquabill', 'run_once')
 
 
 def timed(cmd: list[str]) -> tuple[float, int, str]:
@@ -75,6 +69,7 @@ def main() -> None:
     print(f'{args.meters} meters, {args.hours} hourly runs from {args.start}, in {work}')
     print(f"{'hour':<14} {'records':>9} {'gen s':>6} {'run s':>6} {'rec/s':>9} {'peak MB':>7} "
           f"{'duckdb s':>8} {'ratio':>6}  steps (ms)")
+    highest = 0
     try:
         for i in range(args.hours):
             hour = start + timedelta(hours=i)
@@ -87,6 +82,7 @@ def main() -> None:
                             '--seed', '1'], check=True, capture_output=True)
             gen_s = time.monotonic() - began
             seconds, peak, text = timed([str(run_once), str(log), str(out)])
+            highest = max(highest, peak)
             records = int(re.search(r'(\d+) lines', text).group(1)) if 'lines' in text else 0
             steps = ', '.join(f'{s} {ms}' for s, ms in STEP.findall(text))
             duck = duckdb_reference(log / f'ingest_hour={name}')
@@ -95,8 +91,7 @@ def main() -> None:
                   f'{steps}', flush=True)
         idle, peak, _ = timed([str(run_once), str(log), str(out)])
         print(f'a run with no new files: {idle:.2f} s, peak {peak} MB')
-        print(f'children peak RSS: '
-              f'{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024} MB')
+        print(f'highest peak of a run: {highest} MB')
     finally:
         if not args.keep:
             shutil.rmtree(work)

@@ -13,7 +13,6 @@ replays), then `examples/run_once` processes it. Not part of the test suite.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import tempfile
 import time
@@ -22,16 +21,12 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-ROOT = Path(__file__).resolve().parent.parent
+from aquabill_tools.env import built
+
 
 
 def binaries() -> tuple[Path, Path]:
-    # One package per cargo call: together they would unify features and rebuild dependencies.
-    subprocess.run(['cargo', 'build', '--quiet', '-p', 'aquabill-gen'], cwd=ROOT, check=True)
-    subprocess.run(['cargo', 'build', '--quiet', '-p', 'aquabill', '--example', 'run_once'],
-                   cwd=ROOT, check=True)
-    debug = Path(os.environ['CARGO_TARGET_DIR']) / os.environ['CARGO_BUILD_TARGET'] / 'debug'
-    return debug / 'aquabill-gen', debug / 'examples' / 'run_once'
+    return built('aquabill-gen'), built('aquabill', 'run_once')
 
 
 def count(table: Path) -> tuple[int, int, int, float]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aquabill_tools import nbexec
+from aquabill_tools.env import built
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / 'notebooks' / 'hourly_billing.ipynb'
@@ -30,12 +31,7 @@ def build_env() -> dict[str, str]:
 @pytest.fixture(scope='session')
 def generator(build_env: dict[str, str]) -> Path:
     """Path of the generator binary, built if needed."""
-    subprocess.run(['cargo', 'build', '--quiet', '-p', 'aquabill-gen'], cwd=ROOT, check=True,
-                   env=build_env)
-    path = (Path(build_env['CARGO_TARGET_DIR']) / build_env['CARGO_BUILD_TARGET'] / 'debug'
-            / 'aquabill-gen')
-    assert path.is_file(), path
-    return path
+    return built('aquabill-gen')
 
 
 Generate = Callable[..., dict]
@@ -119,12 +115,7 @@ def kernel_factory(shared_kernel: SharedKernel) -> KernelFactory:
 @pytest.fixture(scope='session')
 def run_once_binary(build_env: dict[str, str]) -> Path:
     """The `run_once` example: one pipeline run per process, no kernel."""
-    subprocess.run(['cargo', 'build', '--quiet', '-p', 'aquabill', '--example', 'run_once'],
-                   cwd=ROOT, check=True, env=build_env)
-    path = (Path(build_env['CARGO_TARGET_DIR']) / build_env['CARGO_BUILD_TARGET'] / 'debug'
-            / 'examples' / 'run_once')
-    assert path.is_file(), path
-    return path
+    return built('aquabill', 'run_once')
 
 
 RunNotebook = Callable[..., list[nbexec.CellResult]]

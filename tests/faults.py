@@ -30,6 +30,16 @@ def run_once(binary: Path, log: Path, out: Path, cap: int = 0, crash_at: int | N
                           text=True, env=env, timeout=300)
 
 
+def finish(binary: Path, log: Path, out: Path, cap: int = 0, attempts: int = 200) -> None:
+    """Runs until no new files are left."""
+    for _ in range(attempts):
+        done = run_once(binary, log, out, cap)
+        assert done.returncode == 0, done.stderr
+        if 'no new files' in done.stdout:
+            return
+    raise AssertionError('runs never ran out of files')
+
+
 def crashed(proc: subprocess.CompletedProcess[str]) -> str | None:
     """The durable step a run crashed after, or None if it did not crash."""
     for line in proc.stderr.splitlines():

@@ -12,7 +12,7 @@ import pytest
 
 from aquabill_tools import nbexec
 from conftest import NOTEBOOK, KernelFactory, SharedKernel
-from faults import TIMING, batches_applied_once, crashed, rows, run_once, state
+from faults import TIMING, batches_applied_once, crashed, finish, rows, run_once, state
 
 GEN = ('--meters', '12', '--seed', '21', '--duplicate-rate', '0.05', '--offline-share', '0.3',
        '--malformed-rate', '0.01', '--files-per-hour', '2')
@@ -25,16 +25,6 @@ def log(tmp_path_factory: pytest.TempPathFactory, generator: Path) -> Path:
     subprocess.run([str(generator), '--output', str(root), '--start-hour', '2026-03-31T00',
                     '--end-hour', '2026-04-01T12', *GEN], check=True, capture_output=True)
     return root
-
-
-def finish(binary: Path, log: Path, out: Path, cap: int = 0) -> None:
-    """Runs until no new files are left."""
-    for _ in range(200):
-        done = run_once(binary, log, out, cap)
-        assert done.returncode == 0, done.stderr
-        if 'no new files' in done.stdout:
-            return
-    raise AssertionError('runs never ran out of files')
 
 
 @pytest.fixture(scope='module')

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
+import faults
 from faults import TABLES, TIMING, batches_applied_once, crashed, rows, run_once, state
 from test_semantics import reading
 
@@ -18,12 +19,7 @@ CAP = 24
 
 
 def finish(binary: Path, log: Path, out: Path) -> None:
-    for _ in range(100):
-        done = run_once(binary, log, out, cap=CAP)
-        assert done.returncode == 0, done.stderr
-        if 'no new files' in done.stdout:
-            return
-    raise AssertionError('runs never ran out of files')
+    faults.finish(binary, log, out, cap=CAP, attempts=100)
 
 
 def same_result(out: Path, ref: Path, later_batches: bool = False) -> None:

@@ -25,6 +25,22 @@ def load_build_env() -> None:
             os.environ[name] = value
 
 
+def built(package: str, example: str | None = None) -> Path:
+    """Builds a binary of the workspace (or one of a package's examples) in the shared build
+    and returns its path. One package per cargo call: packages built together would unify
+    their dependencies' features and rebuild them."""
+    load_build_env()
+    cmd = ['cargo', 'build', '--quiet', '-p', package]
+    if example is not None:
+        cmd += ['--example', example]
+    subprocess.run(cmd, cwd=ROOT, check=True)
+    debug = Path(os.environ['CARGO_TARGET_DIR']) / os.environ['CARGO_BUILD_TARGET'] / 'debug'
+    path = debug / 'examples' / example if example is not None else debug / package
+    if not path.is_file():
+        raise FileNotFoundError(path)
+    return path
+
+
 def lock_kernel_dir() -> IO[str]:
     """Waits until no other kernel uses EVCXR_TMPDIR, then holds it (until the file closes).
 
