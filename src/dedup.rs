@@ -65,40 +65,36 @@ pub fn check_watermark(
 /// (`meter_id`, `recorded_at`, `customer_id`, `usage_ml`). The output has the in-time records
 /// with their outcome plus `first_customer_id` and `first_usage_ml`, the payload that won.
 pub fn classify(in_time: LazyFrame, prior: LazyFrame) -> PolarsResult<LazyFrame> {
-    let key = [col("meter_id"), col("recorded_at")];
-    let payload = [
-        col("meter_id"),
-        col("recorded_at"),
-        col("customer_id"),
-        col("usage_ml"),
-        col("seq"),
-    ];
-    let copies = concat(
+    let key = || [col("meter_id"), col("recorded_at")];
+    let payload = |seq: Expr| {
         [
-            prior
-                .with_column(lit(-1i64).cast(DataType::Int64).alias("seq"))
-                .select(payload.clone()),
-            in_time.clone().select(payload),
+            col("meter_id"),
+            col("recorded_at"),
+            seq.alias("first_seq"),
+            col("customer_id").alias("first_customer_id"),
+            col("usage_ml").alias("first_usage_ml"),
+        ]
+    };
+    // The batch's first copy of each reading, unless an earlier run accepted one.
+    let first_in_batch = in_time
+        .clone()
+        .sort(["seq"], SortMultipleOptions::default())
+        .group_by(key())
+        .agg([
+            col("seq").first(),
+            col("customer_id").first(),
+            col("usage_ml").first(),
+        ])
+        .join(prior.clone(), key(), key(), JoinArgs::new(JoinType::Anti));
+    let winners = concat(
+        [
+            prior.select(payload(lit(-1i64).cast(DataType::Int64))),
+            first_in_batch.select(payload(col("seq"))),
         ],
         UnionArgs::default(),
     )?;
-    let first_seq = copies.clone().group_by(key.clone()).agg([col("seq").min()]);
-    let winners = first_seq
-        .join(
-            copies,
-            [col("meter_id"), col("recorded_at"), col("seq")],
-            [col("meter_id"), col("recorded_at"), col("seq")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .select([
-            col("meter_id"),
-            col("recorded_at"),
-            col("seq").alias("first_seq"),
-            col("customer_id").alias("first_customer_id"),
-            col("usage_ml").alias("first_usage_ml"),
-        ]);
     Ok(in_time
-        .join(winners, key.clone(), key, JoinArgs::new(JoinType::Left))
+        .join(winners, key(), key(), JoinArgs::new(JoinType::Left))
         .with_column(
             when(col("seq").eq(col("first_seq")))
                 .then(lit(outcome::ACCEPTED))

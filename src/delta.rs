@@ -17,7 +17,7 @@ use deltalake::arrow::array::{
 };
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
-use deltalake::kernel::{Action, DataType, StructField, Transaction};
+use deltalake::kernel::{Action, Add, DataType, StructField, Transaction};
 use deltalake::operations::vacuum::VacuumMode;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::parquet::basic::Compression;
@@ -27,7 +27,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::{DeltaTable, DeltaTableError, TableProperty};
 use futures::TryStreamExt as _;
 use object_store::ObjectStoreExt as _;
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::{Column, DataFrame, IdxCa, IdxSize, IntoColumn, NamedFrom, Series};
 
 use crate::error::{Error, Result};
 use crate::hours::{format_hour, parse_hour};
@@ -340,18 +340,18 @@ impl Table {
         self.read(&keys, column, None).await
     }
 
-    /// Hour partitions among `hours` holding at least `min_files` files of fewer than
-    /// `max_rows` rows each, and those files' paths: what a compaction would rewrite.
+    /// The hour partitions among `hours` holding at least `min_files` files of fewer than
+    /// `max_rows` rows each, with those files' paths: what a compaction would rewrite.
     pub async fn small_files(
         &self,
         hours: &BTreeSet<i64>,
         max_rows: usize,
         min_files: usize,
-    ) -> Result<(BTreeSet<i64>, BTreeSet<String>)> {
+    ) -> Result<BTreeMap<i64, BTreeSet<String>>> {
         let Some(part) = self.spec.partition else {
-            return Ok((BTreeSet::new(), BTreeSet::new()));
+            return Ok(BTreeMap::new());
         };
-        let mut by_hour: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+        let mut by_hour: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
         for file in self.files().await? {
             let Some(hour) = partition_hour(&file, part).filter(|h| hours.contains(h)) else {
                 continue;
@@ -360,12 +360,11 @@ impl Table {
                 by_hour
                     .entry(hour)
                     .or_default()
-                    .push(file.path().into_owned());
+                    .insert(file.path().into_owned());
             }
         }
         by_hour.retain(|_, files| files.len() >= min_files);
-        let paths = by_hour.values().flatten().cloned().collect();
-        Ok((by_hour.into_keys().collect(), paths))
+        Ok(by_hour)
     }
 
     /// Reads the rows of the files `paths`, which lie in the hour partitions `hours`.
@@ -453,10 +452,111 @@ impl Table {
         replace: &BTreeSet<i64>,
         paths: &BTreeSet<String>,
     ) -> Result<Committed> {
+        if self.has_batch(batch_id).await? {
+            return Ok(Committed::AlreadyCommitted);
+        }
+        let frames = match rows.filter(|r| r.height() > 0) {
+            Some(rows) => match self.spec.partition {
+                Some(part) => by_hour(rows, part)?.into_values().collect(),
+                None => vec![rows.clone()],
+            },
+            None => Vec::new(),
+        };
+        let written = self.write_frames(|emit| frames.into_iter().try_for_each(emit))?;
+        self.commit_written(batch_id, written, replace, paths).await
+    }
+
+    /// Whether batch `batch_id` (or a later one) already committed to this table, as read from
+    /// the table's latest version.
+    pub async fn has_batch(&mut self, batch_id: i64) -> Result<bool> {
+        self.table
+            .update_state()
+            .await
+            .map_err(|e| Error::delta(self.spec.name, e))?;
+        Ok(self.last_batch().await?.is_some_and(|b| b >= batch_id))
+    }
+
+    /// Writes each frame that `produce` emits (rows of one hour partition, or any rows of an
+    /// unpartitioned table) as one data file, without committing. Frames are converted and
+    /// encoded on one thread per core while `produce` makes the next ones, so a producer going
+    /// hour by hour holds only a few hours in memory. Emitting fails once a writer failed; the
+    /// writer's error is returned.
+    pub fn write_frames(
+        &self,
+        produce: impl FnOnce(&mut dyn FnMut(DataFrame) -> Result<()>) -> Result<()>,
+    ) -> Result<Written> {
+        let name = self.spec.name;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut writers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let mut writer =
+                RecordBatchWriter::for_table(&self.table).map_err(|e| Error::delta(name, e))?;
+            if let Some(rows) = self.spec.row_group_rows {
+                writer = writer.with_writer_properties(
+                    WriterProperties::builder()
+                        .set_compression(Compression::SNAPPY)
+                        .set_max_row_group_row_count(Some(rows))
+                        .build(),
+                );
+            }
+            writers.push(writer);
+        }
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<DataFrame>(threads);
+        let receiver = std::sync::Mutex::new(receiver);
+        let spec = self.spec;
+        let (produced, written) = std::thread::scope(|scope| {
+            let workers: Vec<_> = writers
+                .into_iter()
+                .map(|writer| {
+                    let receiver = &receiver;
+                    scope.spawn(move || write_worker(spec, writer, receiver))
+                })
+                .collect();
+            let mut emit = |frame: DataFrame| {
+                if frame.height() == 0 {
+                    return Ok(());
+                }
+                sender
+                    .send(frame)
+                    .map_err(|_| Error::Protocol(format!("the writers of {name} stopped")))
+            };
+            let produced = produce(&mut emit);
+            drop(sender);
+            let mut adds = Vec::new();
+            let mut failed = None;
+            for worker in workers {
+                match worker.join() {
+                    Ok(Ok(written)) => adds.extend(written),
+                    Ok(Err(e)) => failed = failed.or(Some(e)),
+                    Err(_) => {
+                        let e = Error::Protocol(format!("a writer of {name} panicked"));
+                        failed = failed.or(Some(e));
+                    }
+                }
+            }
+            (produced, failed.map_or(Ok(adds), Err))
+        });
+        let adds = written?;
+        produced?;
+        if !adds.is_empty() {
+            crate::faults::durable(&format!("{name}: data files written"));
+        }
+        Ok(Written(adds))
+    }
+
+    /// Commits batch `batch_id`: removes the files of the hour partitions in `replace` and the
+    /// files `paths`, and adds the files `written` (which must lie in those partitions, or
+    /// anywhere if `replace` is empty: an append).
+    pub async fn commit_written(
+        &mut self,
+        batch_id: i64,
+        written: Written,
+        replace: &BTreeSet<i64>,
+        paths: &BTreeSet<String>,
+    ) -> Result<Committed> {
         let name = self.spec.name;
         let err = |e: DeltaTableError| Error::delta(name, e);
-        self.table.update_state().await.map_err(err)?;
-        if self.last_batch().await?.is_some_and(|b| b >= batch_id) {
+        if self.has_batch(batch_id).await? {
             return Ok(Committed::AlreadyCommitted);
         }
         let mut actions = Vec::new();
@@ -470,28 +570,7 @@ impl Table {
                 actions.push(Action::Remove(file.remove_action(true)));
             }
         }
-        if let Some(rows) = rows.filter(|r| r.height() > 0) {
-            let mut writer = RecordBatchWriter::for_table(&self.table).map_err(err)?;
-            if let Some(rows) = self.spec.row_group_rows {
-                writer = writer.with_writer_properties(
-                    WriterProperties::builder()
-                        .set_compression(Compression::SNAPPY)
-                        .set_max_row_group_row_count(Some(rows))
-                        .build(),
-                );
-            }
-            let batch = self.to_record_batch(rows, &writer.arrow_schema())?;
-            writer.write(batch).await.map_err(err)?;
-            actions.extend(
-                writer
-                    .flush()
-                    .await
-                    .map_err(err)?
-                    .into_iter()
-                    .map(Action::Add),
-            );
-            crate::faults::durable(&format!("{name}: data files written"));
-        }
+        actions.extend(written.0.into_iter().map(Action::Add));
         if actions.is_empty() {
             return Ok(Committed::Nothing);
         }
@@ -558,7 +637,7 @@ impl Table {
             }
             let array = batch
                 .column_by_name(name)
-                .ok_or_else(|| self.arrow_err(format!("file lacks column {name}")))?;
+                .ok_or_else(|| arrow_err(self.spec, format!("file lacks column {name}")))?;
             let column = match kind {
                 Kind::Str => {
                     let a = downcast::<StringArray>(array, name, self.spec.name)?;
@@ -588,7 +667,7 @@ impl Table {
                         a.iter().map(|v| v.and_then(parse_hour)).collect();
                     Series::new(
                         name.into(),
-                        hours.ok_or_else(|| self.arrow_err(format!("bad hour in {name}")))?,
+                        hours.ok_or_else(|| arrow_err(self.spec, format!("bad hour in {name}")))?,
                     )
                 }
             };
@@ -596,70 +675,125 @@ impl Table {
         }
         DataFrame::new(n, columns).map_err(Error::polars("reading a table"))
     }
+}
 
-    /// An Arrow batch in the writer's schema from Polars columns.
-    fn to_record_batch(&self, rows: &DataFrame, schema: &ArrowSchema) -> Result<RecordBatch> {
-        let mut arrays: Vec<ArrayRef> = Vec::new();
-        for field in schema.fields() {
-            let name = field.name().as_str();
-            let kind = self
-                .spec
-                .columns
-                .iter()
-                .find(|c| c.0 == name)
-                .map(|c| c.1)
-                .ok_or_else(|| self.arrow_err(format!("table has unexpected column {name}")))?;
-            let column = rows
-                .column(name)
-                .map_err(Error::polars("writing a table"))?;
-            let array: ArrayRef = match kind {
-                Kind::Str => {
-                    let ca = column.str().map_err(Error::polars("writing a table"))?;
-                    Arc::new(
-                        ca.iter()
-                            .map(|v| Some(v.unwrap_or_default()))
-                            .collect::<StringArray>(),
-                    )
-                }
-                Kind::Hour => {
-                    let ca = column.i64().map_err(Error::polars("writing a table"))?;
-                    Arc::new(
-                        ca.iter()
-                            .map(|v| v.map(format_hour))
-                            .collect::<StringArray>(),
-                    )
-                }
-                Kind::Long => {
-                    let ca = column.i64().map_err(Error::polars("writing a table"))?;
-                    Arc::new(ca.iter().collect::<Int64Array>())
-                }
-                Kind::Timestamp => {
-                    let ca = column.i64().map_err(Error::polars("writing a table"))?;
-                    Arc::new(
-                        ca.iter()
-                            .collect::<TimestampMicrosecondArray>()
-                            .with_timezone("UTC"),
-                    )
-                }
-                Kind::Bool => {
-                    let ca = column.bool().map_err(Error::polars("writing a table"))?;
-                    Arc::new(ca.iter().collect::<BooleanArray>())
-                }
-            };
-            if array.null_count() > 0 {
-                return Err(self.arrow_err(format!("column {name} has nulls")));
-            }
-            arrays.push(array);
-        }
-        RecordBatch::try_new(Arc::new(schema.clone()), arrays)
-            .map_err(|e| self.arrow_err(e.to_string()))
+/// `rows` split by the hour index in `column`, in hour order (rows keep their order).
+pub fn by_hour(rows: &DataFrame, column: &str) -> Result<BTreeMap<i64, DataFrame>> {
+    let err = Error::polars("splitting rows by hour");
+    let hours = rows
+        .column(column)
+        .and_then(|c| c.i64().cloned())
+        .map_err(err)?;
+    let mut groups: BTreeMap<i64, Vec<IdxSize>> = BTreeMap::new();
+    for (i, hour) in hours.into_no_null_iter().enumerate() {
+        groups.entry(hour).or_default().push(i as IdxSize);
     }
+    groups
+        .into_iter()
+        .map(|(hour, rows_of_hour)| {
+            let taken = rows
+                .take(&IdxCa::from_vec("".into(), rows_of_hour))
+                .map_err(err)?;
+            Ok((hour, taken))
+        })
+        .collect()
+}
 
-    fn arrow_err(&self, reason: String) -> Error {
-        Error::Arrow {
-            table: self.spec.name.to_owned(),
-            reason,
+/// Data files a batch wrote to a table, not committed yet.
+#[derive(Debug, Default)]
+pub struct Written(Vec<Add>);
+
+/// One writer thread of [`Table::write_frames`]: each frame it receives becomes one file.
+fn write_worker(
+    spec: &'static Spec,
+    mut writer: RecordBatchWriter,
+    frames: &std::sync::Mutex<std::sync::mpsc::Receiver<DataFrame>>,
+) -> Result<Vec<Add>> {
+    let err = |e: DeltaTableError| Error::delta(spec.name, e);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("starting the async runtime", "", e))?;
+    let schema = writer.arrow_schema();
+    let mut adds = Vec::new();
+    loop {
+        let next = match frames.lock() {
+            Ok(frames) => frames.recv(),
+            Err(_) => break,
+        };
+        let Ok(frame) = next else { break };
+        let batch = to_record_batch(spec, &frame, &schema)?;
+        drop(frame);
+        runtime.block_on(async {
+            writer.write(batch).await.map_err(err)?;
+            adds.extend(writer.flush().await.map_err(err)?);
+            Ok::<_, Error>(())
+        })?;
+    }
+    Ok(adds)
+}
+
+/// An Arrow batch in the writer's schema from Polars columns.
+fn to_record_batch(spec: &Spec, rows: &DataFrame, schema: &ArrowSchema) -> Result<RecordBatch> {
+    let mut arrays: Vec<ArrayRef> = Vec::new();
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let kind = spec
+            .columns
+            .iter()
+            .find(|c| c.0 == name)
+            .map(|c| c.1)
+            .ok_or_else(|| arrow_err(spec, format!("table has unexpected column {name}")))?;
+        let column = rows
+            .column(name)
+            .map_err(Error::polars("writing a table"))?;
+        let array: ArrayRef = match kind {
+            Kind::Str => {
+                let ca = column.str().map_err(Error::polars("writing a table"))?;
+                Arc::new(
+                    ca.iter()
+                        .map(|v| Some(v.unwrap_or_default()))
+                        .collect::<StringArray>(),
+                )
+            }
+            Kind::Hour => {
+                let ca = column.i64().map_err(Error::polars("writing a table"))?;
+                Arc::new(
+                    ca.iter()
+                        .map(|v| v.map(format_hour))
+                        .collect::<StringArray>(),
+                )
+            }
+            Kind::Long => {
+                let ca = column.i64().map_err(Error::polars("writing a table"))?;
+                Arc::new(ca.iter().collect::<Int64Array>())
+            }
+            Kind::Timestamp => {
+                let ca = column.i64().map_err(Error::polars("writing a table"))?;
+                Arc::new(
+                    ca.iter()
+                        .collect::<TimestampMicrosecondArray>()
+                        .with_timezone("UTC"),
+                )
+            }
+            Kind::Bool => {
+                let ca = column.bool().map_err(Error::polars("writing a table"))?;
+                Arc::new(ca.iter().collect::<BooleanArray>())
+            }
+        };
+        if array.null_count() > 0 {
+            return Err(arrow_err(spec, format!("column {name} has nulls")));
         }
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::new(schema.clone()), arrays)
+        .map_err(|e| arrow_err(spec, e.to_string()))
+}
+
+fn arrow_err(spec: &Spec, reason: String) -> Error {
+    Error::Arrow {
+        table: spec.name.to_owned(),
+        reason,
     }
 }
 

@@ -107,7 +107,9 @@ impl Error {
         }
     }
 
-    pub(crate) fn polars(step: &'static str) -> impl FnOnce(polars::prelude::PolarsError) -> Self {
+    pub(crate) fn polars(
+        step: &'static str,
+    ) -> impl Fn(polars::prelude::PolarsError) -> Self + Copy {
         move |source| Self::Polars { step, source }
     }
 }

@@ -280,20 +280,27 @@ pub struct TableReport {
 }
 
 impl TableReport {
-    pub(crate) fn new(
+    /// A table step that wrote `rows` rows hour by hour; `head` holds the first few.
+    pub(crate) fn streamed(
         table: &'static str,
         committed: Committed,
-        rows: DataFrame,
+        rows: usize,
+        head: Option<DataFrame>,
         partitions: usize,
     ) -> Self {
         Self {
             table,
             committed,
-            rows: rows.height(),
+            rows,
             partitions,
-            head: readable(&rows.head(Some(5))),
+            head: head.map(|h| readable(&h)).unwrap_or_default(),
             plan: None,
         }
+    }
+
+    /// A table step skipped because the batch already committed to the table.
+    pub(crate) fn skipped(table: &'static str) -> Self {
+        Self::streamed(table, Committed::AlreadyCommitted, 0, None, 0)
     }
 
     /// With the aggregation's plan.

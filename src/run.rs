@@ -14,7 +14,7 @@ use polars::prelude::*;
 use crate::checkpoint::{Checkpoint, Plan, Store};
 use crate::config::Config;
 use crate::dedup::{self, OUTCOME, outcome};
-use crate::delta::{self, Table};
+use crate::delta::{self, Committed, Table};
 use crate::discover;
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, billing_month, format_hour, month_start_hour};
@@ -22,12 +22,13 @@ use crate::lock::RunLock;
 use crate::parse::{self, Quarantined, Reason};
 use crate::report::{DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
 
-/// Dedup-state files with fewer rows than this are small (a live hour at 2,000 meters has 24k).
-const STATE_SMALL_FILE_ROWS: usize = 20_000;
+/// Dedup-state and `cumulative_usage` files with fewer rows than this are small: what runs
+/// reaching back into an hour append (a live hour at 2,000 meters has 24k readings).
+const SMALL_FILE_ROWS: usize = 20_000;
 /// An hour partition's small dedup-state files are compacted when a run would make them this many.
 const STATE_SMALL_FILES: usize = 4;
-/// A `cumulative_usage` hour that zero rows of customers new to the month were appended to is
-/// rewritten as one file once it would have this many.
+/// The small files of a `cumulative_usage` hour that zero rows of customers new to the month
+/// were appended to are rewritten as one once the hour would have this many.
 const CUMULATIVE_FILES_PER_HOUR: usize = 4;
 /// `quarantine` and `run_metrics` (one small file per run) are rewritten as one file once they
 /// would have this many.
@@ -225,10 +226,17 @@ impl Run {
         self.counts.future += future.height() as u64;
 
         // Only the meters the batch has readings from, in the recording hours it touches.
-        let mut touched: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
-        let hours = in_time.column("usage_hour").and_then(|c| c.i64().cloned());
-        let meters = in_time.column("meter_id").and_then(|c| c.str().cloned());
+        let pairs = in_time
+            .clone()
+            .lazy()
+            .select([col("usage_hour"), col("meter_id")])
+            .unique(None, UniqueKeepStrategy::Any)
+            .collect()
+            .map_err(err("dedup"))?;
+        let hours = pairs.column("usage_hour").and_then(|c| c.i64().cloned());
+        let meters = pairs.column("meter_id").and_then(|c| c.str().cloned());
         let (hours, meters) = (hours.map_err(err("dedup"))?, meters.map_err(err("dedup"))?);
+        let mut touched: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
         for (hour, meter) in hours.into_no_null_iter().zip(meters.iter().flatten()) {
             touched.entry(hour).or_default().insert(meter.to_owned());
         }
@@ -302,48 +310,68 @@ impl Run {
     }
 
     /// Adds the accepted readings to the stored rows of the recording hours they fall in and
-    /// replaces those partitions of `hourly_usage`.
+    /// replaces those partitions of `hourly_usage`, hour by hour.
     pub fn write_hourly(&mut self) -> Result<TableReport> {
         let t = Instant::now();
+        let err = Error::polars("hourly");
+        let batch = self.plan.batch_id;
+        let mut table = self.open(&delta::HOURLY_USAGE)?;
+        if block_on(table.has_batch(batch))?? {
+            return Ok(TableReport::skipped("hourly_usage"));
+        }
         let accepted = self.accepted()?.clone();
         let prior = self.prior.clone().unwrap_or_default();
-        let mut table = self.open(&delta::HOURLY_USAGE)?;
-        let stored = block_on(table.read_hours(&self.affected_hours))??;
-        let query = crate::aggregate::add_to_hourly(stored.lazy(), accepted.lazy(), prior.lazy())
-            .map_err(Error::polars("hourly"))?;
+        let query =
+            crate::aggregate::hourly_additions(accepted.lazy(), prior.lazy()).map_err(err)?;
         let plan = query.explain(true).unwrap_or_default();
-        let rows = query.collect().map_err(Error::polars("hourly"))?;
-        let committed =
-            block_on(table.commit(self.plan.batch_id, Some(&rows), &self.affected_hours))??;
+        let added = query.collect().map_err(err)?;
+        let mut shown = Shown::default();
+        let written = table.write_frames(|emit| {
+            let mut added = delta::by_hour(&added, "usage_hour")?;
+            let hours: Vec<i64> = added.keys().copied().collect();
+            read_ahead(&table, &hours, |hour, stored| {
+                let added = added.remove(&hour).unwrap_or_default();
+                let rows = crate::aggregate::merge_hourly(&stored, &added, hour).map_err(err)?;
+                emit(shown.note(rows))
+            })
+        })?;
+        let committed = block_on(table.commit_written(
+            batch,
+            written,
+            &self.affected_hours,
+            &BTreeSet::new(),
+        ))??;
         self.step_done("hourly_usage", t);
-        Ok(
-            TableReport::new("hourly_usage", committed, rows, self.affected_hours.len())
-                .with_plan(plan),
-        )
+        Ok(shown
+            .report("hourly_usage", committed, self.affected_hours.len())
+            .with_plan(plan))
     }
 
     /// Updates `cumulative_usage` from the earliest changed hour of each billing month on (the
-    /// first hour that got new usage, or the first hour new to the month). Totals continue from
-    /// the stored total of the hour before; customers new to the month also get zero rows from
-    /// the month's first hour. Hours the watermark passed are rewritten as final.
+    /// first hour that got new usage, or the first hour new to the month), hour by hour: each
+    /// hour's totals continue from the hour before, starting from the stored totals of the hour
+    /// before the first. Customers new to the month also get zero rows from the month's first
+    /// hour. Hours the watermark passed are rewritten as final.
     pub fn write_cumulative(&mut self) -> Result<TableReport> {
         let t = Instant::now();
+        let err = Error::polars("cumulative");
+        let batch = self.plan.batch_id;
         let tz = self.config.billing_timezone;
         let hourly = self.open(&delta::HOURLY_USAGE)?;
         let hourly_partitions = block_on(hourly.partitions())??;
         let mut cumulative = self.open(&delta::CUMULATIVE_USAGE)?;
+        if block_on(cumulative.has_batch(batch))?? {
+            return Ok(TableReport::skipped("cumulative_usage"));
+        }
         let existing = block_on(cumulative.partitions())??;
         // Earliest changed hour per month (keyed by the month's first hour).
         let mut changed: BTreeMap<i64, i64> = BTreeMap::new();
-        let mut note = |hour: i64| {
-            let start = month_start_hour(hour, tz);
-            let e = changed.entry(start).or_insert(hour);
+        for &hour in &self.affected_hours {
+            let e = changed.entry(month_start_hour(hour, tz)).or_insert(hour);
             *e = (*e).min(hour);
-        };
-        self.affected_hours.iter().copied().for_each(&mut note);
-        let mut rows = Vec::new();
-        let mut replace = BTreeSet::new();
-        let mut appended = BTreeSet::new();
+        }
+        let accepted = self.accepted()?;
+        let mut months = Vec::new();
         for (&start, &first_changed) in &changed {
             let end = month_start_hour(start + 24 * 32, tz);
             let Some(&last) = hourly_partitions.range(start..end).next_back() else {
@@ -358,110 +386,115 @@ impl Run {
             if from > last {
                 continue;
             }
-            let month = billing_month(start, tz);
-            let hours: Vec<i64> = (from..=last).collect();
-            let usage = block_on(hourly.read_hours(&hours.iter().copied().collect()))??;
-            let base = if from > start {
-                let before = block_on(cumulative.read_hours(&BTreeSet::from([from - 1])))??;
-                before
-                    .lazy()
-                    .select([col("customer_id"), col("cumulative_ml").alias("base_ml")])
+            let totals = if from > start {
+                block_on(cumulative.read_hours(&BTreeSet::from([from - 1])))??
+                    .select(["customer_id", "cumulative_ml"])
+                    .map_err(err)?
             } else {
-                empty_base()?
+                no_totals()?
             };
-            let wm = self.watermark_after;
-            let part = crate::aggregate::cumulative_usage(
-                usage.clone().lazy(),
-                base.clone(),
-                &hours,
-                &month,
-                wm,
-            )
-            .and_then(LazyFrame::collect)
-            .map_err(Error::polars("cumulative"))?;
-            rows.push(part);
-            if from > start {
-                // Customers new to the month: zero rows from its first hour.
-                let newcomers = usage
+            // Customers of the month: the stored hours hold every customer the month had
+            // (dense); those not in the totals start at 0 and, when the recomputation starts
+            // after the month's first hour, get zero rows from it.
+            let mut customers = vec![
+                accepted
+                    .clone()
                     .lazy()
-                    .select([col("customer_id")])
-                    .unique(None, UniqueKeepStrategy::Any)
-                    .anti_join(base, col("customer_id"), col("customer_id"))
-                    .with_column(lit(0i64).cast(DataType::Int64).alias("base_ml"));
-                let earlier: Vec<i64> = (start..from).collect();
-                appended.extend(earlier.iter().copied());
-                let no_usage = DataFrame::new(
-                    0,
-                    vec![
-                        Column::new("customer_id".into(), Vec::<String>::new()),
-                        Column::new("usage_hour".into(), Vec::<i64>::new()),
-                        Column::new("usage_ml".into(), Vec::<i64>::new()),
-                    ],
-                )
-                .map_err(Error::polars("cumulative"))?;
-                let zeros = crate::aggregate::cumulative_usage(
-                    no_usage.lazy(),
-                    newcomers,
-                    &earlier,
-                    &month,
-                    wm,
-                )
-                .and_then(LazyFrame::collect)
-                .map_err(Error::polars("cumulative"))?;
-                rows.push(zeros);
+                    .filter(col("usage_hour").gt_eq(lit(start)))
+                    .filter(col("usage_hour").lt(lit(end)))
+                    .select([col("customer_id")]),
+            ];
+            if from == start
+                && let Some(&stored) = existing.range(start..end).next_back()
+            {
+                let rows = block_on(cumulative.read_hours(&BTreeSet::from([stored])))??;
+                customers.push(rows.lazy().select([col("customer_id")]));
             }
-            replace.extend(hours);
+            let newcomers = concat(customers, UnionArgs::default())
+                .map_err(err)?
+                .unique(None, UniqueKeepStrategy::Any)
+                .join(
+                    totals.clone().lazy(),
+                    [col("customer_id")],
+                    [col("customer_id")],
+                    JoinArgs::new(JoinType::Anti),
+                )
+                .with_column(lit(0i64).cast(DataType::Int64).alias("cumulative_ml"))
+                .collect()
+                .map_err(err)?;
+            months.push(MonthUpdate {
+                from,
+                last,
+                month: billing_month(start, tz),
+                zero_hours: if newcomers.height() > 0 {
+                    start..from
+                } else {
+                    start..start
+                },
+                totals: stack(totals, newcomers.clone())?,
+                newcomers,
+            });
         }
-        // Hours the watermark passed in this run and not recomputed above: same totals, now final.
-        if let (Some(before), Some(after)) = (self.plan.watermark_before, self.watermark_after) {
-            let flipped: BTreeSet<i64> = existing
-                .range(before..after)
-                .filter(|h| !replace.contains(*h))
-                .copied()
-                .collect();
-            if !flipped.is_empty() {
-                let rows_before = block_on(cumulative.read_hours(&flipped))??;
-                let is_final = (col("usage_hour") + lit(1i64)).lt_eq(lit(after));
-                rows.push(
-                    rows_before
-                        .lazy()
-                        .with_column(is_final.alias("is_final"))
-                        .collect()
-                        .map_err(Error::polars("cumulative"))?,
-                );
-                replace.extend(flipped);
-            }
-        }
-        // Hours that only got appended zero rows gain a file each time; past a few, rewrite.
-        let (compacted, paths) = block_on(cumulative.small_files(
-            &appended,
-            usize::MAX,
+        let recomputed: BTreeSet<i64> = months.iter().flat_map(|m| m.from..=m.last).collect();
+        let zeroed: BTreeSet<i64> = months.iter().flat_map(|m| m.zero_hours.clone()).collect();
+        // Hours rewritten whole: those the watermark passed in this run (same totals, now final).
+        let mut rewritten: BTreeSet<i64> = match (self.plan.watermark_before, self.watermark_after)
+        {
+            (Some(before), Some(after)) => existing.range(before..after).copied().collect(),
+            _ => BTreeSet::new(),
+        };
+        rewritten.retain(|h| !recomputed.contains(h));
+        // Hours getting zero rows that already have a few small files: those are rewritten as
+        // one with the new rows (the hour's large file stays).
+        let mut crowded = block_on(cumulative.small_files(
+            &zeroed,
+            SMALL_FILE_ROWS,
             CUMULATIVE_FILES_PER_HOUR - 1,
         ))??;
-        if !paths.is_empty() {
-            rows.push(block_on(cumulative.read_files(&compacted, &paths))??);
-        }
-        let mut all = DataFrame::empty();
-        for part in rows.into_iter().filter(|p| p.height() > 0) {
-            all = if all.height() == 0 {
-                part
-            } else {
-                all.vstack(&part).map_err(Error::polars("cumulative"))?
+        crowded.retain(|h, _| !rewritten.contains(h) && !recomputed.contains(h));
+        let compacted: BTreeSet<String> = crowded.values().flatten().cloned().collect();
+        let wm = self.watermark_after;
+        let is_final = |hour: i64| wm.is_some_and(|w| hour < w);
+        let stored_rows = |hour: i64| -> Result<DataFrame> {
+            let hours = BTreeSet::from([hour]);
+            let rows = match crowded.get(&hour) {
+                Some(paths) => block_on(cumulative.read_files(&hours, paths))??,
+                None => block_on(cumulative.read_hours(&hours))??,
             };
-        }
-        let committed = block_on(cumulative.commit_removing(
-            self.plan.batch_id,
-            Some(&all),
-            &replace,
-            &paths,
-        ))??;
+            rows.lazy()
+                .with_column(lit(is_final(hour)).alias("is_final"))
+                .collect()
+                .map_err(err)
+        };
+        let mut shown = Shown::default();
+        let written = cumulative.write_frames(|emit| {
+            let mut done = BTreeSet::new();
+            for m in months {
+                for hour in m.zero_hours.clone() {
+                    let mut rows = m.hour(&m.newcomers, &no_usage()?, hour, is_final(hour))?;
+                    let stored = rewritten.contains(&hour) || crowded.contains_key(&hour);
+                    if stored && done.insert(hour) {
+                        rows = stack(stored_rows(hour)?, rows)?;
+                    }
+                    emit(shown.note(rows))?;
+                }
+                let mut totals = m.totals.clone();
+                let hours: Vec<i64> = (m.from..=m.last).collect();
+                read_ahead(&hourly, &hours, |hour, usage| {
+                    let rows = m.hour(&totals, &usage, hour, is_final(hour))?;
+                    totals = rows.select(["customer_id", "cumulative_ml"]).map_err(err)?;
+                    emit(shown.note(rows))
+                })?;
+            }
+            for &hour in rewritten.difference(&done) {
+                emit(shown.note(stored_rows(hour)?))?;
+            }
+            Ok(())
+        })?;
+        let replace: BTreeSet<i64> = recomputed.union(&rewritten).copied().collect();
+        let committed = block_on(cumulative.commit_written(batch, written, &replace, &compacted))??;
         self.step_done("cumulative_usage", t);
-        Ok(TableReport::new(
-            "cumulative_usage",
-            committed,
-            all,
-            replace.len(),
-        ))
+        Ok(shown.report("cumulative_usage", committed, replace.len()))
     }
 
     /// Writes the quarantine and the run's metrics, updates the dedup state and advances the
@@ -505,8 +538,10 @@ impl Run {
         // they are rewritten into one (sorted by meter) with this run's rows, so reads by meter
         // stay selective and the file count stays bounded.
         let appended = hour_set(&keep, "usage_hour")?;
-        let (compacted, small) =
-            block_on(state.small_files(&appended, STATE_SMALL_FILE_ROWS, STATE_SMALL_FILES - 1))??;
+        let crowded =
+            block_on(state.small_files(&appended, SMALL_FILE_ROWS, STATE_SMALL_FILES - 1))??;
+        let compacted: BTreeSet<i64> = crowded.keys().copied().collect();
+        let small: BTreeSet<String> = crowded.into_values().flatten().collect();
         let keep = if small.is_empty() {
             keep
         } else {
@@ -571,18 +606,117 @@ impl Run {
     }
 }
 
-/// An empty `(customer_id, base_ml)` frame: no totals before the month's first hour.
-fn empty_base() -> Result<LazyFrame> {
-    let columns = vec![
-        Column::new("customer_id".into(), Vec::<String>::new()),
-        Column::new("base_ml".into(), Vec::<i64>::new()),
-    ];
-    Ok(DataFrame::new(0, columns)
-        .map_err(Error::polars("cumulative"))?
-        .lazy())
+/// How one billing month's running totals change in a run.
+struct MonthUpdate {
+    /// First hour recomputed.
+    from: i64,
+    /// Last hour with hourly data.
+    last: i64,
+    /// The month's name in the billing time zone.
+    month: String,
+    /// Hours before `from` that get zero rows for `newcomers` (empty when there are none).
+    zero_hours: std::ops::Range<i64>,
+    /// Totals through `from - 1` (`customer_id`, `cumulative_ml`), newcomers at 0.
+    totals: DataFrame,
+    /// Customers new to the month, with `cumulative_ml` 0.
+    newcomers: DataFrame,
 }
 
-/// The rows of `df` whose [`OUTCOME`] is `outcome`.
+impl MonthUpdate {
+    /// The month's rows of `hour`, continuing from `totals` with the hour's `usage`.
+    fn hour(
+        &self,
+        totals: &DataFrame,
+        usage: &DataFrame,
+        hour: i64,
+        is_final: bool,
+    ) -> Result<DataFrame> {
+        crate::aggregate::next_cumulative_hour(totals, usage, hour, &self.month, is_final)
+            .map_err(Error::polars("cumulative"))
+    }
+}
+
+/// Hands the rows of each hour partition in `hours` of `table`, in order, to `each`, while a
+/// helper thread reads the next few: reading overlaps the work on the hour before.
+fn read_ahead(
+    table: &Table,
+    hours: &[i64],
+    mut each: impl FnMut(i64, DataFrame) -> Result<()>,
+) -> Result<()> {
+    const AHEAD: usize = 2;
+    let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<(i64, DataFrame)>>(AHEAD);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            for &hour in hours {
+                let rows = block_on(table.read_hours(&BTreeSet::from([hour]))).and_then(|r| r);
+                let failed = rows.is_err();
+                if sender.send(rows.map(|rows| (hour, rows))).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        // Dropping the receiver early (on an error) stops the reader at its next send.
+        for read in receiver {
+            let (hour, rows) = read?;
+            each(hour, rows)?;
+        }
+        Ok(())
+    })
+}
+
+/// The rows of `a` followed by those of `b` (same columns).
+fn stack(a: DataFrame, b: DataFrame) -> Result<DataFrame> {
+    concat([a.lazy(), b.lazy()], UnionArgs::default())
+        .and_then(LazyFrame::collect)
+        .map_err(Error::polars("stacking rows"))
+}
+
+/// No running totals: `customer_id`, `cumulative_ml`.
+fn no_totals() -> Result<DataFrame> {
+    DataFrame::new(
+        0,
+        vec![
+            Column::new("customer_id".into(), Vec::<String>::new()),
+            Column::new("cumulative_ml".into(), Vec::<i64>::new()),
+        ],
+    )
+    .map_err(Error::polars("cumulative"))
+}
+
+/// No usage: `customer_id`, `usage_ml`.
+fn no_usage() -> Result<DataFrame> {
+    DataFrame::new(
+        0,
+        vec![
+            Column::new("customer_id".into(), Vec::<String>::new()),
+            Column::new("usage_ml".into(), Vec::<i64>::new()),
+        ],
+    )
+    .map_err(Error::polars("cumulative"))
+}
+
+/// Rows written by a streamed table step, and the first few to show.
+#[derive(Default)]
+struct Shown {
+    rows: usize,
+    head: Option<DataFrame>,
+}
+
+impl Shown {
+    /// Counts `rows` on their way to the writer.
+    fn note(&mut self, rows: DataFrame) -> DataFrame {
+        self.rows += rows.height();
+        if self.head.is_none() && rows.height() > 0 {
+            self.head = Some(rows.head(Some(5)));
+        }
+        rows
+    }
+
+    fn report(self, table: &'static str, committed: Committed, partitions: usize) -> TableReport {
+        TableReport::streamed(table, committed, self.rows, self.head, partitions)
+    }
+}
+
 fn with_outcome(df: &DataFrame, outcome: &str) -> PolarsResult<DataFrame> {
     df.clone()
         .lazy()
@@ -913,7 +1047,10 @@ mod tests {
             &delta::DEDUP_STATE,
         ))??;
         let six = BTreeSet::from([parse_hour("2026-03-01T06").unwrap_or_default()]);
-        let (_, files) = block_on(state.small_files(&six, usize::MAX, 1))??;
+        let files = block_on(state.small_files(&six, usize::MAX, 1))??
+            .into_values()
+            .flatten()
+            .collect::<Vec<_>>();
         assert!(
             files.len() < STATE_SMALL_FILES,
             "{} files in hour 06",
