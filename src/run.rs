@@ -202,12 +202,17 @@ impl Run {
         Ok(report)
     }
 
-    /// Applies the watermark and removes duplicates against the dedup state.
+    /// Applies the watermark and removes duplicates against the dedup state. Takes the parsed
+    /// records (their memory is released as they are classified): once per parse.
     pub fn dedup(&mut self) -> Result<DedupReport> {
         let t = Instant::now();
-        let records = match &self.parsed {
-            Some(p) => p.records.clone(),
-            None => return Err(Error::Protocol("dedup needs the parse step first".into())),
+        let records = match self.parsed.take() {
+            Some(p) => p.records,
+            None => {
+                return Err(Error::Protocol(
+                    "dedup needs the parse step first (once per parse)".into(),
+                ));
+            }
         };
         let err = Error::polars;
         let checked = dedup::check_watermark(
@@ -220,6 +225,7 @@ impl Run {
         let late = with_outcome(&checked, outcome::LATE).map_err(err("watermark"))?;
         let future = with_outcome(&checked, outcome::FUTURE).map_err(err("watermark"))?;
         let in_time = with_outcome(&checked, outcome::IN_TIME).map_err(err("watermark"))?;
+        drop(checked);
         self.quarantine_records(&late, Reason::Late)?;
         self.quarantine_records(&future, Reason::Future)?;
         self.counts.late += late.height() as u64;
