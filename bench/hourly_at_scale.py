@@ -1,48 +1,158 @@
-"""The hourly run at utility scale, without a kernel: generates a log with the project's generator
-(default 100,000 meters, 5-minute readings, 1.5% duplicates, 2% of meters replaying outages),
-processes it hour by hour as the schedule would, and prints per run: records, wall time,
-records per second, peak memory and time per step; then the same hour's files through DuckDB
-(`read_json` + dedup + group by, stateless) as a reference.
+"""The hourly run at utility scale, with a week of history, against two reference points.
+
+Generates a usage log with the project's generator (default 100,000 meters reading every 5
+minutes, 1.5% duplicates, 2% of meters a week replaying outages of up to 160 hours), processes a
+week of it hour by hour as the schedule would (the history: realistic tables and dedup state),
+then measures:
+
+- the last hour of a billing month and the first hour of the next (is the cost flat?), each
+  through `examples/run_once` (the notebook's steps without a kernel), with records, wall time,
+  data time (wall minus a run with no new files), records per second, peak memory, time per
+  step, dedup-state rows read and held, bytes read, Delta files written; and, on the same hour's
+  files, DuckDB's stateless `read_json` + dedup + group by and a bare single-threaded serde_json
+  pass summing in hash maps (`examples/bare_pass`), as ratios;
+- the next hour as the schedule runs it: the notebook through `aquabill-papermill`, kernel start
+  and compilation included, and the same with no new files (the notebook's fixed overhead);
+- the history's hour-by-hour processing rate, extrapolated to a month's backfill.
 
 Usage (from the repository root, after `bash scripts/setup.sh`):
-    . scripts/env.sh && .venv/bin/python bench/hourly_at_scale.py [--meters 100000] [--hours 3]
+    . scripts/env.sh && .venv/bin/python bench/hourly_at_scale.py [--meters 100000]
+        [--history-hours 168] [--month-end 2026-06-30T23] [--work DIR]
 
-Not part of the test suite. Work files go to a temporary folder (about 170 MB per hour at the
-default scale), removed at the end unless --keep.
+About 170 MB of log per hour at the default scale (33 GB for the default week and a day) and
+an hour or more on 2 cores, most of it generating and processing the history. With --work, the
+log and the processed history are kept there and reused by the next invocation with the same
+scale (the measured runs always start from a copy of the history); without it, everything goes to
+a temporary folder removed at the end. Not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import duckdb
+from deltalake import DeltaTable
 
 from aquabill_tools.env import built
 
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK = ROOT / 'notebooks' / 'hourly_billing.ipynb'
+PAPERMILL = Path(sys.executable).parent / 'aquabill-papermill'
 STEP = re.compile(r'(plan|parse|dedup|hourly_usage|cumulative_usage|finish) (\d+) ms')
+FILES_PER_HOUR = 4
+HOUR = '%Y-%m-%dT%H'
 
 
-def binaries() -> tuple[Path, Path]:
-    return built('aquabill-gen'), built('aquabill', 'run_once')
+@dataclass
+class Measured:
+    """One measured run."""
+    name: str
+    records: int = 0
+    input_mb: float = 0.0
+    wall: float = 0.0
+    peak_mb: int = 0
+    steps: dict[str, int] = field(default_factory=dict)
+    state_read: int = 0
+    state_rows: int = 0
+    files_written: int = 0
+    read_mb: float = 0.0
+    duckdb: float = 0.0
+    bare: float = 0.0
 
 
-def timed(cmd: list[str]) -> tuple[float, int, str]:
-    """Wall seconds, peak RSS in MB (of this child), stdout."""
+def copy_binaries(bin_dir: Path) -> dict[str, Path]:
+    """The generator, run_once and bare_pass, copied so that later builds don't change a run."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    found = {'gen': built('aquabill-gen'), 'run_once': built('aquabill', 'run_once'),
+             'bare_pass': built('aquabill', 'bare_pass')}
+    copies = {}
+    for name, path in found.items():
+        copies[name] = bin_dir / name
+        shutil.copy2(path, copies[name])
+    return copies
+
+
+def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int) -> None:
+    """The log for ingestion hours [first, end), in two halves at once (one per core): calls
+    over adjacent windows deliver each record once."""
+    marker = log.parent / 'log.json'
+    wanted = {'first': first.strftime(HOUR), 'end': end.strftime(HOUR), 'meters': meters}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        print(f'log: reusing {log}')
+        return
+    shutil.rmtree(log, ignore_errors=True)
+    log.mkdir(parents=True)
     began = time.monotonic()
-    out = subprocess.run(['/usr/bin/time', '-f', '%M', *cmd], check=True, capture_output=True,
-                         text=True)
-    peak_kb = int(out.stderr.strip().splitlines()[-1])
-    return time.monotonic() - began, peak_kb // 1024, out.stdout
+    middle = first + (end - first) // 2
+    middle = middle.replace(minute=0, second=0, microsecond=0)
+    procs = [subprocess.Popen([str(gen), '--output', str(log), '--start-hour', a.strftime(HOUR),
+                               '--end-hour', b.strftime(HOUR), '--meters', str(meters),
+                               '--interval-minutes', '5', '--duplicate-rate', '0.015',
+                               '--offline-share', '0.02', '--files-per-hour',
+                               str(FILES_PER_HOUR), '--seed', '1'], stdout=subprocess.DEVNULL)
+             for a, b in ((first, middle), (middle, end))]
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit('the generator failed')
+    marker.write_text(json.dumps(wanted))
+    size = sum(f.stat().st_size for f in log.rglob('*.jsonl')) / 1e9
+    print(f'log: {(end - first) // timedelta(hours=1)} hours, {size:.1f} GB generated in '
+          f'{time.monotonic() - began:.0f} s')
 
 
-def duckdb_reference(folder: Path) -> float:
+def run_once(binary: Path, log: Path, out: Path) -> tuple[float, int, str]:
+    """One hourly run (one ingestion hour's files): wall seconds, peak RSS MB, its report."""
+    began = time.monotonic()
+    done = subprocess.run(['/usr/bin/time', '-f', '%M', str(binary), str(log), str(out),
+                           '--cap', str(FILES_PER_HOUR)], capture_output=True, text=True)
+    wall = time.monotonic() - began
+    if done.returncode != 0:
+        raise SystemExit(f'run_once failed:\n{done.stdout}\n{done.stderr}')
+    return wall, int(done.stderr.strip().splitlines()[-1]) // 1024, done.stdout
+
+
+def history(binary: Path, log: Path, out: Path, hours: int, key: dict[str, object]) -> float:
+    """Processes the first `hours` ingestion hours one run each; returns seconds per hour."""
+    marker = out.parent / 'history.json'
+    if marker.exists() and json.loads(marker.read_text()).get('key') == key:
+        per_hour = json.loads(marker.read_text())['seconds_per_hour']
+        print(f'history: reusing {out} ({per_hour:.1f} s per hourly run when made)')
+        return per_hour
+    shutil.rmtree(out, ignore_errors=True)
+    began = time.monotonic()
+    slowest, peak = 0.0, 0
+    for i in range(hours):
+        wall, mb, _ = run_once(binary, log, out)
+        slowest, peak = max(slowest, wall), max(peak, mb)
+        if (i + 1) % 24 == 0 or i + 1 == hours:
+            spent = time.monotonic() - began
+            print(f'history: {i + 1}/{hours} hourly runs, {spent / (i + 1):.1f} s per run, '
+                  f'slowest {slowest:.1f} s, peak {peak} MB', flush=True)
+    per_hour = (time.monotonic() - began) / hours
+    marker.write_text(json.dumps({'key': key, 'seconds_per_hour': per_hour}))
+    return per_hour
+
+
+def parquet_files(out: Path) -> set[Path]:
+    return set(out.rglob('*.parquet'))
+
+
+def state_rows(out: Path) -> int:
+    table = DeltaTable(str(out / '_checkpoint' / 'dedup_state'))
+    return int(sum(table.get_add_actions(flatten=True).column('num_records').to_pylist()))
+
+
+def duckdb_pass(folder: Path) -> float:
     began = time.monotonic()
     duckdb.connect().execute(f"""
         with r as (select * from read_json('{folder}/*.jsonl', format='newline_delimited',
@@ -55,46 +165,117 @@ def duckdb_reference(folder: Path) -> float:
     return time.monotonic() - began
 
 
+def bare_pass(binary: Path, folder: Path) -> float:
+    began = time.monotonic()
+    subprocess.run([str(binary), *map(str, sorted(folder.glob('*.jsonl')))], check=True,
+                   capture_output=True)
+    return time.monotonic() - began
+
+
+def measure(name: str, bins: dict[str, Path], log: Path, out: Path, hour: datetime) -> Measured:
+    folder = log / f'ingest_hour={hour.strftime(HOUR)}'
+    before = parquet_files(out)
+    m = Measured(name)
+    m.wall, m.peak_mb, text = run_once(bins['run_once'], log, out)
+    m.files_written = len(parquet_files(out) - before)
+    m.records = int(re.search(r'(\d+) lines', text).group(1))
+    m.input_mb = sum(f.stat().st_size for f in folder.glob('*.jsonl')) / 1e6
+    m.steps = {s: int(ms) for s, ms in STEP.findall(text)}
+    m.state_read = int(re.search(r'dedup state rows read (\d+)', text).group(1))
+    m.read_mb = int(re.search(r'io: read (\d+) bytes', text).group(1)) / 1e6
+    m.state_rows = state_rows(out)
+    m.duckdb = duckdb_pass(folder)
+    m.bare = bare_pass(bins['bare_pass'], folder)
+    return m
+
+
+def papermill(log: Path, out: Path, executed: Path) -> float:
+    began = time.monotonic()
+    subprocess.run([str(PAPERMILL), str(NOTEBOOK), str(executed), '-p', 'input_root', str(log),
+                    '-p', 'output_root', str(out), '-p', 'batch_cap', str(FILES_PER_HOUR)],
+                   check=True, capture_output=True)
+    return time.monotonic() - began
+
+
+def cell_times(executed: Path) -> str:
+    """Seconds per code cell of an executed notebook (papermill's own timing), by first line."""
+    cells = json.loads(executed.read_text())['cells']
+    parts = []
+    for cell in cells:
+        duration = cell.get('metadata', {}).get('papermill', {}).get('duration')
+        if cell['cell_type'] == 'code' and duration is not None:
+            first = ''.join(cell['source']).strip().splitlines()[0][:32]
+            parts.append(f'{first!r} {duration:.1f}')
+    return ', '.join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--meters', type=int, default=100_000)
-    parser.add_argument('--hours', type=int, default=3, help='hourly runs')
-    parser.add_argument('--start', default='2026-06-10T00', help='first ingestion hour')
-    parser.add_argument('--keep', action='store_true')
+    parser.add_argument('--history-hours', type=int, default=168,
+                        help='hourly runs before the measured ones (default a week)')
+    parser.add_argument('--month-end', default='2026-06-30T23',
+                        help='last hour of a billing month (UTC): the first measured run')
+    parser.add_argument('--work', type=Path, help='keep and reuse the log and history here')
     args = parser.parse_args()
-    gen, run_once = binaries()
-    work = Path(tempfile.mkdtemp(prefix='aquabill-scale-'))
-    log, out = work / 'log', work / 'out'
-    start = datetime.strptime(args.start, '%Y-%m-%dT%H')
-    print(f'{args.meters} meters, {args.hours} hourly runs from {args.start}, in {work}')
-    print(f"{'hour':<14} {'records':>9} {'gen s':>6} {'run s':>6} {'rec/s':>9} {'peak MB':>7} "
-          f"{'duckdb s':>8} {'ratio':>6}  steps (ms)")
-    highest = 0
+    work = args.work or Path(tempfile.mkdtemp(prefix='aquabill-scale-'))
+    work.mkdir(parents=True, exist_ok=True)
+    month_end = datetime.strptime(args.month_end, HOUR)
+    first = month_end - timedelta(hours=args.history_hours)
+    log, hist, out = work / 'log', work / 'history', work / 'run'
+    print(f'{args.meters} meters; history {first.strftime(HOUR)} + {args.history_hours} hours; '
+          f'measured from {args.month_end}; work folder {work}', flush=True)
     try:
-        for i in range(args.hours):
-            hour = start + timedelta(hours=i)
-            name = hour.strftime('%Y-%m-%dT%H')
-            began = time.monotonic()
-            subprocess.run([str(gen), '--output', str(log), '--start-hour', name, '--end-hour',
-                            (hour + timedelta(hours=1)).strftime('%Y-%m-%dT%H'), '--meters',
-                            str(args.meters), '--interval-minutes', '5', '--duplicate-rate',
-                            '0.015', '--offline-share', '0.02', '--files-per-hour', '4',
-                            '--seed', '1'], check=True, capture_output=True)
-            gen_s = time.monotonic() - began
-            seconds, peak, text = timed([str(run_once), str(log), str(out)])
-            highest = max(highest, peak)
-            records = int(re.search(r'(\d+) lines', text).group(1)) if 'lines' in text else 0
-            steps = ', '.join(f'{s} {ms}' for s, ms in STEP.findall(text))
-            duck = duckdb_reference(log / f'ingest_hour={name}')
-            print(f'{name:<14} {records:>9} {gen_s:>6.1f} {seconds:>6.2f} '
-                  f'{records / seconds:>9.0f} {peak:>7} {duck:>8.2f} {seconds / duck:>6.1f}  '
-                  f'{steps}', flush=True)
-        idle, peak, _ = timed([str(run_once), str(log), str(out)])
-        print(f'a run with no new files: {idle:.2f} s, peak {peak} MB')
-        print(f'highest peak of a run: {highest} MB')
+        bins = copy_binaries(work / 'bin')
+        generate(bins['gen'], log, first, month_end + timedelta(hours=3), args.meters)
+        key = {'meters': args.meters, 'first': first.strftime(HOUR),
+               'hours': args.history_hours}
+        per_hour = history(bins['run_once'], log, hist, args.history_hours, key)
+        shutil.rmtree(out, ignore_errors=True)
+        # Hard links: Delta data and log files are never changed in place, only added and
+        # deleted, so the measured runs leave the history as it was (and no disk is copied).
+        shutil.copytree(hist, out, copy_function=os.link)
+        runs = [measure('last hour of the month', bins, log, out, month_end),
+                measure('first hour of the next', bins, log, out,
+                        month_end + timedelta(hours=1))]
+        executed = work / 'executed'
+        scheduled = papermill(log, out, executed / 'next-hour.ipynb')
+        overhead = papermill(log, out, executed / 'no-new-files.ipynb')
+        idle, _, _ = run_once(bins['run_once'], log, out)
+        report(runs, idle, scheduled, overhead, per_hour, args.history_hours)
+        print(f'cells of the scheduled run (s): {cell_times(executed / "next-hour.ipynb")}')
+        print(f'cells with no new files (s): {cell_times(executed / "no-new-files.ipynb")}')
     finally:
-        if not args.keep:
+        if args.work is None:
             shutil.rmtree(work)
+
+
+def report(runs: list[Measured], idle: float, scheduled: float, overhead: float,
+           per_hour: float, history_hours: int) -> None:
+    print()
+    head = (f"{'run':<24} {'records':>9} {'in MB':>6} {'wall s':>6} {'data s':>6} "
+            f"{'rec/s':>8} {'peak MB':>7} {'state read':>10} {'state rows':>10} "
+            f"{'files':>5} {'read MB':>7} {'duckdb s':>8} {'bare s':>6} {'x duckdb':>8} "
+            f"{'x bare':>6}")
+    print(head)
+    for m in runs:
+        data = m.wall - idle
+        print(f'{m.name:<24} {m.records:>9} {m.input_mb:>6.0f} {m.wall:>6.2f} {data:>6.2f} '
+              f'{m.records / data:>8.0f} {m.peak_mb:>7} {m.state_read:>10} {m.state_rows:>10} '
+              f'{m.files_written:>5} {m.read_mb:>7.0f} {m.duckdb:>8.2f} {m.bare:>6.2f} '
+              f'{data / m.duckdb:>8.1f} {data / m.bare:>6.1f}')
+    for m in runs:
+        print(f'  {m.name}: ' + ', '.join(f'{s} {ms} ms' for s, ms in m.steps.items()))
+    first, last = runs[1], runs[0]
+    print(f'a run with no new files (run_once): {idle:.2f} s')
+    print(f'scheduled run of the next hour (papermill, kernel start and compilation included): '
+          f'{scheduled:.1f} s')
+    print(f'scheduled run with no new files (the notebook\'s fixed overhead): {overhead:.1f} s')
+    print(f'first hour of a month / last hour of the previous: '
+          f'{(first.wall - idle) / (last.wall - idle):.2f}')
+    print(f'history: {per_hour:.1f} s per hourly run over {history_hours} runs; a month of '
+          f'hourly runs as a backfill: {per_hour * 720 / 60:.0f} min')
+    print(f'highest peak of a measured run: {max(m.peak_mb for m in runs)} MB')
 
 
 if __name__ == '__main__':

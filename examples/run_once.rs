@@ -78,6 +78,23 @@ fn run(args: &Args) -> aquabill::Result<()> {
     run.dedup()?;
     run.write_hourly()?;
     run.write_cumulative()?;
-    println!("{}", run.finish()?);
+    let metrics = run.finish()?;
+    println!("{metrics}");
+    if metrics.files > 0 {
+        println!("  dedup state rows read {}", metrics.state_rows_read);
+    }
+    // For benchmarks: bytes this process read and wrote through system calls (Linux).
+    if let Ok(io) = std::fs::read_to_string("/proc/self/io") {
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        println!(
+            "  io: read {} bytes, wrote {} bytes",
+            field("rchar:"),
+            field("wchar:")
+        );
+    }
     Ok(())
 }
