@@ -13,7 +13,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
@@ -758,11 +759,22 @@ fn to_record_batch(spec: &Spec, rows: &DataFrame, schema: &ArrowSchema) -> Resul
             }
             Kind::Hour => {
                 let ca = column.i64().map_err(Error::polars("writing a table"))?;
-                Arc::new(
-                    ca.iter()
-                        .map(|v| v.map(format_hour))
-                        .collect::<StringArray>(),
-                )
+                // Formatting is costly and a frame is mostly one hour: each run of equal hours
+                // is formatted once.
+                let mut built = StringBuilder::with_capacity(ca.len(), ca.len() * 13);
+                let mut last: Option<(i64, String)> = None;
+                for hour in ca.iter() {
+                    match (hour, &last) {
+                        (None, _) => built.append_null(),
+                        (Some(h), Some((l, text))) if h == *l => built.append_value(text),
+                        (Some(h), _) => {
+                            let text = format_hour(h);
+                            built.append_value(&text);
+                            last = Some((h, text));
+                        }
+                    }
+                }
+                Arc::new(built.finish())
             }
             Kind::Long => {
                 let ca = column.i64().map_err(Error::polars("writing a table"))?;
