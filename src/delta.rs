@@ -711,10 +711,7 @@ fn write_worker(
     frames: &std::sync::Mutex<std::sync::mpsc::Receiver<DataFrame>>,
 ) -> Result<Vec<Add>> {
     let err = |e: DeltaTableError| Error::delta(spec.name, e);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::io("starting the async runtime", "", e))?;
+    let runtime = crate::run::runtime()?;
     let schema = writer.arrow_schema();
     let mut adds = Vec::new();
     loop {

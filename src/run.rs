@@ -87,11 +87,15 @@ impl Counts {
 
 /// Runs `f` to completion on a single-threaded runtime (the library's API is synchronous).
 pub(crate) fn block_on<F: std::future::Future>(f: F) -> Result<F::Output> {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    Ok(runtime()?.block_on(f))
+}
+
+/// A single-threaded async runtime, for a thread that runs many futures in turn.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::io("starting the async runtime", "", e))?;
-    Ok(rt.block_on(f))
+        .map_err(|e| Error::io("starting the async runtime", "", e))
 }
 
 impl Run {
@@ -397,7 +401,7 @@ impl Run {
                     .select(["customer_id", "cumulative_ml"])
                     .map_err(err)?
             } else {
-                no_totals()?
+                no_rows("cumulative_ml")?
             };
             // Customers of the month: the stored hours hold every customer the month had
             // (dense); those not in the totals start at 0 and, when the recomputation starts
@@ -477,7 +481,8 @@ impl Run {
             let mut done = BTreeSet::new();
             for m in months {
                 for hour in m.zero_hours.clone() {
-                    let mut rows = m.hour(&m.newcomers, &no_usage()?, hour, is_final(hour))?;
+                    let mut rows =
+                        m.hour(&m.newcomers, &no_rows("usage_ml")?, hour, is_final(hour))?;
                     let stored = rewritten.contains(&hour) || crowded.contains_key(&hour);
                     if stored && done.insert(hour) {
                         rows = stack(stored_rows(hour)?, rows)?;
@@ -653,8 +658,16 @@ fn read_ahead(
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<(i64, DataFrame)>>(AHEAD);
     std::thread::scope(|scope| {
         scope.spawn(move || {
+            let runtime = match runtime() {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    // The receiver reports it; if it is gone, nobody is waiting.
+                    let _ = sender.send(Err(e));
+                    return;
+                }
+            };
             for &hour in hours {
-                let rows = block_on(table.read_hours(&BTreeSet::from([hour]))).and_then(|r| r);
+                let rows = runtime.block_on(table.read_hours(&BTreeSet::from([hour])));
                 let failed = rows.is_err();
                 if sender.send(rows.map(|rows| (hour, rows))).is_err() || failed {
                     break;
@@ -677,25 +690,14 @@ fn stack(a: DataFrame, b: DataFrame) -> Result<DataFrame> {
         .map_err(Error::polars("stacking rows"))
 }
 
-/// No running totals: `customer_id`, `cumulative_ml`.
-fn no_totals() -> Result<DataFrame> {
+/// No rows of `customer_id` and the `Int64` column `value`: no running totals
+/// (`cumulative_ml`), no usage (`usage_ml`).
+fn no_rows(value: &str) -> Result<DataFrame> {
     DataFrame::new(
         0,
         vec![
             Column::new("customer_id".into(), Vec::<String>::new()),
-            Column::new("cumulative_ml".into(), Vec::<i64>::new()),
-        ],
-    )
-    .map_err(Error::polars("cumulative"))
-}
-
-/// No usage: `customer_id`, `usage_ml`.
-fn no_usage() -> Result<DataFrame> {
-    DataFrame::new(
-        0,
-        vec![
-            Column::new("customer_id".into(), Vec::<String>::new()),
-            Column::new("usage_ml".into(), Vec::<i64>::new()),
+            Column::new(value.into(), Vec::<i64>::new()),
         ],
     )
     .map_err(Error::polars("cumulative"))
