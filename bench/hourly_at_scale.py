@@ -113,8 +113,9 @@ def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int) 
 def run_once(binary: Path, log: Path, out: Path) -> tuple[float, int, str]:
     """One hourly run (one ingestion hour's files): wall seconds, peak RSS MB, its report."""
     began = time.monotonic()
-    done = subprocess.run(['/usr/bin/time', '-f', '%M', str(binary), str(log), str(out),
-                           '--cap', str(FILES_PER_HOUR)], capture_output=True, text=True)
+    done = subprocess.run(['/usr/bin/time', '-f', '%M', str(binary), '-p', 'input_root', str(log),
+                           '-p', 'output_root', str(out), '-p', 'batch_cap', str(FILES_PER_HOUR)],
+                          capture_output=True, text=True)
     wall = time.monotonic() - began
     if done.returncode != 0:
         raise SystemExit(f'run_once failed:\n{done.stdout}\n{done.stderr}')

@@ -60,7 +60,8 @@ def main() -> None:
                         str(args.meters), '--seed', '1', '--offline-share', '0.05',
                         '--duplicate-rate', '0.015'], check=True, capture_output=True)
         began = time.monotonic()
-        subprocess.run([str(run_once), str(log), str(out)], check=True, capture_output=True)
+        subprocess.run([str(run_once), '-p', 'input_root', str(log), '-p', 'output_root', str(out)],
+                       check=True, capture_output=True)
         ms = (time.monotonic() - began) * 1000
         slowest = max(slowest, ms)
         if (i + 1) % 24 == 0 or i == 0:

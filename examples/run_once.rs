@@ -1,53 +1,52 @@
 //! Runs the pipeline once without a notebook kernel, as the notebook's cells would, and prints
 //! the plan and the run's metrics. For measurements, scripts and the reliability tests:
 //!
-//! `cargo run --example run_once -- <input_root> <output_root> [--tz ZONE] [--cap N] [--rebuild]`
+//! `cargo run --example run_once -- -p input_root LOG -p output_root TABLES [-p name value]...`
 //!
-//! `--rebuild` first recomputes every table from the log (as the notebook's `rebuild` parameter
-//! does). Exit status: 0 done, 1 the run failed (message on stderr), 2 usage, 3 another run holds
-//! the tables' lock (nothing was changed).
+//! It takes the notebook's parameters (`aquabill::contract::PARAMETERS`), with the value syntax
+//! of `aquabill-papermill`'s `-p`; `-p rebuild true` first recomputes every table from the log.
+//! `--parameters` lists them. Exit status: 0 done, 1 the run failed (message on stderr), 2
+//! usage, 3 another run holds the tables' lock (nothing was changed).
 
 use std::process::ExitCode;
 
+use aquabill::contract::PARAMETERS;
 use aquabill::{Config, Error, Params, Run};
 
-const USAGE: &str = "usage: run_once <input_root> <output_root> [--tz ZONE] [--cap N] [--rebuild]";
-
-struct Args {
-    input: String,
-    output: String,
-    tz: String,
-    cap: i64,
-    rebuild: bool,
-}
-
-fn parse_args() -> Option<Args> {
-    let mut args = std::env::args().skip(1);
-    let (input, output) = (args.next()?, args.next()?);
-    let mut parsed = Args {
-        input,
-        output,
-        tz: "UTC".to_owned(),
-        cap: 0,
-        rebuild: false,
-    };
-    while let Some(flag) = args.next() {
-        match flag.as_str() {
-            "--tz" => parsed.tz = args.next()?,
-            "--cap" => parsed.cap = args.next()?.parse().ok()?,
-            "--rebuild" => parsed.rebuild = true,
-            _ => return None,
-        }
-    }
-    Some(parsed)
-}
+const USAGE: &str = "usage: run_once -p input_root LOG -p output_root TABLES [-p NAME VALUE]... \
+                     | --parameters";
 
 fn main() -> ExitCode {
-    let Some(args) = parse_args() else {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args == ["--parameters"] {
+        for p in PARAMETERS {
+            println!(
+                "{}: {} = {} //{}",
+                p.name,
+                p.kind.rust_type(),
+                p.default,
+                p.doc
+            );
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut params = Params::default();
+    let mut rest = args.as_slice();
+    while let [flag, name, value, tail @ ..] = rest {
+        if flag != "-p" {
+            break;
+        }
+        if let Err(e) = params.set(name, value) {
+            eprintln!("run_once: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+        rest = tail;
+    }
+    if !rest.is_empty() {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
-    };
-    match run(&args) {
+    }
+    match run(&params) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err @ Error::Busy { .. }) => {
             eprintln!("run_once: {err}");
@@ -60,16 +59,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> aquabill::Result<()> {
-    let config = Config::new(&Params {
-        input_root: &args.input,
-        output_root: &args.output,
-        checkpoint_location: "",
-        billing_timezone: &args.tz,
-        batch_cap: args.cap,
-        clock_skew_minutes: 5,
-    })?;
-    if args.rebuild {
+fn run(params: &Params<'_>) -> aquabill::Result<()> {
+    let config = Config::new(params)?;
+    if config.rebuild {
         println!("{}", aquabill::rebuild::rebuild(&config)?);
     }
     let mut run = Run::start(&config)?;

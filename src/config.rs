@@ -6,6 +6,7 @@ use std::path::{Component, PathBuf};
 use chrono::Offset;
 use chrono_tz::Tz;
 
+pub use crate::contract::Params;
 use crate::error::{Error, Result};
 
 /// Validated parameters of one run.
@@ -23,24 +24,10 @@ pub struct Config {
     pub batch_cap: Option<usize>,
     /// How far past its ingestion hour's end a record may be dated (meter clocks drift).
     pub clock_skew_minutes: i64,
-}
-
-/// Parameters as the notebook's first cell gives them, before validation. The notebook facade
-/// (`aquabill-notebook`) has a copy of this struct and sends it through `ffi`.
-#[derive(Debug, Clone)]
-pub struct Params<'a> {
-    /// See [`Config::input_root`].
-    pub input_root: &'a str,
-    /// See [`Config::output_root`].
-    pub output_root: &'a str,
-    /// See [`Config::checkpoint_dir`]; empty means `<output_root>/_checkpoint`.
-    pub checkpoint_location: &'a str,
-    /// IANA time zone name, e.g. `UTC` or `Europe/Berlin`.
-    pub billing_timezone: &'a str,
-    /// Most files per run; 0 means no cap.
-    pub batch_cap: i64,
-    /// See [`Config::clock_skew_minutes`].
-    pub clock_skew_minutes: i64,
+    /// Whether the run first recomputes every table from the log.
+    pub rebuild: bool,
+    /// The customer the chart shows; empty: the one with the largest running total.
+    pub chart_customer: String,
 }
 
 impl Config {
@@ -115,6 +102,8 @@ impl Config {
             billing_timezone,
             batch_cap,
             clock_skew_minutes: p.clock_skew_minutes,
+            rebuild: p.rebuild,
+            chart_customer: p.chart_customer.trim().to_owned(),
         })
     }
 
@@ -208,10 +197,7 @@ mod tests {
         Params {
             input_root: input,
             output_root: output,
-            checkpoint_location: "",
-            billing_timezone: "UTC",
-            batch_cap: 0,
-            clock_skew_minutes: 5,
+            ..Params::default()
         }
     }
 

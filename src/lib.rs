@@ -14,10 +14,7 @@
 //! let config = Config::new(&Params {
 //!     input_root: "data/sample",
 //!     output_root: "out/tables",
-//!     checkpoint_location: "",
-//!     billing_timezone: "UTC",
-//!     batch_cap: 0,
-//!     clock_skew_minutes: 5,
+//!     ..Params::default()
 //! })?;
 //! let mut run = Run::start(&config)?;
 //! run.parse()?;
@@ -34,6 +31,7 @@ pub mod aggregate;
 pub mod chart;
 pub mod checkpoint;
 pub mod config;
+pub mod contract;
 pub mod dedup;
 pub mod delta;
 pub mod discover;

@@ -946,10 +946,7 @@ mod tests {
         let config = Config::new(&Params {
             input_root: &log_s,
             output_root: &out_s,
-            checkpoint_location: "",
-            billing_timezone: "UTC",
-            batch_cap: 0,
-            clock_skew_minutes: 5,
+            ..Params::default()
         })?;
 
         let m = run_once(&config)?;

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from aquabill_tools import nbexec
-from aquabill_tools.env import built
+from aquabill_tools.env import built, load_build_env
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / 'notebooks' / 'hourly_billing.ipynb'
@@ -20,11 +20,8 @@ NOTEBOOK = ROOT / 'notebooks' / 'hourly_billing.ipynb'
 
 @pytest.fixture(scope='session')
 def build_env() -> dict[str, str]:
-    """The environment scripts/env.sh sets up (shared build cache with the kernel)."""
-    for name in ('EVCXR_TMPDIR', 'CARGO_TARGET_DIR', 'CARGO_BUILD_TARGET', 'RUSTFLAGS'):
-        if not os.environ.get(name):
-            pytest.fail(f'{name} is not set: run the tests with scripts/test.sh '
-                        '(or source scripts/env.sh first)')
+    """The environment of scripts/env.sh: the shared target folder the binaries are built in."""
+    load_build_env()
     return dict(os.environ)
 
 
@@ -52,12 +49,8 @@ def generate(generator: Path) -> Generate:
 
 
 class SharedKernel:
-    """The session's evcxr kernel, started on first use and reused by every test.
-
-    Only one kernel may use the build folder at a time (it holds the kernel lock), so tests that
-    start their own (papermill runs) call `release()` first; the next test that needs the shared
-    kernel starts a new one.
-    """
+    """The session's evcxr kernel, started on first use and reused by the tests that run the
+    notebook (a kernel start and the first compiles take a few seconds)."""
 
     def __init__(self) -> None:
         self._kernel: nbexec.Kernel | None = None
@@ -82,28 +75,21 @@ def shared_kernel(build_env: dict[str, str]) -> Iterator[SharedKernel]:
 
 @pytest.fixture
 def kernel(shared_kernel: SharedKernel) -> nbexec.Kernel:
-    """The shared kernel: runs reuse its compiled cells and dependencies."""
+    """The shared kernel: runs reuse its compiled cells."""
     return shared_kernel.get()
-
-
-@pytest.fixture
-def own_kernel(shared_kernel: SharedKernel) -> None:
-    """For tests that start kernels of their own: the shared one stops first."""
-    shared_kernel.release()
 
 
 KernelFactory = Callable[[dict[str, str]], AbstractContextManager[nbexec.Kernel]]
 
 
 @pytest.fixture
-def kernel_factory(shared_kernel: SharedKernel) -> KernelFactory:
-    """Starts a kernel of the test's own with extra environment variables (the shared one
-    stops first; it restarts when next needed)."""
+def kernel_factory(build_env: dict[str, str]) -> KernelFactory:
+    """Starts a kernel of the test's own (beside the shared one) with extra environment
+    variables."""
 
     @contextmanager
     def start(env: dict[str, str]) -> Iterator[nbexec.Kernel]:
-        shared_kernel.release()
-        own = nbexec.Kernel(cwd=NOTEBOOK.parent, env=env)
+        own = nbexec.Kernel(cwd=NOTEBOOK.parent, env=dict(os.environ) | env)
         try:
             yield own
         finally:

@@ -25,9 +25,10 @@ def run_once(binary: Path, log: Path, out: Path, cap: int = 0, crash_at: int | N
     env.pop('AQUABILL_CRASH_AT', None)
     if crash_at is not None:
         env['AQUABILL_CRASH_AT'] = str(crash_at)
-    args = [str(binary), str(log), str(out), '--tz', tz, '--cap', str(cap)]
-    return subprocess.run(args + (['--rebuild'] if rebuild else []), capture_output=True,
-                          text=True, env=env, timeout=300)
+    args = [str(binary), '-p', 'input_root', str(log), '-p', 'output_root', str(out),
+            '-p', 'billing_timezone', tz, '-p', 'batch_cap', str(cap)]
+    return subprocess.run(args + (['-p', 'rebuild', 'true'] if rebuild else []),
+                          capture_output=True, text=True, env=env, timeout=300)
 
 
 def finish(binary: Path, log: Path, out: Path, cap: int = 0, attempts: int = 200) -> None:

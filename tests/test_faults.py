@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from aquabill_tools import nbexec
-from conftest import NOTEBOOK, KernelFactory, SharedKernel
+from conftest import NOTEBOOK, KernelFactory
 from faults import TIMING, batches_applied_once, crashed, finish, rows, run_once, state
 
 GEN = ('--meters', '12', '--seed', '21', '--duplicate-rate', '0.05', '--offline-share', '0.3',
@@ -74,8 +74,7 @@ def test_crash_at_every_durable_step(tmp_path: Path, run_once_binary: Path, log:
 
 
 def test_kernel_killed_mid_write(tmp_path: Path, run_once_binary: Path, log: Path,
-                                 shared_kernel: SharedKernel,
-                                 kernel_factory: KernelFactory) -> None:
+                                 kernel: nbexec.Kernel, kernel_factory: KernelFactory) -> None:
     # Find the durable step where cumulative_usage's files are written but not committed.
     probe = tmp_path / 'probe'
     k = 0
@@ -94,8 +93,7 @@ def test_kernel_killed_mid_write(tmp_path: Path, run_once_binary: Path, log: Pat
             nbexec.run_notebook(nb, doomed)
     orphans = list((out / 'cumulative_usage').glob('**/*.parquet'))
     assert orphans, 'the kernel died after writing data files'
-    nbexec.run_notebook(nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK), params),
-                        shared_kernel.get())
+    nbexec.run_notebook(nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK), params), kernel)
     ref = tmp_path / 'ref'
     finish(run_once_binary, log, ref)
     assert state(out) == state(ref)
@@ -107,16 +105,16 @@ def test_one_run_at_a_time(tmp_path: Path, run_once_binary: Path, log: Path,
     out = tmp_path / 'out'
     nb = nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK),
                                 {'input_root': str(log), 'output_root': str(out)})
-    cells = [nbexec.source(c) for c in nbexec.code_cells(nb)]
-    plan = cells.index('pipeline.plan()')
-    for code in cells[:plan + 1]:
+    cells = [(nbexec.tags(c), nbexec.source(c)) for c in nbexec.code_cells(nb)]
+    plan = next(i for i, (tags, _) in enumerate(cells) if 'plan' in tags)
+    for _, code in cells[:plan + 1]:
         kernel.execute(code)
     # The notebook's run is in flight: another run refuses and changes nothing.
     busy = run_once(run_once_binary, log, out)
     assert busy.returncode == 3, busy.stderr
     assert 'another run is working on these tables' in busy.stderr and 'pid' in busy.stderr
     assert not (out / 'hourly_usage').exists()
-    for code in cells[plan + 1:]:
+    for _, code in cells[plan + 1:]:
         kernel.execute(code)
     after = run_once(run_once_binary, log, out)
     assert after.returncode == 0 and 'no new files' in after.stdout, after.stderr
@@ -133,7 +131,8 @@ def test_runs_started_at_once(tmp_path: Path, run_once_binary: Path, log: Path) 
     out, ref = tmp_path / 'out', tmp_path / 'ref'
     finish(run_once_binary, log, ref)
     for attempt in range(3):
-        procs = [subprocess.Popen([str(run_once_binary), str(log), str(out)],
+        procs = [subprocess.Popen([str(run_once_binary), '-p', 'input_root', str(log),
+                                   '-p', 'output_root', str(out)],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]
         results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else '') for p in procs]
@@ -153,14 +152,14 @@ def test_cells_rerun_in_one_kernel_do_not_double_count(
     finish(run_once_binary, log, ref)
     nb = nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK),
                                 {'input_root': str(log), 'output_root': str(out)})
-    cells = [nbexec.source(c) for c in nbexec.code_cells(nb)]
-    for code in cells:
+    cells = [(nbexec.tags(c), nbexec.source(c)) for c in nbexec.code_cells(nb)]
+    for tags, code in cells:
         kernel.execute(code)
-        if code in ('pipeline.plan()', 'pipeline.write_hourly()', 'pipeline.write_cumulative()'):
+        if {'plan', 'hourly', 'cumulative'} & set(tags):
             again = kernel.execute(code)  # a person runs the cell a second time
-            if code != 'pipeline.plan()':
+            if 'plan' not in tags:
                 assert 'already committed' in again.text
-    for code in cells:  # and then the whole notebook again
+    for _, code in cells:  # and then the whole notebook again
         kernel.execute(code)
     assert state(out) == state(ref)
     batches_applied_once(out)

@@ -78,8 +78,7 @@ def test_translated_values_are_valid_rust(kernel: nbexec.Kernel) -> None:
     assert result.stdout.strip() == ' '.join(expected)
 
 
-def test_papermill_runs_the_notebook(tmp_path: Path, generate: Generate,
-                                     own_kernel: None) -> None:
+def test_papermill_runs_the_notebook(tmp_path: Path, generate: Generate) -> None:
     log, out = tmp_path / 'log', tmp_path / 'out'
     generate(log, '2026-03-31T20', '2026-04-01T02', '--meters', '12', '--seed', '8',
              '--duplicate-rate', '0.05', '--files-per-hour', '2')
@@ -110,7 +109,7 @@ def test_papermill_runs_the_notebook(tmp_path: Path, generate: Generate,
     assert_tables_match(out, recompute(log, tz='America/New_York'))
 
 
-def test_papermill_fails_on_a_bad_parameter(tmp_path: Path, own_kernel: None) -> None:
+def test_papermill_fails_on_a_bad_parameter(tmp_path: Path) -> None:
     out, executed = tmp_path / 'out', tmp_path / 'failed.ipynb'
     done = papermill(NOTEBOOK, executed, '-p', 'input_root', str(ROOT / 'data' / 'sample'),
                      '-p', 'output_root', str(out), '-p', 'billing_timezone', 'Asia/Kolkata')
@@ -125,9 +124,10 @@ def test_papermill_fails_on_a_bad_parameter(tmp_path: Path, own_kernel: None) ->
     assert not out.exists(), 'nothing was written'
 
 
-def test_papermill_fails_on_a_panic(tmp_path: Path, own_kernel: None) -> None:
+def test_papermill_fails_on_a_panic(tmp_path: Path) -> None:
     nb = nbformat.v4.new_notebook()
-    nb.metadata['kernelspec'] = {'name': 'rust', 'display_name': 'Rust', 'language': 'rust'}
+    nb.metadata['kernelspec'] = {'name': 'aquabill', 'display_name': 'Rust (aquabill)',
+                                 'language': 'rust'}
     nb.cells = [nbformat.v4.new_code_cell('let n: i64 = 0;', metadata={'tags': ['parameters']}),
                 nbformat.v4.new_code_cell(':preserve_vars_on_panic 0'),
                 nbformat.v4.new_code_cell('if n > 1 { panic!("boom at {n}"); }'),

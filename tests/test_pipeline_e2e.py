@@ -72,7 +72,7 @@ def test_incremental_runs_match_recomputation(tmp_path: Path, generate: Generate
     versions = {t: DeltaTable(str(out / t)).version()
                 for t in ('hourly_usage', 'cumulative_usage', 'quarantine', 'run_metrics')}
     results = run_notebook(input_root=str(log), output_root=str(out))
-    assert 'no new files' in nbexec.text_of(results, 'pipeline.finish()')
+    assert 'no new files' in nbexec.text_of(results, 'finish')
     assert versions == {t: DeltaTable(str(out / t)).version() for t in versions}
 
 

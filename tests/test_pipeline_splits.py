@@ -33,7 +33,7 @@ def test_one_run_equals_many_small_runs(tmp_path: Path, generate: Generate,
     while True:
         results = run_notebook(input_root=str(log), output_root=str(tmp_path / 'many'),
                                batch_cap=12)
-        if 'no new files' in nbexec.text_of(results, 'pipeline.finish()'):
+        if 'no new files' in nbexec.text_of(results, 'finish'):
             break
         runs += 1
     assert runs == -(-files // 12)

@@ -20,7 +20,7 @@ def scheduled_run(runs: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_scheduled_runs_keep_dated_outputs_and_never_overlap(
-        tmp_path: Path, generate: Generate, own_kernel: None) -> None:
+        tmp_path: Path, generate: Generate) -> None:
     log, out, runs = tmp_path / 'log', tmp_path / 'out', tmp_path / 'runs'
     generate(log, '2026-05-01T00', '2026-05-01T03', '--meters', '6', '--seed', '4')
     params = ('-p', 'input_root', str(log), '-p', 'output_root', str(out))

@@ -1,41 +1,30 @@
 //! What `notebooks/hourly_billing.ipynb` imports: one method per pipeline step.
 //!
 //! This crate has no dependencies so that the notebook kernel, which analyzes every crate a cell
-//! can see, starts in seconds. It calls the `aquabill` library through its C ABI (the library's
-//! `cdylib`, found through `LD_LIBRARY_PATH`, which `scripts/env.sh` sets) and hands back each
-//! step's report as text and HTML (Jupyter shows the HTML, logs and papermill the text).
+//! can see, starts in seconds. It builds and loads the `aquabill` library's `cdylib` at run time
+//! ([`load_library`]) and calls it through a C ABI, with the requests and parameters defined once
+//! in the library's `src/contract.rs` (this crate includes that file). Each step hands back its
+//! report as text and HTML (Jupyter shows the HTML, logs and papermill the text).
 //!
 //! A step that fails stops the notebook: the message is printed and the kernel's child process
 //! exits with status 1, which evcxr reports as a cell error. (A cell's `?` error would not do:
 //! evcxr prints it on stderr, possibly after the cell is reported done, and replies "ok", so
-//! papermill would carry on.) Nothing after the library's last commit was written, and a rerun of the
-//! notebook resumes the same batch.
+//! papermill would carry on.) Nothing after the library's last commit was written, and a rerun of
+//! the notebook resumes the same batch.
 
-use std::ffi::{CStr, CString, c_char};
+#![deny(missing_docs)]
+
 use std::fmt;
 
-unsafe extern "C" {
-    fn aquabill_call(request: *const c_char) -> *mut c_char;
-    fn aquabill_free(answer: *mut c_char);
-}
+// The library's own file: one definition of the parameters and the wire format. This crate sends
+// requests and reads answers; the decoding half is the library's.
+#[path = "../../src/contract.rs"]
+#[allow(dead_code)]
+mod contract;
+mod library;
 
-/// The notebook's parameters (its first cell). Mirrors `aquabill::Params`, which this crate
-/// cannot import without giving up its point (having no dependencies).
-#[derive(Debug, Clone)]
-pub struct Params<'a> {
-    /// Root of the usage log.
-    pub input_root: &'a str,
-    /// Folder of the output tables.
-    pub output_root: &'a str,
-    /// Checkpoint folder; empty means `<output_root>/_checkpoint`.
-    pub checkpoint_location: &'a str,
-    /// IANA time zone of the billing months.
-    pub billing_timezone: &'a str,
-    /// Most files per run; 0 means no cap.
-    pub batch_cap: i64,
-    /// Clock-skew tolerance for future-dated records, minutes.
-    pub clock_skew_minutes: i64,
-}
+use contract::{Answer, Op, Request};
+pub use contract::{PARAMETERS, Params};
 
 /// A configured pipeline; each method runs one step of a run.
 #[derive(Debug)]
@@ -77,13 +66,10 @@ impl fmt::Display for Report {
 }
 
 impl Report {
-    /// Splits the library's `<text>\u{1e}<html>` answer.
-    fn from_answer(answer: &str) -> Self {
-        let (text, html) = answer.split_once('\u{1e}').unwrap_or((answer, ""));
-        Self {
-            text: text.to_owned(),
-            html: html.to_owned(),
-        }
+    /// A text-only report.
+    fn text(text: String) -> Self {
+        let html = format!("<p>{}</p>", escape(&text));
+        Self { text, html }
     }
 
     /// Shows the report in a notebook (evcxr calls this for a cell's last expression): Jupyter
@@ -103,6 +89,26 @@ impl Report {
     }
 }
 
+/// Builds the pipeline library if its sources changed (cargo's progress is the cell's output),
+/// loads it, and says which one; stops the notebook if that fails. The notebook's import cell
+/// calls it once; after the library's sources change, restart the kernel and run from the top.
+pub fn load_library() -> Report {
+    or_stop("loading the pipeline library", try_load_library())
+}
+
+/// [`load_library`], returning the error instead of stopping.
+pub fn try_load_library() -> Result<Report, StepError> {
+    let compiled = library::build().map_err(StepError)?;
+    let path = library::path().map_err(StepError)?;
+    library::get().map_err(StepError)?;
+    Ok(Report::text(format!(
+        "pipeline library {} ({}; protocol {})",
+        path.display(),
+        if compiled { "rebuilt" } else { "up to date" },
+        contract::PROTOCOL
+    )))
+}
+
 impl Pipeline {
     /// Validates the parameters (nothing is written) and configures a pipeline; stops the
     /// notebook if a parameter is invalid.
@@ -112,20 +118,9 @@ impl Pipeline {
 
     /// [`Pipeline::new`], returning the error instead of stopping.
     pub fn try_new(p: &Params<'_>) -> Result<Self, StepError> {
-        let request = format!(
-            r#"{{"op":"configure","params":{{"input_root":{},"output_root":{},"checkpoint_location":{},"billing_timezone":{},"batch_cap":{},"clock_skew_minutes":{}}}}}"#,
-            json_string(p.input_root),
-            json_string(p.output_root),
-            json_string(p.checkpoint_location),
-            json_string(p.billing_timezone),
-            p.batch_cap,
-            p.clock_skew_minutes,
-        );
-        let (session, text) = call(&request)?;
-        Ok(Self {
-            session,
-            settings: Report::from_answer(&text),
-        })
+        let params = p.encode();
+        let (session, settings) = call(Op::Configure, 0, &params)?;
+        Ok(Self { session, settings })
     }
 
     /// The validated settings.
@@ -133,72 +128,64 @@ impl Pipeline {
         self.settings.clone()
     }
 
-    fn step(&self, op: &str) -> Report {
-        let answer = call(&format!(r#"{{"op":"{op}","session":{}}}"#, self.session));
-        or_stop(op, answer.map(|(_, text)| Report::from_answer(&text)))
+    fn step(&self, op: Op, argument: &str) -> Report {
+        or_stop(
+            op.as_str(),
+            call(op, self.session, argument).map(|(_, report)| report),
+        )
     }
 
-    /// With `rebuild` true, recomputes every table from the input log (after a data error in
-    /// the log was fixed); readers see each table's old or new version, never a mix. With
-    /// `false`, does nothing.
-    pub fn rebuild(&self, rebuild: bool) -> Report {
-        let request = format!(
-            r#"{{"op":"rebuild","session":{},"rebuild":{rebuild}}}"#,
-            self.session
-        );
-        or_stop(
-            "rebuild",
-            call(&request).map(|(_, text)| Report::from_answer(&text)),
-        )
+    /// With the parameter `rebuild` true, recomputes every table from the input log (after a
+    /// data error in the log was fixed); readers see each table's old or new version, never a
+    /// mix. Otherwise does nothing.
+    pub fn rebuild(&self) -> Report {
+        self.step(Op::Rebuild, "")
     }
 
     /// Plans a run: the files no earlier run committed (or the unfinished run's files).
     pub fn plan(&self) -> Report {
-        self.step("plan")
+        self.step(Op::Plan, "")
     }
 
     /// Reads and parses the planned files.
     pub fn parse(&self) -> Report {
-        self.step("parse")
+        self.step(Op::Parse, "")
     }
 
     /// Applies the watermark and removes duplicates.
     pub fn dedup(&self) -> Report {
-        self.step("dedup")
+        self.step(Op::Dedup, "")
     }
 
     /// Updates `hourly_usage`.
     pub fn write_hourly(&self) -> Report {
-        self.step("hourly")
+        self.step(Op::Hourly, "")
     }
 
     /// Updates `cumulative_usage`.
     pub fn write_cumulative(&self) -> Report {
-        self.step("cumulative")
+        self.step(Op::Cumulative, "")
     }
 
     /// Writes quarantine, metrics and dedup state, and advances the checkpoint.
     pub fn finish(&self) -> Report {
-        self.step("finish")
+        self.step(Op::Finish, "")
     }
 
     /// The bills of the latest closed billing months and of the month to date (read-only).
     pub fn bills(&self) -> Report {
-        self.step("bills")
+        self.step(Op::Bills, "")
     }
 
-    /// A chart of `customer`'s latest billing month: hourly usage and running total; an empty
-    /// `customer` picks the one with the largest running total (read-only).
-    pub fn chart(&self, customer: &str) -> Report {
-        let request = format!(
-            r#"{{"op":"chart","session":{},"customer":{}}}"#,
-            self.session,
-            json_string(customer)
-        );
-        or_stop(
-            "chart",
-            call(&request).map(|(_, text)| Report::from_answer(&text)),
-        )
+    /// A chart of the latest billing month of the customer the parameter `chart_customer` names
+    /// (empty: the one with the largest running total): hourly usage and running total.
+    pub fn chart(&self) -> Report {
+        self.step(Op::Chart, "")
+    }
+
+    /// [`Pipeline::chart`] for `customer`.
+    pub fn chart_of(&self, customer: &str) -> Report {
+        self.step(Op::Chart, customer)
     }
 }
 
@@ -206,7 +193,7 @@ impl Drop for Pipeline {
     /// Frees the run state the library keeps for this pipeline.
     fn drop(&mut self) {
         // Nothing useful can be done about a failure here; the session is simply left behind.
-        let _ = call(&format!(r#"{{"op":"close","session":{}}}"#, self.session));
+        let _ = call(Op::Close, self.session, "");
     }
 }
 
@@ -231,65 +218,54 @@ fn or_stop<T>(step: &str, result: Result<T, StepError>) -> T {
     }
 }
 
-/// Sends one request to the library; splits its `OK <session>` / `ERR` answer.
-fn call(request: &str) -> Result<(u64, String), StepError> {
-    let request =
-        CString::new(request).map_err(|_| StepError("a parameter contains NUL".into()))?;
-    // SAFETY: `request` is a valid NUL-terminated string for the duration of the call; the
-    // answer is a NUL-terminated string owned by the library until `aquabill_free`.
-    let answer = unsafe {
-        let raw = aquabill_call(request.as_ptr());
-        if raw.is_null() {
-            return Err(StepError("the pipeline library returned nothing".into()));
-        }
-        let text = CStr::from_ptr(raw).to_string_lossy().into_owned();
-        aquabill_free(raw);
-        text
+/// Sends one request to the library: its session and report, or its error.
+fn call(op: Op, session: u64, argument: &str) -> Result<(u64, Report), StepError> {
+    let library = library::get().map_err(StepError)?;
+    let request = Request {
+        op,
+        session,
+        argument,
     };
-    let (head, body) = answer.split_once('\n').unwrap_or((answer.as_str(), ""));
-    match head.strip_prefix("OK ").and_then(|s| s.parse().ok()) {
-        Some(session) => Ok((session, body.to_owned())),
-        None => Err(StepError(body.to_owned())),
+    let answer = library.call(&request.encode()).map_err(StepError)?;
+    match Answer::decode(&answer) {
+        Answer::Ok {
+            session,
+            text,
+            html,
+        } => Ok((session, Report { text, html })),
+        Answer::Err(message) => Err(StepError(message)),
     }
 }
 
-/// A JSON string literal of `s`.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+/// `text` with `&`, `<` and `>` escaped for HTML.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The library as the notebook meets it: built, loaded, configured, refusing bad input.
     #[test]
-    fn answers_split_into_text_and_html() {
-        let r = Report::from_answer("3 rows\u{1e}<p>3 rows</p>");
-        assert_eq!(
-            (r.text.as_str(), r.html.as_str()),
-            ("3 rows", "<p>3 rows</p>")
-        );
-        let r = Report::from_answer("text only");
-        assert_eq!((r.text.as_str(), r.html.as_str()), ("text only", ""));
+    fn the_library_loads_and_validates() -> Result<(), StepError> {
+        let loaded = try_load_library()?;
+        assert!(loaded.text.contains("libaquabill"), "{}", loaded.text);
+        let bad = Params {
+            input_root: "/no/such/folder",
+            ..Params::default()
+        };
+        match Pipeline::try_new(&bad) {
+            Err(StepError(message)) => assert!(message.contains("input_root"), "{message}"),
+            Ok(_) => panic!("a missing input folder must be refused"),
+        }
+        Ok(())
     }
 
     #[test]
-    fn strings_are_valid_json() {
-        assert_eq!(json_string(r#"a"b\c"#), r#""a\"b\\c""#);
-        assert_eq!(
-            json_string("line\nnext\u{1}é"),
-            "\"line\\u000anext\\u0001é\""
-        );
+    fn escapes_markup() {
+        assert_eq!(escape("<a> & b"), "&lt;a&gt; &amp; b");
     }
 }

@@ -1,21 +1,25 @@
-"""The build environment the evcxr kernel shares with cargo (`scripts/env.sh`), and the one
-kernel per build directory rule."""
+"""The build environment of `scripts/env.sh` (one shared cargo target folder), the binaries built
+in it, and the project's Jupyter kernel.
+
+Kernels need none of this: the kernel spec `aquabill` (installed by `scripts/setup.sh`) carries
+its own environment, and each kernel compiles its cells in a folder of its own, so any number run
+side by side.
+"""
 
 from __future__ import annotations
 
-import fcntl
 import os
-import shutil
 import subprocess
 from pathlib import Path
-from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+# The Jupyter kernel spec `scripts/setup.sh` installs ("Rust (aquabill)").
+KERNEL_NAME = 'aquabill'
 
 
 def load_build_env() -> None:
     """Sets the variables of `scripts/env.sh` in this process unless they are set already."""
-    if os.environ.get('EVCXR_TMPDIR') and os.environ.get('CARGO_TARGET_DIR'):
+    if os.environ.get('AQUABILL_CACHE') and os.environ.get('CARGO_TARGET_DIR'):
         return
     out = subprocess.run(['bash', '-c', f'. "{ROOT}/scripts/env.sh" && env -0'],
                          check=True, capture_output=True).stdout
@@ -34,24 +38,8 @@ def built(package: str, example: str | None = None) -> Path:
     if example is not None:
         cmd += ['--example', example]
     subprocess.run(cmd, cwd=ROOT, check=True)
-    debug = Path(os.environ['CARGO_TARGET_DIR']) / os.environ['CARGO_BUILD_TARGET'] / 'debug'
+    debug = Path(os.environ['CARGO_TARGET_DIR']) / 'debug'
     path = debug / 'examples' / example if example is not None else debug / package
     if not path.is_file():
         raise FileNotFoundError(path)
     return path
-
-
-def lock_kernel_dir() -> IO[str]:
-    """Waits until no other kernel uses EVCXR_TMPDIR, then holds it (until the file closes).
-
-    Also copies the workspace's Cargo.lock there: the kernel's crate then resolves its
-    dependencies as the workspace does and reuses what `cargo build` compiled.
-    """
-    tmpdir = os.environ.get('EVCXR_TMPDIR')
-    if not tmpdir:
-        raise RuntimeError('EVCXR_TMPDIR is not set: source scripts/env.sh first')
-    Path(tmpdir).mkdir(parents=True, exist_ok=True)
-    lock = open(Path(tmpdir) / '.kernel.lock', 'w')
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    shutil.copyfile(ROOT / 'Cargo.lock', Path(tmpdir) / 'Cargo.lock')
-    return lock

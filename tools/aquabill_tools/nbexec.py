@@ -1,10 +1,11 @@
-"""Executes a notebook on the evcxr Rust kernel cell by cell, and fails loudly.
+"""Executes a notebook on the project's evcxr kernel cell by cell, and fails loudly.
 
-The tests use it to run the notebook with their own parameters in one shared kernel
-(`python -m aquabill_tools.nbexec NOTEBOOK EXECUTED -p name value` runs one notebook). It loads the `.ipynb` JSON, replaces the values in
-the first code cell (typed `let` bindings), sends each code cell to the kernel through
-jupyter_client and stops at the first cell that fails: an `error` reply (compile error, abort
-after a panic), or anything on stderr (evcxr reports a top-level `?` error only there).
+The tests use it to run the notebook with their own parameters (`python -m
+aquabill_tools.nbexec NOTEBOOK EXECUTED -p name value` runs one notebook, with the value syntax
+of `aquabill-papermill`). It loads the `.ipynb` JSON, replaces the values in the first code cell
+(typed `let` bindings, written as `aquabill-papermill` writes them), sends each code cell to the
+kernel through jupyter_client and stops at the first cell that fails (`cells.failure`, the rule
+`aquabill-papermill` applies too).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import copy
 import json
 import os
 import queue
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,10 +23,13 @@ from typing import Any
 
 from jupyter_client.manager import KernelManager
 
-from aquabill_tools.env import load_build_env, lock_kernel_dir
-from aquabill_tools.rust import LET, binding
+from aquabill_tools.cells import (ANSI, code_cells, failure, load_notebook, source, tags,
+                                  text_of_stream)
+from aquabill_tools.env import KERNEL_NAME
+from aquabill_tools.rust import LET, binding, cli_value
 
-ANSI = re.compile(r'\x1b\[[0-9;]*m')
+__all__ = ['CellError', 'CellResult', 'Kernel', 'load_notebook', 'code_cells', 'source', 'tags',
+           'with_parameters', 'run_notebook', 'text_of']
 
 
 class CellError(Exception):
@@ -38,25 +41,12 @@ class CellResult:
     """What one cell produced."""
 
     index: int
-    source: str = ''
+    tags: list[str] = field(default_factory=list)
     seconds: float = 0.0
     stdout: str = ''
     stderr: str = ''
     text: str = ''
     outputs: list[dict[str, Any]] = field(default_factory=list)
-
-
-def load_notebook(path: Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding='utf-8'))
-
-
-def code_cells(nb: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c for c in nb['cells'] if c['cell_type'] == 'code']
-
-
-def source(cell: dict[str, Any]) -> str:
-    src = cell['source']
-    return src if isinstance(src, str) else ''.join(src)
 
 
 def with_parameters(nb: dict[str, Any], params: dict[str, object]) -> dict[str, Any]:
@@ -77,25 +67,28 @@ def with_parameters(nb: dict[str, Any], params: dict[str, object]) -> dict[str, 
 
 
 class Kernel:
-    """One evcxr kernel, started in `cwd`; at most one runs per EVCXR_TMPDIR at a time."""
+    """One kernel of the project's kernel spec, started in `cwd`. Any number may run at once:
+    each compiles its cells in a folder of its own."""
 
     def __init__(self, cwd: Path, startup_timeout: float = 900,
-                 env: dict[str, str] | None = None) -> None:
-        load_build_env()
-        self._lock = lock_kernel_dir()
-        self.km = KernelManager(kernel_name='rust')
-        self.km.start_kernel(cwd=str(cwd), env=dict(os.environ) | (env or {}))
+                 env: dict[str, str] | None = None, kernel_name: str = KERNEL_NAME) -> None:
+        self.km = KernelManager(kernel_name=kernel_name)
+        self.km.start_kernel(cwd=str(cwd), env=env if env is not None else dict(os.environ))
         self.kc = self.km.client()
         self.kc.start_channels()
-        self.kc.wait_for_ready(timeout=startup_timeout)
+        try:
+            self.kc.wait_for_ready(timeout=startup_timeout)
+        except RuntimeError:
+            self.shutdown(now=True)
+            raise
 
-    def execute(self, code: str, index: int = 0, timeout: float = 1800) -> CellResult:
+    def execute(self, code: str, index: int = 0, timeout: float = 1800,
+                cell_tags: list[str] | None = None) -> CellResult:
         """Runs one cell; raises CellError if it fails."""
-        result = CellResult(index)
+        result = CellResult(index, tags=list(cell_tags or []))
         started = time.monotonic()
         msg_id = self.kc.execute(code, store_history=True)
         deadline = time.monotonic() + timeout
-        errors: list[str] = []
         idle = False
         while not idle:
             remaining = deadline - time.monotonic()
@@ -105,9 +98,8 @@ class Kernel:
                 msg = self.kc.get_iopub_msg(timeout=remaining)
             except queue.Empty:
                 continue
-            if msg['parent_header'].get('msg_id') != msg_id:
-                continue
-            idle = self._collect(msg, result, errors)
+            if msg['parent_header'].get('msg_id') == msg_id:
+                idle = self._collect(msg, result)
         reply = self.kc.get_shell_msg(timeout=60)
         while reply['parent_header'].get('msg_id') != msg_id:
             # A reply to an earlier request (the start-up kernel_info): not this cell's.
@@ -121,22 +113,22 @@ class Kernel:
             except queue.Empty:
                 continue
             if msg['parent_header'].get('msg_id') == msg_id:
-                self._collect(msg, result, errors)
-        if reply['content'].get('status') != 'ok' or errors:
-            detail = '\n'.join(errors + [result.stdout, result.stderr]).strip()
-            raise CellError(f'cell {index} failed:\n'
-                            + (detail or f'the kernel replied {reply["content"]} without details'))
-        if result.stderr.strip():
-            raise CellError(f'cell {index} wrote to stderr (an error):\n{result.stderr.strip()}')
+                self._collect(msg, result)
+        why = failure(result.outputs)
+        if why is None and reply['content'].get('status') != 'ok':
+            why = f'the kernel replied {reply["content"]} without details'
+        if why is not None:
+            raise CellError(f'cell {index} {tags_text(result.tags)}failed:\n{why}\n'
+                            f'{result.stdout}'.rstrip())
         return result
 
     @staticmethod
-    def _collect(msg: dict[str, Any], result: CellResult, errors: list[str]) -> bool:
+    def _collect(msg: dict[str, Any], result: CellResult) -> bool:
         kind, content = msg['msg_type'], msg['content']
         if kind == 'status':
             return content.get('execution_state') == 'idle'
         if kind == 'stream':
-            text = ANSI.sub('', content['text'])
+            text = ANSI.sub('', text_of_stream(content))
             if content['name'] == 'stderr':
                 result.stderr += text
             else:
@@ -151,41 +143,47 @@ class Kernel:
             result.outputs.append(out)
         elif kind == 'error':
             trace = ANSI.sub('', '\n'.join(content.get('traceback', [])))
-            errors.append(trace or content.get('evalue', ''))
             result.outputs.append({'output_type': 'error', 'ename': content.get('ename', ''),
                                    'evalue': ANSI.sub('', content.get('evalue', '')),
                                    'traceback': [trace]})
         return False
 
-    def shutdown(self) -> None:
+    def shutdown(self, now: bool = False) -> None:
+        """Stops the kernel: by default with a shutdown request, so its folder is reused warm
+        by the next kernel (a killed kernel's folder is rebuilt from scratch)."""
         try:
             self.kc.stop_channels()
-            self.km.shutdown_kernel(now=True)
         finally:
-            self._lock.close()
+            self.km.shutdown_kernel(now=now)
 
 
-def text_of(results: list[CellResult], code: str) -> str:
-    """The text output of the cell whose source is `code`."""
+def tags_text(cell_tags: list[str]) -> str:
+    return f'({", ".join(cell_tags)}) ' if cell_tags else ''
+
+
+def text_of(results: list[CellResult], tag: str) -> str:
+    """The text output of the cell tagged `tag`."""
     for result in results:
-        if result.source.strip() == code:
+        if tag in result.tags:
             return result.text
-    raise KeyError(f'no cell ran {code!r}')
+    raise KeyError(f'no cell tagged {tag!r} ran')
 
 
-def run_notebook(nb: dict[str, Any], kernel: Kernel, executed_path: Path | None = None
-                 ) -> list[CellResult]:
-    """Runs every code cell in order; saves the executed copy (also when a cell fails)."""
+def run_notebook(nb: dict[str, Any], kernel: Kernel, executed_path: Path | None = None,
+                 until: str | None = None) -> list[CellResult]:
+    """Runs the code cells in order (through the cell tagged `until`, if given); saves the
+    executed copy (also when a cell fails)."""
     results: list[CellResult] = []
     try:
         for index, cell in enumerate(nb['cells']):
             if cell['cell_type'] != 'code':
                 continue
             cell['outputs'] = []
-            result = kernel.execute(source(cell), index)
-            result.source = source(cell)
+            result = kernel.execute(source(cell), index, cell_tags=tags(cell))
             cell['outputs'] = result.outputs
             results.append(result)
+            if until is not None and until in result.tags:
+                break
     except CellError as err:
         cell['outputs'] = [{'output_type': 'error', 'ename': 'CellError', 'evalue': str(err),
                             'traceback': [str(err)]}]
@@ -202,12 +200,9 @@ def main() -> int:
     parser.add_argument('notebook', type=Path)
     parser.add_argument('executed', type=Path, help='where the executed copy is written')
     parser.add_argument('-p', nargs=2, action='append', default=[], metavar=('NAME', 'VALUE'),
-                        help='replace a parameter (integers and true/false are typed)')
+                        help='replace a parameter (the value syntax of aquabill-papermill)')
     args = parser.parse_args()
-    params: dict[str, object] = {}
-    for name, value in args.p:
-        params[name] = (value == 'true') if value in ('true', 'false') else (
-            int(value) if re.fullmatch(r'-?\d+', value) else value)
+    params = {name: cli_value(value) for name, value in args.p}
     nb = with_parameters(load_notebook(args.notebook), params)
     begun = time.monotonic()
     kernel = Kernel(cwd=args.notebook.resolve().parent)

@@ -2,11 +2,12 @@
 fails on errors evcxr reports only on stderr, and the `aquabill-papermill` command.
 
 papermill has no Rust translator and no plugin hook for translators, so this module registers
-one (for the kernel name `rust` and the language names `rust` and `Rust`). `aquabill-papermill`
-takes papermill's own arguments (`aquabill-papermill IN.ipynb OUT.ipynb -p batch_cap 10`) and
-adds, unless given: the engine below, the notebook's folder as the kernel's working directory,
-and a start timeout long enough for a first compilation. It loads `scripts/env.sh` when the
-build environment is not set, and holds the kernel lock so two runs never share a build folder.
+one (for the kernel names `aquabill` and `rust` and the language names `rust` and `Rust`).
+`aquabill-papermill` takes papermill's own arguments (`aquabill-papermill IN.ipynb OUT.ipynb -p
+batch_cap 10`) and adds, unless given: the engine below, the notebook's folder as the kernel's
+working directory, and a start timeout long enough for a first compilation. The kernel carries
+its own build environment, and any number of runs may go at once (each kernel compiles in a
+folder of its own; the tables' run lock keeps two runs off the same tables).
 
 Parameters are typed as the notebook's `parameters` cell declares them (`let batch_cap: i64 =
 0;`): `-p batch_cap 10` becomes `let batch_cap: i64 = 10;`, and `-p input_root 2026` the string
@@ -29,6 +30,8 @@ from papermill.models import Parameter
 from papermill.translators import Translator, papermill_translators
 from papermill.utils import merge_kwargs, remove_args
 
+from aquabill_tools.cells import failure
+from aquabill_tools.env import KERNEL_NAME
 from aquabill_tools.rust import LET, binding, declared_parameters
 
 ENGINE = 'aquabill'
@@ -71,17 +74,17 @@ class RustTranslator(Translator):
 
 
 class StderrFailsClient(PapermillNotebookClient):
-    """A cell that writes to stderr failed: evcxr reports a cell's `?` error only there, with
-    status ok. The cell gets an error output and the run stops like on any other error."""
+    """A cell fails by the rule the tests' runner applies too (`cells.failure`): besides errors,
+    anything on stderr, where evcxr reports a cell's `?` error with status ok. The cell gets an
+    error output and the run stops like on any other error."""
 
     async def async_execute_cell(self, cell: Any, cell_index: int, execution_count: int | None = None,
                                  store_history: bool = True) -> Any:
         cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
-        stderr = ''.join(o.get('text', '') for o in cell.get('outputs', [])
-                         if o.get('output_type') == 'stream' and o.get('name') == 'stderr')
-        if cell.cell_type == 'code' and stderr.strip():
-            error = {'output_type': 'error', 'ename': 'Error', 'evalue': stderr.strip(),
-                     'traceback': [stderr.strip()]}
+        why = failure(cell.get('outputs', [])) if cell.cell_type == 'code' else None
+        if why is not None and not any(o.get('output_type') == 'error' for o in cell.outputs):
+            error = {'output_type': 'error', 'ename': 'Error', 'evalue': why,
+                     'traceback': [why]}
             cell.outputs.append(nbformat.from_dict(error))
             raise CellExecutionError.from_cell_and_msg(cell, error)
         return cell
@@ -112,7 +115,7 @@ class AquabillEngine(NBClientEngine):
 
 def register() -> None:
     """Registers the Rust translator and the engine with papermill (idempotent)."""
-    for key in ('rust', 'Rust'):
+    for key in (KERNEL_NAME, 'rust', 'Rust'):
         papermill_translators.register(key, RustTranslator)
     papermill_engines.register(ENGINE, AquabillEngine)
 
@@ -147,8 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     """`aquabill-papermill`: papermill's command line with Rust support; see the module doc."""
     from papermill.cli import papermill as papermill_cli
 
-    from aquabill_tools.env import load_build_env, lock_kernel_dir
-
     argv = sys.argv[1:] if argv is None else argv
     register()
     notebooks = [a for a in argv if a.endswith('.ipynb') and not a.startswith('-')]
@@ -159,15 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         return papermill_cli.main(args=args, prog_name='aquabill-papermill', standalone_mode=True)
     if len(notebooks) > 1 and '://' not in notebooks[1]:
         Path(notebooks[1]).parent.mkdir(parents=True, exist_ok=True)
-    load_build_env()
-    with lock_kernel_dir():
-        try:
-            papermill_cli.main(args=args, prog_name='aquabill-papermill', standalone_mode=False)
-        except SystemExit as exit_:
-            return int(exit_.code or 0)
-        except Exception as err:  # papermill's own errors: the executed notebook shows them
-            print(f'aquabill-papermill: {type(err).__name__}: {err}', file=sys.stderr)
-            return 1
+    try:
+        papermill_cli.main(args=args, prog_name='aquabill-papermill', standalone_mode=False)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    except Exception as err:  # papermill's own errors: the executed notebook shows them
+        print(f'aquabill-papermill: {type(err).__name__}: {err}', file=sys.stderr)
+        return 1
     return 0
 
 

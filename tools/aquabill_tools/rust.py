@@ -32,6 +32,14 @@ def _escape(ch: str) -> str:
     return ch
 
 
+def cli_value(text: str) -> object:
+    """A `-p name value` value as papermill's command line reads it (`True`/`False`, `None`,
+    integers, floats, else text); `aquabill-papermill` and `nbexec` both use this syntax."""
+    from papermill.cli import _resolve_type
+
+    return _resolve_type(text)
+
+
 def float_literal(value: float) -> str:
     """A Rust `f64` expression for `value`, NaN and infinities included."""
     if math.isnan(value):
@@ -63,8 +71,8 @@ def literal(value: object, rust_type: str) -> str:
     Numbers are accepted for string parameters (papermill's `-p` reads `2026` as a number).
     """
     kind = rust_type.replace(' ', '')
-    if kind == 'bool' and value in ('true', 'false'):
-        return str(value)
+    if kind == 'bool' and value in ('true', 'false', 'True', 'False'):
+        return str(value).lower()
     if isinstance(value, bool):
         if kind == 'bool':
             return 'true' if value else 'false'

@@ -1,0 +1,243 @@
+//! Building and loading the pipeline library (`libaquabill.so`, the `aquabill` crate's
+//! `cdylib`) from the shared target folder.
+//!
+//! [`load`] runs `cargo build -p aquabill --lib` in the repository this crate belongs to, showing
+//! cargo's progress as the cell's output (nothing to do takes a fraction of a second), then opens
+//! the library by its absolute path. Nothing depends on `LD_LIBRARY_PATH` or on how the kernel
+//! was started: the path comes from `CARGO_TARGET_DIR`, which the `aquabill` kernel's launcher
+//! sets (`scripts/env.sh`). Each cell's code has its own copy of this crate; they all find the one
+//! library the process loaded, whose sessions outlive the cells.
+
+use std::ffi::{CStr, CString, OsString, c_char, c_int, c_void};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+/// The library's two entry points.
+#[derive(Clone, Copy)]
+pub(crate) struct Library {
+    call: unsafe extern "C" fn(*const c_char) -> *mut c_char,
+    free: unsafe extern "C" fn(*mut c_char),
+}
+
+#[link(name = "dl")]
+unsafe extern "C" {
+    fn dlopen(filename: *const c_char, flags: c_int) -> *mut c_void;
+    fn dlsym(handle: *mut c_void, symbol: *const c_char) -> *mut c_void;
+    fn dlerror() -> *mut c_char;
+}
+
+const RTLD_NOW: c_int = 2;
+
+/// The library this cell's code talks to, opened on first use.
+static LOADED: OnceLock<Result<Library, String>> = OnceLock::new();
+
+/// Where the library is: `AQUABILL_LIBRARY` if set, else the shared target folder's profile.
+pub(crate) fn path() -> Result<PathBuf, String> {
+    path_from(
+        std::env::var_os("AQUABILL_LIBRARY"),
+        std::env::var_os("CARGO_TARGET_DIR"),
+    )
+}
+
+/// [`path`] from the values of `AQUABILL_LIBRARY` and `CARGO_TARGET_DIR`.
+fn path_from(library: Option<OsString>, target: Option<OsString>) -> Result<PathBuf, String> {
+    if let Some(path) = library {
+        return Ok(PathBuf::from(path));
+    }
+    let target = target.ok_or_else(|| {
+        "CARGO_TARGET_DIR is not set, so the pipeline library cannot be found: open the notebook \
+         with the kernel \"Rust (aquabill)\" (bash scripts/setup.sh installs it)"
+            .to_owned()
+    })?;
+    let file = if cfg!(target_os = "macos") {
+        "libaquabill.dylib"
+    } else {
+        "libaquabill.so"
+    };
+    Ok(PathBuf::from(target).join("debug").join(file))
+}
+
+/// The repository root: the parent of this crate's folder.
+fn repository() -> &'static Path {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().unwrap_or(manifest)
+}
+
+/// Builds the library if its sources changed, printing cargo's progress as it goes; returns
+/// whether anything was compiled.
+pub(crate) fn build() -> Result<bool, String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut command = Command::new(&cargo);
+    // Variables cargo sets for a crate being built or tested: inherited (as in this crate's own
+    // tests), build scripts that watch them would see a change and rebuild half the graph.
+    for (name, _) in std::env::vars_os() {
+        let name = name.to_string_lossy();
+        if is_per_crate_variable(&name) {
+            command.env_remove(name.as_ref());
+        }
+    }
+    let mut child = command
+        .args(["build", "-p", "aquabill", "--lib", "--color", "never"])
+        .current_dir(repository())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not start cargo ({}): {e}", cargo.to_string_lossy()))?;
+    let mut compiled = false;
+    let mut last_lines = Vec::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in BufReader::new(stderr).lines() {
+            let line = line.map_err(|e| format!("reading cargo's output: {e}"))?;
+            let trimmed = line.trim_start();
+            compiled |= trimmed.starts_with("Compiling");
+            // Progress goes to stdout: a cell's stderr means failure to the notebook runners.
+            if !trimmed.starts_with("Finished") && !trimmed.starts_with("Blocking") {
+                println!("{line}");
+            }
+            last_lines.push(line);
+            if last_lines.len() > 40 {
+                last_lines.remove(0);
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("waiting for cargo: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "building the pipeline library failed ({status}):\n{}",
+            last_lines.join("\n")
+        ));
+    }
+    Ok(compiled)
+}
+
+/// Whether cargo sets `name` for each crate it builds or runs (not a setting of the user's).
+fn is_per_crate_variable(name: &str) -> bool {
+    name == "OUT_DIR"
+        || [
+            "CARGO_MANIFEST_",
+            "CARGO_PKG_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+            "CARGO_PRIMARY_PACKAGE",
+            "CARGO_TARGET_TMPDIR",
+            "CARGO_RUSTC_CURRENT_DIR",
+        ]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
+
+/// The loaded library (opening it by its absolute path on first use).
+pub(crate) fn get() -> Result<Library, String> {
+    LOADED.get_or_init(open).clone()
+}
+
+fn open() -> Result<Library, String> {
+    let path = path()?;
+    if !path.is_file() {
+        return Err(format!(
+            "the pipeline library {} does not exist: run the notebook's import cell (it builds \
+             it), or `bash scripts/setup.sh`",
+            path.display()
+        ));
+    }
+    let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("{} contains NUL", path.display()))?;
+    // SAFETY: a valid NUL-terminated path; the library is never unloaded, so the symbols stay
+    // valid for the life of the process.
+    unsafe {
+        let handle = dlopen(c_path.as_ptr(), RTLD_NOW);
+        if handle.is_null() {
+            return Err(format!(
+                "cannot load {}: {}",
+                path.display(),
+                last_dl_error()
+            ));
+        }
+        let symbol = |name: &CStr| {
+            let found = dlsym(handle, name.as_ptr());
+            if found.is_null() {
+                Err(format!(
+                    "{} lacks {}: {}",
+                    path.display(),
+                    name.to_string_lossy(),
+                    last_dl_error()
+                ))
+            } else {
+                Ok(found)
+            }
+        };
+        let call = symbol(c"aquabill_call")?;
+        let free = symbol(c"aquabill_free")?;
+        Ok(Library {
+            call: std::mem::transmute::<
+                *mut c_void,
+                unsafe extern "C" fn(*const c_char) -> *mut c_char,
+            >(call),
+            free: std::mem::transmute::<*mut c_void, unsafe extern "C" fn(*mut c_char)>(free),
+        })
+    }
+}
+
+fn last_dl_error() -> String {
+    // SAFETY: dlerror returns NULL or a NUL-terminated string valid until the next dl call.
+    unsafe {
+        let e = dlerror();
+        if e.is_null() {
+            "unknown error".to_owned()
+        } else {
+            CStr::from_ptr(e).to_string_lossy().into_owned()
+        }
+    }
+}
+
+impl Library {
+    /// Sends one request, returns the answer's text.
+    pub(crate) fn call(&self, request: &str) -> Result<String, String> {
+        let request = CString::new(request).map_err(|_| "a parameter contains NUL".to_owned())?;
+        // SAFETY: `request` is a valid NUL-terminated string for the duration of the call; the
+        // answer is a NUL-terminated string owned by the library until `free`.
+        unsafe {
+            let raw = (self.call)(request.as_ptr());
+            if raw.is_null() {
+                return Err("the pipeline library returned nothing".to_owned());
+            }
+            let text = CStr::from_ptr(raw).to_string_lossy().into_owned();
+            (self.free)(raw);
+            Ok(text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_library_is_found_in_the_shared_target_folder() {
+        let found = path_from(None, Some("/cache/target".into()));
+        let expected = if cfg!(target_os = "macos") {
+            "/cache/target/debug/libaquabill.dylib"
+        } else {
+            "/cache/target/debug/libaquabill.so"
+        };
+        assert_eq!(found, Ok(PathBuf::from(expected)));
+        let chosen = path_from(
+            Some("/elsewhere/lib.so".into()),
+            Some("/cache/target".into()),
+        );
+        assert_eq!(chosen, Ok(PathBuf::from("/elsewhere/lib.so")));
+        // A kernel started without the project's environment: say which kernel to use.
+        let missing = path_from(None, None);
+        assert!(
+            missing
+                .as_ref()
+                .is_err_and(|e| e.contains("\"Rust (aquabill)\"")),
+            "{missing:?}"
+        );
+    }
+}

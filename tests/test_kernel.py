@@ -1,0 +1,122 @@
+"""The notebook kernel as users meet it: it starts without the project's environment, kernels run
+side by side, a kernel folder that does not exist yet is no problem, and a killed kernel never
+poisons the next one."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aquabill_tools import nbexec
+from conftest import NOTEBOOK, ROOT, Generate
+from expected import recompute
+from test_pipeline_e2e import assert_tables_match
+
+SAMPLE = ROOT / 'data' / 'sample'
+
+
+@pytest.fixture
+def kernels(build_env: dict[str, str]) -> Iterator[Path]:
+    """A folder for the test's kernel folders that does not exist yet, where the kernels' own
+    would be (under the build cache: the depth of a folder matters to how a cell's code finds
+    the Rust standard library)."""
+    root = Path(os.environ['AQUABILL_CACHE']) / 'test-kernels' / uuid.uuid4().hex
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def minimal_env(**extra: str) -> dict[str, str]:
+    """What a desktop session starting JupyterLab or VS Code may give a kernel: no
+    LD_LIBRARY_PATH, none of the project's variables, not even cargo on the PATH."""
+    return {'HOME': os.environ['HOME'], 'PATH': '/usr/bin:/bin', **extra}
+
+
+def run_sample(kernel: nbexec.Kernel, out: Path, tmp: Path, name: str) -> None:
+    nb = nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK),
+                                {'input_root': str(SAMPLE), 'output_root': str(out)})
+    nbexec.run_notebook(nb, kernel, tmp / f'{name}.ipynb')
+
+
+def test_kernel_starts_and_runs_in_a_minimal_environment(tmp_path: Path, kernels: Path) -> None:
+    kernel = nbexec.Kernel(cwd=NOTEBOOK.parent, env=minimal_env(AQUABILL_KERNELS=str(kernels)))
+    try:
+        run_sample(kernel, tmp_path / 'out', tmp_path, 'minimal')
+    finally:
+        kernel.shutdown()
+    assert_tables_match(tmp_path / 'out', recompute(SAMPLE))
+
+
+def test_kernels_run_side_by_side(tmp_path: Path, kernels: Path, generate: Generate) -> None:
+    # Two people (or a person and the schedule) at once, each in a fresh kernel folder whose
+    # profile folder does not exist when the kernel starts.
+    log = tmp_path / 'log'
+    generate(log, '2026-03-01T00', '2026-03-01T06', '--meters', '10', '--seed', '3')
+    env = dict(os.environ, AQUABILL_KERNELS=str(kernels))
+    failures: list[BaseException] = []
+
+    def one(name: str) -> None:
+        try:
+            kernel = nbexec.Kernel(cwd=NOTEBOOK.parent, env=env)
+            try:
+                nb = nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK),
+                                            {'input_root': str(log),
+                                             'output_root': str(tmp_path / name)})
+                nbexec.run_notebook(nb, kernel, tmp_path / f'{name}.ipynb')
+            finally:
+                kernel.shutdown()
+        except BaseException as err:  # reported below, from the test's own thread
+            failures.append(err)
+
+    threads = [threading.Thread(target=one, args=(name,)) for name in ('a', 'b')]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=900)
+    assert not failures, failures
+    assert sorted(p.name for p in kernels.iterdir() if p.is_dir()) == ['0', '1']
+    exp = recompute(log)
+    for name in ('a', 'b'):
+        assert_tables_match(tmp_path / name, exp)
+
+
+def test_a_killed_kernel_never_poisons_the_next(tmp_path: Path, kernels: Path) -> None:
+    slots = kernels
+    env = dict(os.environ, AQUABILL_KERNELS=str(slots))
+    rng = random.Random(12)
+    for attempt in range(5):
+        kernel = nbexec.Kernel(cwd=NOTEBOOK.parent, env=env)
+        slot = slots / '0'
+        assert (slot / '.in-use').exists()
+        # Whatever a kill leaves in the kernel's folder must not reach the next kernel.
+        (slot / 'left-by-a-killed-kernel').write_text(str(attempt))
+        # A cell that compiles (the facade, or new code), killed at a random point of it, as an
+        # OOM kill or a scheduler's timeout would: the kernel's whole process group, SIGKILL.
+        kernel.kc.execute(':dep aquabill-notebook = { path = "../notebook-api" }\n'
+                          f'let n: i64 = {attempt};\nn * 2')
+        time.sleep(rng.uniform(0.2, 4.0))
+        pid = kernel.km.provisioner.process.pid
+        os.killpg(os.getpgid(pid), signal.SIGKILL)
+        kernel.kc.stop_channels()
+        kernel.km.cleanup_resources()
+        again = nbexec.Kernel(cwd=NOTEBOOK.parent, env=env)
+        try:
+            assert not (slot / 'left-by-a-killed-kernel').exists(), 'the slot was reused as is'
+            assert again.execute('let m: i64 = 21;\nm * 2').text.strip() == '42'
+        finally:
+            again.shutdown()
+        assert not (slot / '.in-use').exists(), 'a clean shutdown marks the folder reusable'
+    kernel = nbexec.Kernel(cwd=NOTEBOOK.parent, env=env)
+    try:
+        run_sample(kernel, tmp_path / 'out', tmp_path, 'after-kills')
+    finally:
+        kernel.shutdown()
+    assert_tables_match(tmp_path / 'out', recompute(SAMPLE))
