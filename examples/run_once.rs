@@ -62,7 +62,7 @@ fn main() -> ExitCode {
 fn run(params: &Params<'_>) -> aquabill::Result<()> {
     let config = Config::new(params)?;
     if config.rebuild {
-        println!("{}", aquabill::rebuild::rebuild(&config)?);
+        println!("{}", aquabill::rebuild(&config)?);
     }
     let mut run = Run::start(&config)?;
     println!("{}", run.plan_report());

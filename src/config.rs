@@ -1,6 +1,5 @@
 //! Run parameters: the notebook's first cell, validated before anything is written.
 
-use std::fmt;
 use std::path::{Component, PathBuf};
 
 use chrono::Offset;
@@ -106,21 +105,6 @@ impl Config {
             chart_customer: p.chart_customer.trim().to_owned(),
         })
     }
-
-    /// Location of an output table.
-    pub fn table_path(&self, table: &str) -> PathBuf {
-        self.output_root.join(table)
-    }
-
-    /// Location of a table of the pipeline: the dedup state lives with the checkpoint, the
-    /// others under the output root.
-    pub fn table_dir(&self, spec: &crate::delta::Spec) -> PathBuf {
-        if spec.name == crate::delta::DEDUP_STATE.name {
-            self.checkpoint_dir.join(spec.name)
-        } else {
-            self.table_path(spec.name)
-        }
-    }
 }
 
 /// The first day since 1970 (checked daily up to 2100) on which `tz` is not a whole number of
@@ -131,20 +115,6 @@ fn first_offset_off_the_hour(tz: Tz) -> Option<chrono::DateTime<Tz>> {
     (0..(130 * 366))
         .map(|day| (start + chrono::Duration::days(day)).with_timezone(&tz))
         .find(|t| t.offset().fix().local_minus_utc() % 3600 != 0)
-}
-
-impl fmt::Display for Config {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "input_root        {}", self.input_root.display())?;
-        writeln!(f, "output_root       {}", self.output_root.display())?;
-        writeln!(f, "checkpoint        {}", self.checkpoint_dir.display())?;
-        writeln!(f, "billing_timezone  {}", self.billing_timezone)?;
-        match self.batch_cap {
-            Some(cap) => writeln!(f, "batch_cap         {cap} files")?,
-            None => writeln!(f, "batch_cap         none")?,
-        }
-        write!(f, "clock_skew        {} min", self.clock_skew_minutes)
-    }
 }
 
 fn param(name: &'static str, reason: String) -> Error {
@@ -262,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn zones_with_whole_hour_offsets_pass() {
+    fn zones_with_whole_hour_offsets_pass() -> Result<(), String> {
         for name in [
             "UTC",
             "America/New_York",
@@ -270,10 +240,55 @@ mod tests {
             "Asia/Tokyo",
             "Pacific/Apia",
         ] {
-            let tz: Tz = name.parse().unwrap_or(Tz::UTC);
+            let tz: Tz = name.parse().map_err(|e| format!("{name}: {e}"))?;
             assert_eq!(first_offset_off_the_hour(tz), None, "{name}");
         }
         let india = first_offset_off_the_hour(chrono_tz::Asia::Kolkata).map(|t| t.to_rfc3339());
         assert_eq!(india.as_deref(), Some("1970-01-01T05:30:00+05:30"));
+        Ok(())
+    }
+
+    /// The notebook's first cell binds exactly the parameters `contract` defines, with the same
+    /// types and defaults, one `let` per line (what the runners rewrite).
+    #[test]
+    fn the_notebook_binds_every_parameter() -> Result<(), Box<dyn std::error::Error>> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("notebooks/hourly_billing.ipynb");
+        let nb: serde_json::Value = serde_json::from_slice(&std::fs::read(path)?)?;
+        let cells = nb["cells"].as_array().ok_or("no cells")?;
+        let first = cells
+            .iter()
+            .find(|c| c["cell_type"] == "code")
+            .ok_or("no code cell")?;
+        assert_eq!(first["metadata"]["tags"][0], "parameters");
+        let source: String = match &first["source"] {
+            serde_json::Value::Array(lines) => lines.iter().filter_map(|l| l.as_str()).collect(),
+            other => other.as_str().unwrap_or_default().to_owned(),
+        };
+        let bound: Vec<(String, String, String)> = source
+            .lines()
+            .filter_map(|line| {
+                let rest = line.trim().strip_prefix("let ")?;
+                let (name, rest) = rest.split_once(':')?;
+                let (ty, rest) = rest.split_once('=')?;
+                let value = rest.split_once(';')?.0;
+                Some((
+                    name.trim().to_owned(),
+                    ty.trim().to_owned(),
+                    value.trim().to_owned(),
+                ))
+            })
+            .collect();
+        let expected: Vec<(String, String, String)> = crate::contract::PARAMETERS
+            .iter()
+            .map(|p| {
+                (
+                    p.name.to_owned(),
+                    p.kind.rust_type().to_owned(),
+                    p.default.to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(bound, expected);
+        Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! The library's error type.
+//! The library's error type: what stopped a run, which file or table, and what to do.
 
 use std::path::PathBuf;
 
@@ -24,21 +24,68 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The checkpoint is unreadable or contradicts the input log.
-    #[error("checkpoint {}: {reason}", path.display())]
+    /// A checkpoint file (checkpoint, batch plan, rebuild marker) cannot be read as written.
+    #[error(
+        "checkpoint file {} is unreadable: {reason}. Nothing was changed; restore the file from \
+         a backup, or rebuild the tables into a new output folder",
+        path.display()
+    )]
     Checkpoint {
-        /// The checkpoint file.
+        /// The file.
         path: PathBuf,
         /// What is wrong.
         reason: String,
     },
+    /// An input file changed after a run planned or committed it; input files are immutable.
+    #[error(
+        "input file {} changed after it was {when} ({before} bytes, now {now}); input files \
+         must be immutable. If it was corrected on purpose, run the notebook once with \
+         rebuild = true: it recomputes the tables from the log",
+        path.display()
+    )]
+    InputChanged {
+        /// The file.
+        path: PathBuf,
+        /// `committed` or `planned`.
+        when: &'static str,
+        /// Its size then.
+        before: u64,
+        /// Its size now.
+        now: u64,
+    },
+    /// A rebuild of these tables was interrupted; ordinary runs wait until it is finished.
+    #[error(
+        "a rebuild of these tables was interrupted: run the notebook with rebuild = true to \
+         finish it before ordinary runs go on"
+    )]
+    RebuildUnfinished,
+    /// A rebuild was asked for while a batch is planned but not finished.
+    #[error(
+        "batch {batch} is planned but not finished: run the notebook once without rebuild to \
+         finish it, then rebuild"
+    )]
+    BatchUnfinished {
+        /// The unfinished batch.
+        batch: i64,
+    },
+    /// The steps of a run were called out of order.
+    #[error("the `{step}` step needs the `{needs}` step first")]
+    StepOrder {
+        /// The step called.
+        step: &'static str,
+        /// The step it needs.
+        needs: &'static str,
+    },
+    /// The notebook facade sent a request this library cannot take.
+    #[error("bad request from the notebook: {0}")]
+    Request(String),
     /// A Delta table operation failed.
     #[error("delta table `{table}`: {source}")]
     Delta {
         /// Table name.
         table: String,
-        /// The deltalake error.
-        source: Box<deltalake::DeltaTableError>,
+        /// The Delta (or object store) error.
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A table exists but does not have the schema or partitioning this version writes.
     #[error("delta table `{table}` does not match the expected layout: {reason}")]
@@ -46,6 +93,17 @@ pub enum Error {
         /// Table name.
         table: String,
         /// What differs.
+        reason: String,
+    },
+    /// A value read from, or about to be written to, a table breaks the table's schema (a null,
+    /// a malformed hour, a column of another type).
+    #[error("delta table `{table}`, column `{column}`: {reason}")]
+    TableData {
+        /// Table name.
+        table: String,
+        /// Column name.
+        column: String,
+        /// What is wrong.
         reason: String,
     },
     /// A Polars query failed.
@@ -56,17 +114,18 @@ pub enum Error {
         /// The Polars error.
         source: polars::prelude::PolarsError,
     },
-    /// Converting between Polars and Arrow failed.
-    #[error("arrow conversion for `{table}`: {reason}")]
-    Arrow {
-        /// Table name.
-        table: String,
-        /// What went wrong.
-        reason: String,
+    /// An hour index outside the calendar's range (a corrupted value).
+    #[error("hour index {hour} is outside the calendar")]
+    Hour {
+        /// The hour index.
+        hour: i64,
     },
-    /// The steps of a run were called out of order, or the notebook sent a malformed request.
-    #[error("{0}")]
-    Protocol(String),
+    /// A worker thread panicked; nothing after the last commit was written.
+    #[error("{what} panicked; nothing after the last commit was written")]
+    Panicked {
+        /// Which thread.
+        what: String,
+    },
     /// Another run holds the tables' run lock.
     #[error(
         "another run is working on these tables ({holder}; lock {}): this run changed nothing. \
@@ -100,16 +159,17 @@ impl Error {
         }
     }
 
-    pub(crate) fn delta(table: &str, source: deltalake::DeltaTableError) -> Self {
-        Self::Delta {
-            table: table.to_owned(),
-            source: Box::new(source),
-        }
-    }
-
     pub(crate) fn polars(
         step: &'static str,
     ) -> impl Fn(polars::prelude::PolarsError) -> Self + Copy {
         move |source| Self::Polars { step, source }
+    }
+
+    pub(crate) fn table_data(table: &str, column: &str, reason: impl Into<String>) -> Self {
+        Self::TableData {
+            table: table.to_owned(),
+            column: column.to_owned(),
+            reason: reason.into(),
+        }
     }
 }

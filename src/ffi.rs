@@ -17,10 +17,10 @@ use std::sync::Mutex;
 use crate::config::Config;
 use crate::contract::{Answer, Op, Params, Request};
 use crate::error::{Error, Result};
-use crate::html;
-use crate::report::Shown;
+use crate::present::{Settings, html, shown};
+use crate::rebuild::{RebuildReport, rebuild};
 use crate::run::Run;
-use crate::show;
+use crate::view;
 
 /// A configured pipeline and the run in flight.
 struct Session {
@@ -77,23 +77,17 @@ pub unsafe extern "C" fn aquabill_free(answer: *mut c_char) {
     }
 }
 
-/// A step's output as text and as HTML.
-fn shown(output: &impl Shown) -> (String, String) {
-    (output.to_string(), output.html())
-}
-
 fn handle(request: &[u8]) -> Result<(u64, (String, String))> {
-    let request = std::str::from_utf8(request)
-        .map_err(|e| Error::Protocol(format!("bad request from the notebook: {e}")))?;
-    let request = Request::decode(request).map_err(Error::Protocol)?;
+    let request = std::str::from_utf8(request).map_err(|e| Error::Request(e.to_string()))?;
+    let request = Request::decode(request).map_err(Error::Request)?;
     let mut sessions = SESSIONS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     if request.op == Op::Configure {
-        let params = Params::decode(request.argument).map_err(Error::Protocol)?;
+        let params = Params::decode(request.argument).map_err(Error::Request)?;
         let config = Config::new(&params)?;
         let id = sessions.keys().next_back().map_or(1, |k| k + 1);
-        let output = shown(&config);
+        let output = shown(&Settings(&config));
         sessions.insert(id, Session { config, run: None });
         return Ok((id, output));
     }
@@ -108,7 +102,10 @@ fn handle(request: &[u8]) -> Result<(u64, (String, String))> {
 
 /// One step of a session's pipeline.
 fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String)> {
-    let no_run = || Error::Protocol("no run in progress: run the `plan` step first".to_owned());
+    let no_run = |step| Error::StepOrder {
+        step,
+        needs: "plan",
+    };
     Ok(match op {
         Op::Plan => {
             // Planning again (a cell run twice) first ends this session's run in flight, which
@@ -119,38 +116,44 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
             session.run = Some(run);
             output
         }
-        Op::Parse => shown(&session.run.as_mut().ok_or_else(no_run)?.parse()?),
-        Op::Dedup => shown(&session.run.as_mut().ok_or_else(no_run)?.dedup()?),
-        Op::Hourly => shown(&session.run.as_mut().ok_or_else(no_run)?.write_hourly()?),
+        Op::Parse => shown(&session.run.as_mut().ok_or(no_run("parse"))?.parse()?),
+        Op::Dedup => shown(&session.run.as_mut().ok_or(no_run("dedup"))?.dedup()?),
+        Op::Hourly => shown(
+            &session
+                .run
+                .as_mut()
+                .ok_or(no_run("hourly"))?
+                .write_hourly()?,
+        ),
         Op::Cumulative => shown(
             &session
                 .run
                 .as_mut()
-                .ok_or_else(no_run)?
+                .ok_or(no_run("cumulative"))?
                 .write_cumulative()?,
         ),
-        Op::Finish => shown(&session.run.take().ok_or_else(no_run)?.finish()?),
+        Op::Finish => shown(&session.run.take().ok_or(no_run("finish"))?.finish()?),
         Op::Rebuild => {
             session.run = None;
             if session.config.rebuild {
-                shown(&crate::rebuild::rebuild(&session.config)?)
+                shown(&rebuild(&session.config)?)
             } else {
-                shown(&crate::rebuild::RebuildReport::default())
+                shown(&RebuildReport::default())
             }
         }
-        Op::Bills => shown(&show::bills(&session.config)?),
+        Op::Bills => shown(&view::bills(&session.config)?),
         Op::Chart => {
             let customer = match argument.trim() {
                 "" => session.config.chart_customer.as_str(),
                 customer => customer,
             };
-            match show::customer_month(&session.config, customer)? {
+            match view::customer_month(&session.config, customer)? {
                 Some(month) => shown(&month),
                 None => ("no usage yet".to_owned(), html::para("no usage yet")),
             }
         }
         Op::Configure | Op::Close => {
-            return Err(Error::Protocol(format!(
+            return Err(Error::Request(format!(
                 "`{}` is not a step of a session",
                 op.as_str()
             )));
@@ -159,5 +162,5 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
 }
 
 fn missing(what: &str) -> Error {
-    Error::Protocol(format!("the notebook's request lacks a valid {what}"))
+    Error::Request(format!("the request lacks a valid {what}"))
 }

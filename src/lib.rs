@@ -5,8 +5,8 @@
 //! the billing month, whose last hour is the bill), with every unusable line in `quarantine` and
 //! one row per run in `run_metrics`. See `docs/ARCHITECTURE.md` for the map of the code.
 //!
-//! The notebook drives one [`Run`] step by step (through [`ffi`] and the dependency-free
-//! `aquabill-notebook` facade); in Rust it reads:
+//! The notebook drives one [`Run`] step by step (through the C ABI of `ffi` and the
+//! dependency-free `aquabill-notebook` facade); in Rust it reads:
 //!
 //! ```no_run
 //! # fn main() -> aquabill::Result<()> {
@@ -27,29 +27,33 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod aggregate;
-pub mod chart;
-pub mod checkpoint;
-pub mod config;
+#[cfg(test)]
+mod architecture;
+mod config;
 pub mod contract;
-pub mod dedup;
-pub mod delta;
-pub mod discover;
 mod error;
-pub mod faults;
-pub mod ffi;
-pub mod hours;
-pub mod html;
-pub mod lock;
-pub mod parse;
-pub mod rebuild;
-pub mod report;
-pub mod run;
-pub mod show;
+mod faults;
+mod ffi;
+mod hours;
+mod input;
+mod present;
+mod quarantine;
+mod query;
+mod rebuild;
+mod run;
+mod state;
+mod table;
+mod view;
 
-pub use config::{Config, Params};
+pub use config::Config;
+pub use contract::{PARAMETERS, Params};
 pub use error::{Error, Result};
-pub use run::Run;
+pub use ffi::{aquabill_call, aquabill_free};
+pub use present::Shown;
+pub use rebuild::{RebuildReport, rebuild};
+pub use run::{Counts, DedupReport, ParseReport, PlanReport, Run, RunMetrics, TableReport};
+pub use table::Committed;
+pub use view::{BillsReport, CustomerMonth, MonthBills, bills, customer_month};
 
 /// Polars, as this crate compiles it, for callers that work with the frames it returns.
 pub use polars;

@@ -3,6 +3,7 @@ process, so a crash is a real process abort) and, where it matters, through the 
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -128,19 +129,34 @@ def test_one_run_at_a_time(tmp_path: Path, run_once_binary: Path, log: Path,
 
 
 def test_runs_started_at_once(tmp_path: Path, run_once_binary: Path, log: Path) -> None:
-    out, ref = tmp_path / 'out', tmp_path / 'ref'
+    ref = tmp_path / 'ref'
     finish(run_once_binary, log, ref)
-    for attempt in range(3):
-        procs = [subprocess.Popen([str(run_once_binary), '-p', 'input_root', str(log),
-                                   '-p', 'output_root', str(out)],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for _ in range(2)]
-        results = [(p.wait(timeout=300), p.stderr.read() if p.stderr else '') for p in procs]
-        codes = sorted(code for code, _ in results)
-        assert codes in ([0, 0], [0, 3]), results
-        for code, err in results:
-            if code == 3:
-                assert 'another run is working on these tables' in err
+
+    def args(out: Path) -> list[str]:
+        return [str(run_once_binary), '-p', 'input_root', str(log), '-p', 'output_root', str(out)]
+
+    for attempt in range(2):
+        # The first run stalls for 3 s right after writing its plan, holding the lock; the
+        # second starts in that window and must be refused, changing nothing.
+        out = tmp_path / f'out-{attempt}'
+        first = subprocess.Popen(args(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env=dict(os.environ, AQUABILL_STALL_AT='1:3000'))
+        assert first.stderr is not None
+        stalled = first.stderr.readline()
+        assert 'stalling 3000 ms after durable step 1: plan written' in stalled, stalled
+        second = subprocess.run(args(out), capture_output=True, text=True, timeout=300)
+        assert second.returncode == 3, second.stderr
+        assert 'another run is working on these tables' in second.stderr
+        assert first.wait(timeout=300) == 0, first.stderr.read()
+        finish(run_once_binary, log, out)
+        assert state(out) == state(ref)
+        batches_applied_once(out)
+    # Two started together without a stall never both commit a batch.
+    out = tmp_path / 'together'
+    procs = [subprocess.Popen(args(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    codes = sorted(p.wait(timeout=300) for p in procs)
+    assert codes in ([0, 0], [0, 3]), codes
     finish(run_once_binary, log, out)
     assert state(out) == state(ref)
     batches_applied_once(out)

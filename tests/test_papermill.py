@@ -14,7 +14,9 @@ from deltalake import DeltaTable
 
 from aquabill_tools import nbexec
 from aquabill_tools.papermill_rust import RustTranslator
-from conftest import NOTEBOOK, ROOT, Generate
+from aquabill_tools.rust import cli_value
+from conftest import NOTEBOOK, ROOT, Generate, RunNotebook
+from faults import state
 from expected import recompute
 from test_pipeline_e2e import assert_tables_match
 
@@ -130,24 +132,45 @@ def test_papermill_fails_on_a_panic(tmp_path: Path) -> None:
                                  'language': 'rust'}
     nb.cells = [nbformat.v4.new_code_cell('let n: i64 = 0;', metadata={'tags': ['parameters']}),
                 nbformat.v4.new_code_cell(':preserve_vars_on_panic 0'),
-                nbformat.v4.new_code_cell('if n > 1 { panic!("boom at {n}"); }'),
-                nbformat.v4.new_code_cell('println!("after");')]
+                nbformat.v4.new_code_cell('if n > 1 { panic!("boom at {n}"); }',
+                                          metadata={'tags': ['may-panic']}),
+                nbformat.v4.new_code_cell('println!("after");', metadata={'tags': ['after']})]
     source = tmp_path / 'panics.ipynb'
     nbformat.write(nb, str(source))
     ok = papermill(source, tmp_path / 'ok.ipynb', '-p', 'n', '1')
     assert ok.returncode == 0, ok.stderr[-3000:]
-    assert 'after' in json.dumps(by_source(tmp_path / 'ok.ipynb')['println!("after");'])
+    assert 'after' in json.dumps(by_tag(tmp_path / 'ok.ipynb')['after'])
 
     done = papermill(source, tmp_path / 'failed.ipynb', '-p', 'n', '2')
     assert done.returncode != 0
-    cells = by_source(tmp_path / 'failed.ipynb')
-    panicked = cells['if n > 1 { panic!("boom at {n}"); }']
+    cells = by_tag(tmp_path / 'failed.ipynb')
+    panicked = cells['may-panic']
     assert any(o['output_type'] == 'error' for o in panicked), panicked
     assert 'boom at 2' in json.dumps(panicked)
-    assert cells['println!("after");'] == [], 'no cell after the failure ran'
+    assert cells['after'] == [], 'no cell after the failure ran'
 
 
-def by_source(executed: Path) -> dict[str, list[dict]]:
+def by_tag(executed: Path) -> dict[str, list[dict]]:
     nb = json.loads(executed.read_text())
-    return {''.join(c['source']): c.get('outputs', []) for c in nb['cells']
-            if c['cell_type'] == 'code'}
+    return {tag: c.get('outputs', []) for c in nb['cells'] if c['cell_type'] == 'code'
+            for tag in c.get('metadata', {}).get('tags', [])}
+
+
+def test_both_runners_make_the_same_tables(tmp_path: Path, generate: Generate,
+                                           run_notebook: RunNotebook) -> None:
+    # The tests' runner and the schedule's, with the same parameters in the same syntax.
+    log = tmp_path / 'log'
+    generate(log, '2026-03-31T18', '2026-04-01T04', '--meters', '10', '--seed', '11',
+             '--duplicate-rate', '0.05', '--malformed-rate', '0.01', '--files-per-hour', '2')
+    params = [('input_root', str(log)), ('batch_cap', '9'), ('billing_timezone', 'Europe/Berlin'),
+              ('clock_skew_minutes', '10'), ('rebuild', 'False')]
+    for _ in range(3):
+        run_notebook(**{name: cli_value(value) for name, value in params},
+                     output_root=str(tmp_path / 'by-nbexec'))
+        args = [a for name, value in params for a in ('-p', name, value)]
+        done = papermill(NOTEBOOK, tmp_path / 'runs' / 'pm.ipynb', *args,
+                         '-p', 'output_root', str(tmp_path / 'by-papermill'))
+        assert done.returncode == 0, done.stderr[-3000:]
+    by_nbexec, by_papermill = state(tmp_path / 'by-nbexec'), state(tmp_path / 'by-papermill')
+    assert by_nbexec['checkpoint']['next_batch'] == 3
+    assert by_nbexec == by_papermill

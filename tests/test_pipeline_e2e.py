@@ -65,7 +65,9 @@ def test_incremental_runs_match_recomputation(tmp_path: Path, generate: Generate
     steps = ('plan_ms', 'parse_ms', 'dedup_ms', 'hourly_usage_ms', 'cumulative_usage_ms',
              'finish_ms')
     for m in metrics:
-        assert all(m[s] >= 0 for s in steps)
+        # Every step's wall time is recorded (a run over thousands of lines takes a millisecond
+        # somewhere), and the steps fit in the run's own wall time.
+        assert max(m[s] for s in steps) > 0, m
         assert m['duration_ms'] >= sum(m[s] for s in steps)
 
     # Nothing new: nothing changes.

@@ -1,63 +1,13 @@
-//! Watermark and dedup: which parsed records count, as Polars lazy queries.
-//!
-//! A record is *late* when it was recorded more than 7 days before its ingestion hour (or before
-//! the tables' watermark), *future* when it is dated after its ingestion hour's end plus the
-//! clock-skew tolerance. Of the rest, the first copy of each `(meter_id, recorded_at)` by
-//! ingestion order wins: copies already accepted by earlier runs (the dedup state) come first,
-//! then the batch in file and line order. A later copy with the same payload is a *duplicate*,
-//! one with another payload a *conflict*.
+//! Dedup, as a Polars lazy query: of the in-time records, the first copy of each
+//! `(meter_id, recorded_at)` by ingestion order wins. Copies already accepted by earlier runs
+//! (the dedup state) come first, then the batch in file and line order. A later copy with the
+//! same payload is a *duplicate*, one with another payload a *conflict*.
 
 use polars::prelude::*;
 
-use crate::hours::{HOUR_MICROS, WATERMARK_HOURS};
-
-/// Column holding each record's outcome.
-pub const OUTCOME: &str = "outcome";
-
-/// Outcomes, as stored in [`OUTCOME`].
-pub mod outcome {
-    /// Within the watermark (before dedup).
-    pub const IN_TIME: &str = "in_time";
-    /// Recorded too long before its ingestion hour or before the watermark.
-    pub const LATE: &str = "late";
-    /// Dated after its ingestion hour's end plus the clock-skew tolerance.
-    pub const FUTURE: &str = "future";
-    /// First copy of its reading: counted.
-    pub const ACCEPTED: &str = "accepted";
-    /// Later identical copy: dropped and counted.
-    pub const DUPLICATE: &str = "duplicate";
-    /// Later copy with another payload: quarantined.
-    pub const CONFLICT: &str = "conflict";
-}
-
-/// Adds [`OUTCOME`]: `late`, `future` or `in_time`, from each record's own ingestion hour and the
-/// watermark before the run (hour index).
-pub fn check_watermark(
-    records: LazyFrame,
-    watermark_before: Option<i64>,
-    skew_minutes: i64,
-) -> LazyFrame {
-    let own_limit = (col("ingest_hour") - lit(WATERMARK_HOURS)) * lit(HOUR_MICROS);
-    let earliest = match watermark_before {
-        Some(w) => {
-            let w = lit(w * HOUR_MICROS);
-            when(own_limit.clone().gt(w.clone()))
-                .then(own_limit)
-                .otherwise(w)
-        }
-        None => own_limit,
-    };
-    let latest =
-        (col("ingest_hour") + lit(1i64)) * lit(HOUR_MICROS) + lit(skew_minutes * 60_000_000);
-    records.with_column(
-        when(col("recorded_at").lt(earliest))
-            .then(lit(outcome::LATE))
-            .when(col("recorded_at").gt(latest))
-            .then(lit(outcome::FUTURE))
-            .otherwise(lit(outcome::IN_TIME))
-            .alias(OUTCOME),
-    )
-}
+use super::{OUTCOME, outcome};
+use crate::input::SEQ;
+use crate::table::col;
 
 /// Sets [`OUTCOME`] of in-time records to `accepted`, `duplicate` or `conflict`.
 ///
@@ -65,12 +15,12 @@ pub fn check_watermark(
 /// (`meter_id`, `recorded_at`, `customer_id`, `usage_ml`). The output has the in-time records
 /// with their outcome plus `first_customer_id` and `first_usage_ml`, the payload that won.
 pub fn classify(in_time: LazyFrame, prior: LazyFrame) -> PolarsResult<LazyFrame> {
-    let key = || [col("meter_id"), col("recorded_at")];
+    let key = || [col(col::METER_ID), col(col::RECORDED_AT)];
     let prior = prior.select([
-        col("meter_id"),
-        col("recorded_at"),
-        col("customer_id").alias("prior_customer_id"),
-        col("usage_ml").alias("prior_usage_ml"),
+        col(col::METER_ID),
+        col(col::RECORDED_AT),
+        col(col::CUSTOMER_ID).alias("prior_customer_id"),
+        col(col::USAGE_ML).alias("prior_usage_ml"),
     ]);
     let from_prior = col("prior_usage_ml").is_not_null();
     let first = |name: &str| -> PolarsResult<Expr> {
@@ -80,9 +30,9 @@ pub fn classify(in_time: LazyFrame, prior: LazyFrame) -> PolarsResult<LazyFrame>
             .alias(format!("first_{name}")))
     };
     Ok(in_time
-        .sort(["seq"], SortMultipleOptions::default())
+        .sort([SEQ], SortMultipleOptions::default())
         // The batch's first copy of each reading...
-        .with_columns([first("seq")?, first("customer_id")?, first("usage_ml")?])
+        .with_columns([first(SEQ)?, first(col::CUSTOMER_ID)?, first(col::USAGE_ML)?])
         // ...unless an earlier run accepted one.
         .join(prior, key(), key(), JoinArgs::new(JoinType::Left))
         .with_columns([
@@ -100,12 +50,12 @@ pub fn classify(in_time: LazyFrame, prior: LazyFrame) -> PolarsResult<LazyFrame>
                 .alias("first_usage_ml"),
         ])
         .with_column(
-            when(col("seq").eq(col("first_seq")))
+            when(col(SEQ).eq(col("first_seq")))
                 .then(lit(outcome::ACCEPTED))
                 .when(
-                    col("customer_id")
+                    col(col::CUSTOMER_ID)
                         .eq(col("first_customer_id"))
-                        .and(col("usage_ml").eq(col("first_usage_ml"))),
+                        .and(col(col::USAGE_ML).eq(col("first_usage_ml"))),
                 )
                 .then(lit(outcome::DUPLICATE))
                 .otherwise(lit(outcome::CONFLICT))
@@ -116,7 +66,7 @@ pub fn classify(in_time: LazyFrame, prior: LazyFrame) -> PolarsResult<LazyFrame>
             true,
             false,
         ))
-        .sort(["seq"], SortMultipleOptions::default()))
+        .sort([SEQ], SortMultipleOptions::default()))
 }
 
 #[cfg(test)]

@@ -1,62 +1,15 @@
-//! What each step shows in the notebook: small reports with a text form (`Display`, for logs
-//! and papermill) and an HTML form (counts, a few rows as a table, query plans).
+//! How the steps of a run show what they did: text for logs and papermill (`Display`) and HTML
+//! for Jupyter (counts, a few rows as a table, query plans).
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use polars::prelude::*;
 
-use crate::delta::Committed;
-use crate::error::{Error, Result};
+use super::{Shown, html};
 use crate::hours::format_hour;
-use crate::html;
-use crate::parse::Parsed;
-use crate::run::Counts;
-
-/// A step's output: text for logs and papermill (`Display`), HTML for Jupyter.
-pub trait Shown: fmt::Display {
-    /// The HTML form.
-    fn html(&self) -> String;
-
-    /// Shows the output in a notebook as both text and HTML (evcxr calls this for a cell's
-    /// last expression).
-    fn evcxr_display(&self) {
-        println!(
-            "EVCXR_BEGIN_CONTENT text/plain\n{self}\nEVCXR_END_CONTENT\n\
-             EVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
-            self.html()
-        );
-    }
-}
-
-impl Shown for crate::config::Config {
-    fn html(&self) -> String {
-        let text = self.to_string();
-        let rows: Vec<Vec<&str>> = text
-            .lines()
-            .map(|line| match line.split_once(' ') {
-                Some((name, value)) => vec![name, value.trim_start()],
-                None => vec![line, ""],
-            })
-            .collect();
-        html::table(&["setting", "value"], &rows)
-    }
-}
-
-/// The files a run takes.
-#[derive(Debug, Clone)]
-pub struct PlanReport {
-    /// Batch id.
-    pub batch_id: i64,
-    /// True when the batch was planned by a run that did not finish.
-    pub resumed: bool,
-    /// Files (relative path, bytes).
-    pub files: Vec<(String, u64)>,
-    /// Paths that do not fit the log's layout, with the reason.
-    pub ignored: Vec<(String, &'static str)>,
-    /// Watermark before the run.
-    pub watermark_before: Option<String>,
-}
+use crate::input::{INGEST_HOUR, SEQ};
+use crate::run::{DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
+use crate::table::{Committed, col};
 
 impl fmt::Display for PlanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -132,37 +85,6 @@ impl Shown for PlanReport {
     }
 }
 
-/// What parsing found.
-#[derive(Debug, Clone)]
-pub struct ParseReport {
-    /// Files read.
-    pub files: usize,
-    /// Lines read.
-    pub lines_read: u64,
-    /// Valid records.
-    pub records: usize,
-    /// Quarantined lines per reason.
-    pub quarantined: BTreeMap<&'static str, u64>,
-    /// The first rows of the parsed records.
-    pub head: DataFrame,
-}
-
-impl ParseReport {
-    pub(crate) fn new(parsed: &Parsed, files: usize) -> Self {
-        let mut quarantined = BTreeMap::new();
-        for q in &parsed.quarantined {
-            *quarantined.entry(q.reason.as_str()).or_default() += 1;
-        }
-        Self {
-            files,
-            lines_read: parsed.lines_read,
-            records: parsed.records.height(),
-            quarantined,
-            head: readable(&parsed.records.head(Some(5))),
-        }
-    }
-}
-
 impl fmt::Display for ParseReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -173,7 +95,7 @@ impl fmt::Display for ParseReport {
         for (reason, n) in &self.quarantined {
             writeln!(f, "  quarantined {n} lines: {reason}")?;
         }
-        write_head(f, &self.head)
+        write_head(f, &readable(&self.head))
     }
 }
 
@@ -191,21 +113,8 @@ impl Shown for ParseReport {
                 .collect();
             out += &html::table(&["quarantined as", "lines"], &rows);
         }
-        out + &head_html("First records:", &self.head)
+        out + &head_html("First records:", &readable(&self.head))
     }
-}
-
-/// What the watermark and dedup decided.
-#[derive(Debug, Clone)]
-pub struct DedupReport {
-    /// The run's counts so far.
-    pub counts: Counts,
-    /// Recording hours that got new readings.
-    pub hours_touched: usize,
-    /// Dedup-state rows read (the touched hours' earlier readings).
-    pub prior_rows: usize,
-    /// Polars' optimized plan of the dedup query.
-    pub plan: String,
 }
 
 impl fmt::Display for DedupReport {
@@ -262,178 +171,57 @@ impl Shown for DedupReport {
     }
 }
 
-/// What a table commit did.
-#[derive(Debug, Clone)]
-pub struct TableReport {
-    /// Table name.
-    pub table: &'static str,
-    /// The commit.
-    pub committed: Committed,
-    /// Rows written.
-    pub rows: usize,
-    /// Hour partitions replaced.
-    pub partitions: usize,
-    /// The first rows written.
-    pub head: DataFrame,
-    /// Polars' optimized plan of the aggregation, when there is one to show.
-    pub plan: Option<String>,
-}
-
-impl TableReport {
-    /// A table step that wrote `rows` rows hour by hour; `head` holds the first few.
-    pub(crate) fn streamed(
-        table: &'static str,
-        committed: Committed,
-        rows: usize,
-        head: Option<DataFrame>,
-        partitions: usize,
-    ) -> Self {
-        Self {
-            table,
-            committed,
-            rows,
-            partitions,
-            head: head.map(|h| readable(&h)).unwrap_or_default(),
-            plan: None,
+/// One line: what the table step committed.
+fn summary(report: &TableReport) -> String {
+    let what = match report.committed {
+        Committed::Version(v) => format!("committed version {v}"),
+        Committed::AlreadyCommitted => {
+            "already committed by an earlier attempt of this batch: skipped".to_owned()
         }
-    }
-
-    /// A table step skipped because the batch already committed to the table.
-    pub(crate) fn skipped(table: &'static str) -> Self {
-        Self::streamed(table, Committed::AlreadyCommitted, 0, None, 0)
-    }
-
-    /// With the aggregation's plan.
-    pub(crate) fn with_plan(mut self, plan: String) -> Self {
-        self.plan = Some(plan);
-        self
-    }
-
-    fn summary(&self) -> String {
-        let what = match self.committed {
-            Committed::Version(v) => format!("committed version {v}"),
-            Committed::AlreadyCommitted => {
-                "already committed by an earlier attempt of this batch: skipped".to_owned()
-            }
-            Committed::Nothing => "nothing to change".to_owned(),
-        };
-        format!(
-            "{}: {what}; {} rows in {} hour partitions",
-            self.table, self.rows, self.partitions
-        )
-    }
+        Committed::Nothing => "nothing to change".to_owned(),
+    };
+    format!(
+        "{}: {what}; {} rows in {} hour partitions",
+        report.table, report.rows, report.partitions
+    )
 }
 
 impl fmt::Display for TableReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}", self.summary())?;
-        write_head(f, &self.head)
+        writeln!(f, "{}", summary(self))?;
+        write_head(f, &readable(&self.head))
     }
 }
 
 impl Shown for TableReport {
     fn html(&self) -> String {
-        let mut out = html::para(&self.summary());
+        let mut out = html::para(&summary(self));
         if let Some(plan) = &self.plan {
             out += &html::para("Aggregation plan (optimized):");
             out += &html::pre(plan);
         }
-        out + &head_html("First rows written:", &self.head)
+        out + &head_html("First rows written:", &readable(&self.head))
     }
 }
 
-/// The run's metrics, as printed and as stored in `run_metrics`.
-#[derive(Debug, Clone)]
-pub struct RunMetrics {
-    /// Batch id.
-    pub batch_id: i64,
-    /// Start of the run, µs since the epoch.
-    pub started_at_us: i64,
-    /// Files processed.
-    pub files: u64,
-    /// Record counts.
-    pub counts: Counts,
-    /// Recording hours that got new readings.
-    pub hours_touched: u64,
-    /// Dedup-state rows read (earlier readings of the recording hours the batch touched).
-    pub state_rows_read: u64,
-    /// Watermark after the run.
-    pub watermark_hour: String,
-    /// Wall time so far.
-    pub duration_ms: i64,
-    /// Wall time per step.
-    pub steps: Vec<(&'static str, u128)>,
-    /// Version and data-file count of `hourly_usage` and `cumulative_usage` after the run.
-    pub tables: Vec<(&'static str, i64, u64)>,
-}
-
-impl RunMetrics {
-    /// The metrics as the `run_metrics` table's row.
-    pub fn frame(&self) -> Result<DataFrame> {
-        let c = &self.counts;
-        let long = |name: &str, v: u64| Column::new(name.into(), [v as i64]);
-        let step = |name: &str| {
-            let ms = self
-                .steps
-                .iter()
-                .filter(|s| s.0 == name)
-                .map(|s| s.1)
-                .sum::<u128>();
-            Column::new(format!("{name}_ms").into(), [ms as i64])
-        };
-        // Field 1: the table's version, 2: its data files.
-        let table = |name: &str, field: usize| {
-            let t = self.tables.iter().find(|t| t.0 == name);
-            let (suffix, value) = match field {
-                1 => ("version", t.map_or(-1, |t| t.1)),
-                _ => ("files", t.map_or(0, |t| t.2 as i64)),
-            };
-            Column::new(format!("{name}_{suffix}").into(), [value])
-        };
-        DataFrame::new(
-            1,
-            vec![
-                Column::new("batch_id".into(), [self.batch_id]),
-                Column::new("started_at".into(), [self.started_at_us]),
-                long("files", self.files),
-                long("lines_read", c.lines_read),
-                long("accepted", c.accepted),
-                long("duplicates", c.duplicates),
-                long("conflicts", c.conflicts),
-                long("late", c.late),
-                long("future", c.future),
-                long("malformed", c.malformed),
-                long("hours_touched", self.hours_touched),
-                long("state_rows_read", self.state_rows_read),
-                Column::new("watermark_hour".into(), [self.watermark_hour.as_str()]),
-                Column::new("duration_ms".into(), [self.duration_ms]),
-                step("plan"),
-                step("parse"),
-                step("dedup"),
-                step("hourly_usage"),
-                step("cumulative_usage"),
-                step("finish"),
-                table("hourly_usage", 1),
-                table("hourly_usage", 2),
-                table("cumulative_usage", 1),
-                table("cumulative_usage", 2),
-            ],
-        )
-        .map_err(Error::polars("run metrics"))
+/// The first line of a run's metrics.
+fn headline(m: &RunMetrics) -> String {
+    if m.files == 0 {
+        return "no new files: nothing changed".to_owned();
     }
+    format!(
+        "batch {}: {} files, {} lines",
+        m.batch_id, m.files, m.counts.lines_read
+    )
 }
 
 impl fmt::Display for RunMetrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = &self.counts;
         if self.files == 0 {
-            return write!(f, "no new files: nothing changed");
+            return write!(f, "{}", headline(self));
         }
-        writeln!(
-            f,
-            "batch {}: {} files, {} lines",
-            self.batch_id, self.files, c.lines_read
-        )?;
+        writeln!(f, "{}", headline(self))?;
         writeln!(
             f,
             "  accepted {}, duplicates {}, conflicts {}, late {}, future {}, malformed {}",
@@ -465,9 +253,13 @@ impl fmt::Display for RunMetrics {
 
 impl Shown for RunMetrics {
     fn html(&self) -> String {
+        let summary = html::para(&headline(self));
+        if self.files == 0 {
+            return summary;
+        }
         let frame = match self.frame() {
             Ok(frame) => frame,
-            Err(e) => return html::para(&e.to_string()),
+            Err(e) => return summary + &html::para(&e.to_string()),
         };
         // One row per metric reads better than a 20-column row.
         let rows: Vec<Vec<String>> = frame
@@ -476,17 +268,19 @@ impl Shown for RunMetrics {
             .map(|c| {
                 let value = match c.get(0) {
                     Ok(AnyValue::String(s)) => s.to_owned(),
+                    Ok(v) if c.name().as_str() == "started_at" => v
+                        .extract::<i64>()
+                        .and_then(chrono::DateTime::from_timestamp_micros)
+                        .map_or_else(
+                            || v.to_string(),
+                            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+                        ),
                     Ok(v) => v.to_string(),
                     Err(_) => String::new(),
                 };
                 vec![c.name().to_string(), value]
             })
             .collect();
-        let text = self.to_string();
-        let summary = html::para(text.lines().next().unwrap_or_default());
-        if self.files == 0 {
-            return summary;
-        }
         summary + &html::table(&["metric", "value"], &rows)
     }
 }
@@ -518,9 +312,9 @@ fn readable(df: &DataFrame) -> DataFrame {
             Some(Column::new(name.into(), strings))
         };
         let shown = match name {
-            "seq" => continue,
-            "usage_hour" | "ingest_hour" => text(&format_hour),
-            "recorded_at" => text(&|us| {
+            SEQ => continue,
+            col::USAGE_HOUR | INGEST_HOUR => text(&format_hour),
+            col::RECORDED_AT => text(&|us| {
                 chrono::DateTime::from_timestamp_micros(us)
                     .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
                     .unwrap_or_default()

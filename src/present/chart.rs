@@ -6,8 +6,9 @@
 
 use std::fmt::Write;
 
+use super::html::escape;
 use crate::hours::format_hour;
-use crate::html::escape;
+use crate::view::Point;
 
 const WIDTH: f64 = 760.0;
 const HEIGHT: f64 = 280.0;
@@ -15,17 +16,6 @@ const LEFT: f64 = 60.0;
 const RIGHT: f64 = 60.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 40.0;
-
-/// One hour of the chart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Point {
-    /// UTC hour index.
-    pub hour: i64,
-    /// Usage in the hour, ml.
-    pub usage_ml: i64,
-    /// Running total at the hour's end, ml.
-    pub cumulative_ml: i64,
-}
 
 /// The smallest 1, 2 or 5 times a power of ten that is at least `v` (1 for `v <= 1`).
 fn nice_ceiling(v: i64) -> i64 {

@@ -4,12 +4,12 @@
 //! files. Hidden files are writes in progress and are skipped; anything else that does not fit
 //! the layout is reported as ignored (never silently).
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::hours::parse_hour;
 
@@ -38,8 +38,9 @@ pub struct Listing {
     pub ignored: Vec<(String, &'static str)>,
 }
 
-/// Lists the log's files that `checkpoint` has not committed. Fails if a committed file changed.
-pub fn list_new_files(input_root: &Path, checkpoint: &Checkpoint) -> Result<Listing> {
+/// Lists the log's files not among `committed` (relative path -> size in bytes). Fails if a
+/// committed file changed size.
+pub fn list_new_files(input_root: &Path, committed: &BTreeMap<String, u64>) -> Result<Listing> {
     let mut listing = Listing::default();
     let mut folders = Vec::new();
     for entry in read_dir(input_root)? {
@@ -75,17 +76,14 @@ pub fn list_new_files(input_root: &Path, checkpoint: &Checkpoint) -> Result<List
                 .metadata()
                 .map_err(|e| Error::io("reading", entry.path(), e))?
                 .len();
-            match checkpoint.files.get(&rel) {
-                Some(&committed) if committed == size => {}
-                Some(&committed) => {
-                    return Err(Error::Checkpoint {
+            match committed.get(&rel) {
+                Some(&before) if before == size => {}
+                Some(&before) => {
+                    return Err(Error::InputChanged {
                         path: entry.path(),
-                        reason: format!(
-                            "input file changed after it was committed ({committed} bytes, now \
-                             {size}); input files must be immutable. If it was corrected on \
-                             purpose, run the notebook once with rebuild = true: it recomputes \
-                             the tables from the log"
-                        ),
+                        when: "committed",
+                        before,
+                        now: size,
                     });
                 }
                 None => files.push(PlannedFile {

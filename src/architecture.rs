@@ -1,0 +1,276 @@
+//! A test of the crate's shape: no import cycles between modules.
+//!
+//! It reads the crate's own sources (`src/**/*.rs`), takes every `crate::...` and `super::...`
+//! path in the production code (test modules are left out), resolves each to the module it names,
+//! and lifts every dependency `a::x -> b::y` to the two sibling modules under their common parent
+//! (`a -> b` at the top level; `run::finish -> run::stream` inside `run/`). A cycle among the
+//! siblings of any folder fails the test with the path it found, e.g. `run -> table -> run`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Module path (`["run", "finish"]`) of a source file under `src/`.
+fn module_of(src: &Path, file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src).unwrap_or(file).with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(parts.last().map(String::as_str), Some("mod" | "lib")) {
+        parts.pop();
+    }
+    parts
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            rust_files(&path, out)?;
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// The production part of a file: up to its `#[cfg(test)]` module, without comments.
+fn production_code(text: &str) -> String {
+    let end = text.find("#[cfg(test)]").unwrap_or(text.len());
+    text[..end]
+        .lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every path that starts with `crate::` or `super::` in `code`, with `use` groups expanded
+/// (`crate::{a::b, c}` gives `crate::a::b` and `crate::c`).
+fn paths(code: &str) -> Vec<Vec<String>> {
+    let bytes = code.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i == 0 || !is_ident(bytes[i - 1]);
+        let root = ["crate::", "super::"]
+            .into_iter()
+            .find(|r| starts_word && bytes[i..].starts_with(r.as_bytes()));
+        match root {
+            Some(r) => {
+                let mut prefix = vec![r.trim_end_matches(':').to_owned()];
+                let used = use_tree(&code[i + r.len()..], &mut prefix, &mut found);
+                i += r.len() + used.max(1);
+            }
+            None => i += 1,
+        }
+    }
+    found
+}
+
+fn is_ident(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_'
+}
+
+/// Parses a use tree (or an expression path) at the start of `code` after `prefix::`; pushes
+/// each leaf path into `out`; returns the bytes consumed.
+fn use_tree(code: &str, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
+    let bytes = code.as_bytes();
+    let mut i = 0;
+    let depth = prefix.len();
+    loop {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < bytes.len() && bytes[i] == b'{' {
+            i += 1;
+            loop {
+                let used = use_tree(&code[i..], prefix, out);
+                i += used;
+                while i < bytes.len() && (bytes[i].is_ascii_whitespace() || bytes[i] == b',') {
+                    i += 1;
+                }
+                if i >= bytes.len() || bytes[i] == b'}' {
+                    i += 1;
+                    break;
+                }
+                if used == 0 {
+                    i += 1;
+                }
+            }
+            prefix.truncate(depth);
+            return i;
+        }
+        let start = i;
+        while i < bytes.len() && is_ident(bytes[i]) {
+            i += 1;
+        }
+        if start == i {
+            break;
+        }
+        prefix.push(code[start..i].to_owned());
+        if bytes[i..].starts_with(b"::") {
+            i += 2;
+            continue;
+        }
+        break;
+    }
+    out.push(prefix.clone());
+    prefix.truncate(depth);
+    i
+}
+
+/// The module a path from module `from` names: the longest known module that prefixes it.
+fn resolve(from: &[String], path: &[String], modules: &BTreeSet<Vec<String>>) -> Vec<String> {
+    let mut absolute: Vec<String> = Vec::new();
+    let mut rest = path;
+    match path.first().map(String::as_str) {
+        Some("crate") => rest = &path[1..],
+        Some("super") => {
+            absolute = from.to_vec();
+            while rest.first().map(String::as_str) == Some("super") {
+                absolute.pop();
+                rest = &rest[1..];
+            }
+        }
+        _ => {}
+    }
+    absolute.extend(rest.iter().cloned());
+    while !absolute.is_empty() && !modules.contains(&absolute) {
+        absolute.pop();
+    }
+    absolute
+}
+
+/// Dependencies `(from, to)` between the sibling modules of one folder.
+type Edges = BTreeSet<(String, String)>;
+
+/// Dependencies between sibling modules, per parent folder (a module path).
+fn sibling_edges(src: &Path) -> std::io::Result<BTreeMap<Vec<String>, Edges>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files)?;
+    let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(src, f)).collect();
+    let mut edges: BTreeMap<Vec<String>, Edges> = BTreeMap::new();
+    for file in &files {
+        let from = module_of(src, file);
+        let code = production_code(&std::fs::read_to_string(file)?);
+        for path in paths(&code) {
+            let to = resolve(&from, &path, &modules);
+            let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+            if let (Some(a), Some(b)) = (from.get(common), to.get(common)) {
+                edges
+                    .entry(from[..common].to_vec())
+                    .or_default()
+                    .insert((a.clone(), b.clone()));
+            }
+        }
+    }
+    Ok(edges)
+}
+
+/// The modules reachable from `start` along `edges` (`start` only if a cycle leads back).
+fn reachable<'a>(start: &'a str, edges: &'a Edges) -> BTreeSet<&'a str> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![start];
+    while let Some(node) = todo.pop() {
+        for (a, b) in edges {
+            if a == node && seen.insert(b.as_str()) {
+                todo.push(b.as_str());
+            }
+        }
+    }
+    seen
+}
+
+/// Every import cycle in `edges`: the groups of modules that reach each other, each with the
+/// path of one cycle through it (`a -> b -> a`).
+fn cycles(edges: &Edges) -> Vec<String> {
+    let nodes: BTreeSet<&str> = edges.iter().map(|(a, _)| a.as_str()).collect();
+    let reach: BTreeMap<&str, BTreeSet<&str>> =
+        nodes.iter().map(|&n| (n, reachable(n, edges))).collect();
+    let mut grouped = BTreeSet::new();
+    let mut found = Vec::new();
+    for &node in &nodes {
+        if grouped.contains(node) || !reach[node].contains(node) {
+            continue;
+        }
+        let group: BTreeSet<&str> = reach[node]
+            .iter()
+            .copied()
+            .filter(|&m| reach.get(m).is_some_and(|r| r.contains(node)))
+            .collect();
+        grouped.extend(group.iter().copied());
+        // One cycle: from `node`, always step to a group member that leads back to `node`.
+        let mut path = vec![node];
+        let mut at = node;
+        loop {
+            let step = edges
+                .iter()
+                .filter(|(a, b)| a == at && group.contains(b.as_str()))
+                .map(|(_, b)| b.as_str())
+                .find(|&b| b == node || !path.contains(&b));
+            match step {
+                Some(b) if b == node => break,
+                Some(b) => {
+                    path.push(b);
+                    at = b;
+                }
+                None => break,
+            }
+        }
+        path.push(node);
+        let members: Vec<&str> = group.into_iter().collect();
+        found.push(format!(
+            "{{{}}}, e.g. {}",
+            members.join(", "),
+            path.join(" -> ")
+        ));
+    }
+    found
+}
+
+#[test]
+fn no_module_imports_itself_through_others() -> std::io::Result<()> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut found = Vec::new();
+    for (parent, edges) in sibling_edges(&src)? {
+        let folder = if parent.is_empty() {
+            "src/".to_owned()
+        } else {
+            format!("src/{}/", parent.join("/"))
+        };
+        found.extend(cycles(&edges).into_iter().map(|c| format!("{folder}: {c}")));
+    }
+    assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
+    Ok(())
+}
+
+#[test]
+fn paths_and_groups_are_read() {
+    let code = "use crate::{config::Config, table::{self, Table}};\nlet x = crate::hours::f();\n\
+                use super::stream::read_ahead;";
+    let found: Vec<String> = paths(code).iter().map(|p| p.join("::")).collect();
+    assert_eq!(
+        found,
+        [
+            "crate::config::Config",
+            "crate::table::self",
+            "crate::table::Table",
+            "crate::hours::f",
+            "super::stream::read_ahead"
+        ]
+    );
+    let mut edges = BTreeSet::new();
+    for (a, b) in [("run", "table"), ("table", "hours"), ("hours", "run")] {
+        edges.insert((a.to_owned(), b.to_owned()));
+    }
+    edges.insert(("table".to_owned(), "config".to_owned()));
+    assert_eq!(
+        cycles(&edges),
+        ["{hours, run, table}, e.g. hours -> run -> table -> hours"]
+    );
+    edges.remove(&("hours".to_owned(), "run".to_owned()));
+    assert_eq!(cycles(&edges), Vec::<String>::new());
+}

@@ -1,0 +1,122 @@
+//! How the validated parameters and a rebuild show themselves.
+
+use std::fmt;
+
+use super::{Shown, html};
+use crate::config::Config;
+use crate::rebuild::RebuildReport;
+use crate::table::Committed;
+
+/// The settings a run uses, as (name, value) rows.
+fn settings(config: &Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("input_root", config.input_root.display().to_string()),
+        ("output_root", config.output_root.display().to_string()),
+        ("checkpoint", config.checkpoint_dir.display().to_string()),
+        ("billing_timezone", config.billing_timezone.to_string()),
+        (
+            "batch_cap",
+            match config.batch_cap {
+                Some(cap) => format!("{cap} files"),
+                None => "none".to_owned(),
+            },
+        ),
+        ("clock_skew", format!("{} min", config.clock_skew_minutes)),
+        ("rebuild", config.rebuild.to_string()),
+        (
+            "chart_customer",
+            match config.chart_customer.as_str() {
+                "" => "the largest running total".to_owned(),
+                customer => customer.to_owned(),
+            },
+        ),
+    ]
+}
+
+/// The settings in `config`'s display (text and HTML share the rows).
+pub struct Settings<'a>(pub &'a Config);
+
+impl fmt::Display for Settings<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rows = settings(self.0);
+        for (i, (name, value)) in rows.iter().enumerate() {
+            let end = if i + 1 < rows.len() { "\n" } else { "" };
+            write!(f, "{name:<18}{value}{end}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Shown for Settings<'_> {
+    fn html(&self) -> String {
+        let rows: Vec<Vec<String>> = settings(self.0)
+            .into_iter()
+            .map(|(name, value)| vec![name.to_owned(), value])
+            .collect();
+        html::table(&["setting", "value"], &rows)
+    }
+}
+
+/// What a rebuild's replacing commit did to a table.
+fn replaced(committed: Committed) -> &'static str {
+    match committed {
+        Committed::Version(_) => "replaced",
+        Committed::AlreadyCommitted => "already replaced",
+        Committed::Nothing => "empty, unchanged",
+    }
+}
+
+fn headline(report: &RebuildReport) -> String {
+    if report.requested {
+        format!("rebuilt from the log: {} batches replayed", report.batches)
+    } else {
+        "no rebuild requested (set rebuild = true to recompute every table from the log)".to_owned()
+    }
+}
+
+impl fmt::Display for RebuildReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.requested {
+            return write!(f, "{}", headline(self));
+        }
+        writeln!(f, "{}", headline(self))?;
+        for (name, rows, committed) in &self.tables {
+            let version = match committed {
+                Committed::Version(v) => format!(" in version {v}"),
+                _ => String::new(),
+            };
+            writeln!(
+                f,
+                "  {name}: {rows} rows, {}{version}",
+                replaced(*committed)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Shown for RebuildReport {
+    fn html(&self) -> String {
+        let mut out = html::para(&headline(self));
+        let rows: Vec<Vec<String>> = self
+            .tables
+            .iter()
+            .map(|(name, rows, committed)| {
+                let version = match committed {
+                    Committed::Version(v) => v.to_string(),
+                    _ => String::new(),
+                };
+                vec![
+                    (*name).to_owned(),
+                    rows.to_string(),
+                    replaced(*committed).to_owned(),
+                    version,
+                ]
+            })
+            .collect();
+        if !rows.is_empty() {
+            out += &html::table(&["table", "rows", "result", "version"], &rows);
+        }
+        out
+    }
+}

@@ -1,0 +1,159 @@
+//! The last step: the quarantine rows and the run's metrics are appended, the dedup state takes
+//! the accepted readings (and drops the hours the watermark passed), the checkpoint advances
+//! last, and about daily the tables are vacuumed.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use polars::prelude::*;
+
+use super::compaction::{
+    SMALL_FILE_ROWS, STATE_SMALL_FILES, VACUUM_EVERY_BATCHES, append_compacting,
+};
+use super::dedup::hour_set;
+use super::{Run, RunMetrics, Stage};
+use crate::error::{Error, Result};
+use crate::hours::{WATERMARK_HOURS, format_hour};
+use crate::quarantine;
+use crate::table::{
+    ALL, CUMULATIVE_USAGE, DEDUP_STATE, HOURLY_USAGE, QUARANTINE, RUN_METRICS, Table, block_on, col,
+};
+
+/// What the dedup-state commit of a run does.
+struct StateUpdate {
+    /// The readings to add (with any small files' rows they replace), sorted by hour and meter.
+    rows: DataFrame,
+    /// Hour partitions the watermark passed: dropped.
+    pruned: BTreeSet<i64>,
+    /// Small files folded into `rows`.
+    compacted: BTreeSet<String>,
+}
+
+impl Run {
+    /// Writes the quarantine and the run's metrics, updates the dedup state and advances the
+    /// checkpoint.
+    pub fn finish(mut self) -> Result<RunMetrics> {
+        let t = Instant::now();
+        if self.batch.plan.files.is_empty() {
+            return Ok(self.metrics());
+        }
+        let batch = self.batch.plan.batch_id;
+        let files = &self.batch.plan.files;
+        let paths: Vec<&std::path::Path> = files.iter().map(|f| f.path.as_path()).collect();
+        quarantine::fill_raw_lines(&mut self.ledger.quarantined, &paths)?;
+        let rel_paths: Vec<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
+        let rows = quarantine::frame(batch, &self.ledger.quarantined, &rel_paths)?;
+        append_compacting(&mut self.open(&QUARANTINE)?, batch, &rows)?;
+
+        let mut state = self.open(&DEDUP_STATE)?;
+        let update = self.state_update(&state)?;
+        for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
+            let (version, files) = self.open(spec)?.version_and_files();
+            self.ledger.tables.push((spec.name, version, files as u64));
+        }
+        self.step_done("finish", t);
+        let metrics = self.metrics();
+        append_compacting(&mut self.open(&RUN_METRICS)?, batch, &metrics.frame()?)?;
+        block_on(state.commit_removing(
+            batch,
+            Some(&update.rows),
+            &update.pruned,
+            &update.compacted,
+        ))??;
+
+        let mut checkpoint = self.checkpoint.clone();
+        for f in &self.batch.plan.files {
+            checkpoint.files.insert(f.rel_path.clone(), f.size);
+        }
+        checkpoint.next_batch = batch + 1;
+        checkpoint.watermark_hour = self.batch.watermark_after;
+        checkpoint.latest_ingest_hour = self.batch.latest_ingest_after;
+        self.store.commit(&checkpoint)?;
+        if batch % VACUUM_EVERY_BATCHES == VACUUM_EVERY_BATCHES - 1 {
+            self.vacuum()?;
+        }
+        Ok(self.metrics())
+    }
+
+    /// The dedup state's change: the accepted readings of the hours the watermark has not
+    /// passed, sorted by meter. Each run that reaches back into an hour adds a small file to
+    /// it; once an hour has a few, they are rewritten into one with this run's rows, so reads
+    /// by meter stay selective and the file count stays bounded.
+    fn state_update(&self, state: &Table) -> Result<StateUpdate> {
+        let err = Error::polars("dedup state");
+        let order = [col::USAGE_HOUR, col::METER_ID, col::RECORDED_AT];
+        let wm = self.batch.watermark_after.unwrap_or(i64::MIN);
+        let Stage::Classified(classified) = &self.stage else {
+            return Err(Error::StepOrder {
+                step: "finish",
+                needs: "dedup",
+            });
+        };
+        let keep = classified
+            .accepted
+            .clone()
+            .lazy()
+            .filter(col(col::USAGE_HOUR).gt_eq(lit(wm)))
+            .sort(order, SortMultipleOptions::default())
+            .select(
+                DEDUP_STATE
+                    .columns
+                    .iter()
+                    .map(|c| col(c.0))
+                    .collect::<Vec<_>>(),
+            )
+            .collect()
+            .map_err(err)?;
+        let pruned: BTreeSet<i64> = state.partitions().into_iter().filter(|&h| h < wm).collect();
+        let appended = hour_set(&keep, col::USAGE_HOUR)?;
+        let crowded = state.small_files(&appended, SMALL_FILE_ROWS, STATE_SMALL_FILES - 1);
+        let hours: BTreeSet<i64> = crowded.keys().copied().collect();
+        let compacted: BTreeSet<String> = crowded.into_values().flatten().collect();
+        let rows = if compacted.is_empty() {
+            keep
+        } else {
+            let old = block_on(state.read_files(&hours, &compacted))??;
+            concat([keep.lazy(), old.lazy()], UnionArgs::default())
+                .and_then(|lf| lf.sort(order, SortMultipleOptions::default()).collect())
+                .map_err(err)?
+        };
+        Ok(StateUpdate {
+            rows,
+            pruned,
+            compacted,
+        })
+    }
+
+    /// Deletes the files no table version of the last 7 days (the watermark's reach) refers to.
+    fn vacuum(&self) -> Result<usize> {
+        let mut deleted = 0;
+        for spec in ALL {
+            let mut table = self.open(spec)?;
+            deleted += block_on(table.vacuum(WATERMARK_HOURS))??;
+        }
+        Ok(deleted)
+    }
+
+    fn metrics(&self) -> RunMetrics {
+        let (hours_touched, state_rows_read) = match &self.stage {
+            Stage::Classified(c) => (c.affected_hours.len() as u64, c.prior.height() as u64),
+            _ => (0, 0),
+        };
+        RunMetrics {
+            batch_id: self.batch.plan.batch_id,
+            started_at_us: self.clock.started_at_us,
+            files: self.batch.plan.files.len() as u64,
+            counts: self.ledger.counts,
+            hours_touched,
+            state_rows_read,
+            watermark_hour: self
+                .batch
+                .watermark_after
+                .map(format_hour)
+                .unwrap_or_default(),
+            duration_ms: self.clock.started.elapsed().as_millis() as i64,
+            steps: self.clock.steps.clone(),
+            tables: self.ledger.tables.clone(),
+        }
+    }
+}

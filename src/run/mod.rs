@@ -1,0 +1,122 @@
+//! One run of the pipeline, step by step, as the notebook drives it: one file per step.
+//!
+//! [`Run::start`] plans the batch ([`plan`]), then [`Run::parse`], [`Run::dedup`],
+//! [`Run::write_hourly`], [`Run::write_cumulative`] and [`Run::finish`] each do one step and
+//! return what they did. A run moves through [`Stage`]s; a step called out of order is an error.
+//!
+//! The order of the durable steps, which makes a crash at any point recoverable by simply
+//! running again (each Delta commit carries `(aquabill, batch id)` and is skipped if the table
+//! already holds the batch):
+//!
+//! 1. the plan file (`batches/<id>.json`), before any table is touched;
+//! 2. `hourly_usage`, then `cumulative_usage`: data files, then one commit each;
+//! 3. `quarantine`, then `run_metrics`;
+//! 4. the dedup state, after every table, so a rerun classifies records exactly as the crashed
+//!    attempt did;
+//! 5. the checkpoint, last; then (every 24th batch) the vacuum.
+
+mod compaction;
+mod cumulative;
+mod dedup;
+mod finish;
+mod hourly;
+mod metrics;
+mod parse;
+mod plan;
+mod report;
+mod stream;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use polars::prelude::DataFrame;
+
+pub use metrics::{Counts, RunMetrics};
+pub use report::{DedupReport, ParseReport, PlanReport, TableReport};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::quarantine::Quarantined;
+use crate::state::{Checkpoint, Plan, RunLock, Store};
+use crate::table::{Spec, Table, block_on};
+
+/// State of a run between its steps.
+pub struct Run {
+    config: Config,
+    _lock: RunLock,
+    store: Store,
+    checkpoint: Checkpoint,
+    batch: Batch,
+    clock: Clock,
+    ledger: Ledger,
+    stage: Stage,
+}
+
+/// What the run takes: its plan and the watermark it moves to.
+struct Batch {
+    plan: Plan,
+    /// The plan was written by a run that did not finish.
+    resumed: bool,
+    /// Paths that do not fit the log's layout, with the reason.
+    ignored: Vec<(String, &'static str)>,
+    watermark_after: Option<i64>,
+    latest_ingest_after: Option<i64>,
+}
+
+/// When the run started and how long each step took.
+struct Clock {
+    started: Instant,
+    started_at_us: i64,
+    steps: Vec<(&'static str, u128)>,
+}
+
+/// The run's accounting: counts and the records kept out of the totals.
+#[derive(Default)]
+struct Ledger {
+    counts: Counts,
+    quarantined: Vec<Quarantined>,
+    /// Version and data-file count of the output tables after the run.
+    tables: Vec<(&'static str, i64, u64)>,
+}
+
+/// How far a run got.
+enum Stage {
+    /// The batch is planned.
+    Planned,
+    /// Its files are parsed: the valid records.
+    Parsed(DataFrame),
+    /// Its records are classified: what counts.
+    Classified(Classified),
+}
+
+/// The records that count, and what the dedup state held for them.
+struct Classified {
+    /// Accepted records (the parsed columns).
+    accepted: DataFrame,
+    /// The dedup state's earlier readings of the touched meters and hours.
+    prior: DataFrame,
+    /// Recording hours that got new readings.
+    affected_hours: BTreeSet<i64>,
+}
+
+impl Run {
+    fn step_done(&mut self, step: &'static str, since: Instant) {
+        self.clock.steps.push((step, since.elapsed().as_millis()));
+    }
+
+    fn open(&self, spec: &'static Spec) -> Result<Table> {
+        block_on(Table::open_or_create(&spec.dir(&self.config), spec))?
+    }
+
+    fn classified(&self, step: &'static str) -> Result<&Classified> {
+        match &self.stage {
+            Stage::Classified(c) => Ok(c),
+            _ => Err(Error::StepOrder {
+                step,
+                needs: "dedup",
+            }),
+        }
+    }
+}

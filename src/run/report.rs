@@ -1,0 +1,82 @@
+//! What each step returns: what it did, as data. `present` shows these as text and HTML.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::DataFrame;
+
+use super::Counts;
+use crate::table::Committed;
+
+/// The files a run takes.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    /// Batch id.
+    pub batch_id: i64,
+    /// True when the batch was planned by a run that did not finish.
+    pub resumed: bool,
+    /// Files (relative path, bytes).
+    pub files: Vec<(String, u64)>,
+    /// Paths that do not fit the log's layout, with the reason.
+    pub ignored: Vec<(String, &'static str)>,
+    /// Watermark before the run.
+    pub watermark_before: Option<String>,
+}
+
+/// What parsing found.
+#[derive(Debug, Clone)]
+pub struct ParseReport {
+    /// Files read.
+    pub files: usize,
+    /// Lines read.
+    pub lines_read: u64,
+    /// Valid records.
+    pub records: usize,
+    /// Quarantined lines per reason.
+    pub quarantined: BTreeMap<&'static str, u64>,
+    /// The first parsed records.
+    pub head: DataFrame,
+}
+
+/// What the watermark and dedup decided.
+#[derive(Debug, Clone)]
+pub struct DedupReport {
+    /// The run's counts so far.
+    pub counts: Counts,
+    /// Recording hours that got new readings.
+    pub hours_touched: usize,
+    /// Dedup-state rows read (the touched hours' earlier readings).
+    pub prior_rows: usize,
+    /// Polars' optimized plan of the dedup query.
+    pub plan: String,
+}
+
+/// What a table step committed.
+#[derive(Debug, Clone)]
+pub struct TableReport {
+    /// Table name.
+    pub table: &'static str,
+    /// The commit.
+    pub committed: Committed,
+    /// Rows written.
+    pub rows: usize,
+    /// Hour partitions replaced.
+    pub partitions: usize,
+    /// The first rows written.
+    pub head: DataFrame,
+    /// Polars' optimized plan of the aggregation, when there is one to show.
+    pub plan: Option<String>,
+}
+
+impl TableReport {
+    /// A table step skipped because the batch already committed to the table.
+    pub(super) fn skipped(table: &'static str) -> Self {
+        Self {
+            table,
+            committed: Committed::AlreadyCommitted,
+            rows: 0,
+            partitions: 0,
+            head: DataFrame::empty(),
+            plan: None,
+        }
+    }
+}

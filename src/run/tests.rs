@@ -1,0 +1,248 @@
+//! A hand-worked log through whole runs: duplicates, a malformed line, a conflict, a late reading,
+//! a customer new to the month, and the dedup state's compaction.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::compaction::STATE_SMALL_FILES;
+use super::*;
+use crate::config::Params;
+use crate::error::Error;
+use crate::hours::{format_hour, parse_hour};
+use crate::table::{CUMULATIVE_USAGE, DEDUP_STATE, HOURLY_USAGE, Spec, Table, block_on};
+
+fn line(meter: &str, customer: &str, recorded: &str, liters: &str) -> String {
+    format!(
+        r#"{{"meter_id":"{meter}","customer_id":"{customer}","recorded_at":"2026-03-01T{recorded}:00Z","usage_liters":{liters},"ingested_at":"2026-03-01T07:00:00Z"}}"#
+    )
+}
+
+fn add_file(root: &Path, folder: &str, name: &str, lines: &[String]) -> Result<()> {
+    let dir = root.join(format!("ingest_hour={folder}"));
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(name), lines.join("\n") + "\n"))
+        .map_err(|e| Error::io("writing", &dir, e))
+}
+
+type Rows = BTreeMap<(String, String), Vec<i64>>;
+
+/// `hourly_usage` as `(customer, hour) -> [usage_ml, reading_count, meter_count]`.
+fn hourly_rows(config: &Config) -> Result<Rows> {
+    table(
+        config,
+        &HOURLY_USAGE,
+        &["usage_ml", "reading_count", "meter_count"],
+    )
+}
+
+/// `cumulative_usage` as `(customer, hour) -> [usage_ml, cumulative_ml]`.
+fn cumulative_rows(config: &Config) -> Result<Rows> {
+    table(config, &CUMULATIVE_USAGE, &["usage_ml", "cumulative_ml"])
+}
+
+fn run_once(config: &Config) -> Result<RunMetrics> {
+    let mut run = Run::start(config)?;
+    run.parse()?;
+    run.dedup()?;
+    run.write_hourly()?;
+    run.write_cumulative()?;
+    run.finish()
+}
+
+/// `(customer, hour) -> [columns...]` of a table, for comparisons.
+fn table(
+    config: &Config,
+    spec: &'static Spec,
+    values: &[&str],
+) -> Result<BTreeMap<(String, String), Vec<i64>>> {
+    let t = block_on(Table::open_or_create(&spec.dir(config), spec))??;
+    let df = block_on(t.read_hours(&t.partitions()))??;
+    let customers = df
+        .column("customer_id")
+        .and_then(|c| c.str().cloned())
+        .map_err(Error::polars("test"))?;
+    let hour_col = df
+        .column("usage_hour")
+        .and_then(|c| c.i64().cloned())
+        .map_err(Error::polars("test"))?;
+    let mut out = BTreeMap::new();
+    for i in 0..df.height() {
+        let mut row = Vec::new();
+        for v in values {
+            let c = df.column(v).map_err(Error::polars("test"))?;
+            row.push(match c.bool() {
+                Ok(b) => i64::from(b.get(i).unwrap_or_default()),
+                Err(_) => c
+                    .i64()
+                    .map_err(Error::polars("test"))?
+                    .get(i)
+                    .unwrap_or_default(),
+            });
+        }
+        let key = (
+            customers.get(i).unwrap_or_default().to_owned(),
+            format_hour(hour_col.get(i).unwrap_or_default()),
+        );
+        assert!(
+            out.insert(key, row).is_none(),
+            "one row per customer and hour"
+        );
+    }
+    Ok(out)
+}
+
+fn key(customer: &str, hour: &str) -> (String, String) {
+    (customer.to_owned(), format!("2026-03-01T{hour}"))
+}
+
+/// A hand-worked log: two runs, a duplicate, a malformed line, a conflict, a late reading.
+#[test]
+fn hand_worked_runs() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("aquabill-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = dir.join("log");
+    add_file(
+        &log,
+        "2026-03-01T06",
+        "a.jsonl",
+        &[
+            line("M1", "C1", "05:10", "1.5"),
+            line("M2", "C1", "05:20", "0.25"),
+            line("M1", "C1", "06:05", "2"),
+            line("M1", "C1", "05:10", "1.5"),
+            "not json".to_owned(),
+            line("M3", "C2", "06:10", "0.001"),
+        ],
+    )?;
+    let (log_s, out_s) = (
+        log.to_string_lossy().into_owned(),
+        dir.join("out").to_string_lossy().into_owned(),
+    );
+    let config = Config::new(&Params {
+        input_root: &log_s,
+        output_root: &out_s,
+        ..Params::default()
+    })?;
+
+    let m = run_once(&config)?;
+    let c = m.counts;
+    assert_eq!(
+        (c.lines_read, c.accepted, c.duplicates, c.malformed),
+        (6, 4, 1, 1)
+    );
+    let hourly = hourly_rows(&config)?;
+    assert_eq!(
+        hourly,
+        BTreeMap::from([
+            (key("C1", "05"), vec![1750, 2, 2]),
+            (key("C1", "06"), vec![2000, 1, 1]),
+            (key("C2", "06"), vec![1, 1, 1]),
+        ])
+    );
+    let cumulative = cumulative_rows(&config)?;
+    assert_eq!(
+        cumulative.len(),
+        2 * 7,
+        "two customers, hours 00 through 06"
+    );
+    assert_eq!(cumulative[&key("C1", "04")], vec![0, 0]);
+    assert_eq!(cumulative[&key("C1", "05")], vec![1750, 1750]);
+    assert_eq!(cumulative[&key("C1", "06")], vec![2000, 3750]);
+    assert_eq!(cumulative[&key("C2", "05")], vec![0, 0]);
+    assert_eq!(cumulative[&key("C2", "06")], vec![1, 1]);
+
+    // Nothing new: nothing changes.
+    assert_eq!(run_once(&config)?.files, 0);
+
+    // A conflicting copy of M1's 05:10 reading, a new reading for 06, one 8 days late.
+    add_file(&log, "2026-03-01T07", "b.jsonl", &[
+        line("M1", "C1", "05:10", "9"),
+        line("M2", "C1", "06:30", "1"),
+        r#"{"meter_id":"M2","customer_id":"C1","recorded_at":"2026-02-21T06:30:00Z","usage_liters":1,"ingested_at":"x"}"#.to_owned(),
+    ])?;
+    let c = run_once(&config)?.counts;
+    assert_eq!(
+        (c.lines_read, c.accepted, c.conflicts, c.late),
+        (3, 1, 1, 1)
+    );
+    let hourly = hourly_rows(&config)?;
+    assert_eq!(
+        hourly[&key("C1", "05")],
+        vec![1750, 2, 2],
+        "the first copy wins"
+    );
+    assert_eq!(hourly[&key("C1", "06")], vec![3000, 2, 2]);
+    let cumulative = table(&config, &CUMULATIVE_USAGE, &["cumulative_ml", "is_final"])?;
+    assert_eq!(cumulative[&key("C1", "06")], vec![4750, 0]);
+    assert_eq!(cumulative.len(), 2 * 7);
+
+    // A new customer two hours later: every customer gets rows up to 08, the newcomer zero
+    // rows from the month's first hour, and earlier totals carry forward.
+    add_file(
+        &log,
+        "2026-03-01T09",
+        "c.jsonl",
+        &[line("M9", "C3", "08:30", "0.75")],
+    )?;
+    assert_eq!(run_once(&config)?.counts.accepted, 1);
+    let cumulative = cumulative_rows(&config)?;
+    assert_eq!(
+        cumulative.len(),
+        3 * 9,
+        "three customers, hours 00 through 08"
+    );
+    assert_eq!(cumulative[&key("C1", "07")], vec![0, 4750]);
+    assert_eq!(cumulative[&key("C1", "08")], vec![0, 4750]);
+    assert_eq!(cumulative[&key("C2", "08")], vec![0, 1]);
+    assert_eq!(cumulative[&key("C3", "00")], vec![0, 0]);
+    assert_eq!(cumulative[&key("C3", "07")], vec![0, 0]);
+    assert_eq!(cumulative[&key("C3", "08")], vec![750, 750]);
+
+    // Runs that each reach back into hour 06 leave small dedup-state files there; they are
+    // compacted, and what they held still deduplicates.
+    for (i, folder) in [
+        "2026-03-01T10",
+        "2026-03-01T11",
+        "2026-03-01T12",
+        "2026-03-01T13",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let meter = format!("M2{i}");
+        add_file(
+            &log,
+            folder,
+            "d.jsonl",
+            &[line(&meter, "C4", &format!("06:4{i}"), "1")],
+        )?;
+        assert_eq!(run_once(&config)?.counts.accepted, 1);
+    }
+    let state = block_on(Table::open_or_create(
+        &DEDUP_STATE.dir(&config),
+        &DEDUP_STATE,
+    ))??;
+    let six_o_clock = parse_hour("2026-03-01T06").ok_or(Error::Hour { hour: 6 })?;
+    let six = BTreeSet::from([six_o_clock]);
+    let files = state
+        .small_files(&six, usize::MAX, 1)
+        .into_values()
+        .flatten()
+        .collect::<Vec<_>>();
+    assert!(
+        files.len() < STATE_SMALL_FILES,
+        "{} files in hour 06",
+        files.len()
+    );
+    assert_eq!(block_on(state.read_hours(&six))??.height(), 3 + 4);
+    add_file(
+        &log,
+        "2026-03-01T14",
+        "e.jsonl",
+        &[line("M20", "C4", "06:40", "1")],
+    )?;
+    let c = run_once(&config)?.counts;
+    assert_eq!((c.accepted, c.duplicates), (0, 1));
+    assert_eq!(cumulative_rows(&config)?[&key("C4", "08")], vec![0, 4000]);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+}

@@ -1,0 +1,130 @@
+//! Idempotent commits: each carries the application transaction `(APP_ID, batch id)`, and a batch
+//! the table already holds is skipped. Replacing hour partitions removes their files and adds
+//! the new ones in the same commit, so readers see the old hour or the new one, never a mix.
+
+use std::collections::BTreeSet;
+
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, Transaction};
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use polars::prelude::DataFrame;
+
+use super::schema::APP_ID;
+use super::write::Written;
+use super::{Table, delta_error};
+use crate::error::Result;
+use crate::hours::format_hour;
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Committed {
+    /// The batch's change is in the table as this version.
+    Version(u64),
+    /// The batch had already committed to this table (a rerun); nothing was written.
+    AlreadyCommitted,
+    /// The batch had nothing to change in this table.
+    Nothing,
+}
+
+impl Table {
+    /// The last batch id committed to this table.
+    pub async fn last_batch(&self) -> Result<Option<i64>> {
+        let err = delta_error(self.spec.name);
+        let snapshot = self.table.snapshot().map_err(err)?;
+        snapshot
+            .transaction_version(self.table.log_store().as_ref(), APP_ID)
+            .await
+            .map_err(err)
+    }
+
+    /// Whether batch `batch_id` (or a later one) already committed to this table, as read from
+    /// the table's latest version.
+    pub async fn has_batch(&mut self, batch_id: i64) -> Result<bool> {
+        self.refresh().await?;
+        Ok(self.last_batch().await?.is_some_and(|b| b >= batch_id))
+    }
+
+    /// Commits batch `batch_id`: removes the files of the hour partitions in `replace` and the
+    /// files `paths` (rows read from them must be in `rows`: how small files are compacted in
+    /// the same commit as the batch's change), and adds `rows`, which must lie in those
+    /// partitions, or anywhere if `replace` is empty: an append.
+    pub async fn commit_removing(
+        &mut self,
+        batch_id: i64,
+        rows: Option<&DataFrame>,
+        replace: &BTreeSet<i64>,
+        paths: &BTreeSet<String>,
+    ) -> Result<Committed> {
+        if self.has_batch(batch_id).await? {
+            return Ok(Committed::AlreadyCommitted);
+        }
+        let frames = match rows.filter(|r| r.height() > 0) {
+            Some(rows) => match self.spec.partition {
+                Some(part) => super::split_by_hour(rows, part)?.into_values().collect(),
+                None => vec![rows.clone()],
+            },
+            None => Vec::new(),
+        };
+        let written = self.write_frames(|emit| frames.into_iter().try_for_each(emit))?;
+        self.commit_written(batch_id, written, replace, paths).await
+    }
+
+    /// Commits batch `batch_id`: removes the files of the hour partitions in `replace` and the
+    /// files `paths`, and adds the files `written` (which must lie in those partitions, or
+    /// anywhere if `replace` is empty: an append).
+    pub async fn commit_written(
+        &mut self,
+        batch_id: i64,
+        written: Written,
+        replace: &BTreeSet<i64>,
+        paths: &BTreeSet<String>,
+    ) -> Result<Committed> {
+        let name = self.spec.name;
+        let err = delta_error(name);
+        if self.has_batch(batch_id).await? {
+            return Ok(Committed::AlreadyCommitted);
+        }
+        let mut actions: Vec<Action> = self
+            .files
+            .iter()
+            .filter(|f| f.hour.is_some_and(|h| replace.contains(&h)) || paths.contains(&f.path))
+            .map(|f| Action::Remove(f.view.remove_action(true)))
+            .collect();
+        actions.extend(written.0.into_iter().map(Action::Add));
+        if actions.is_empty() {
+            return Ok(Committed::Nothing);
+        }
+        let predicate = (!replace.is_empty()).then(|| {
+            let hours: Vec<String> = replace
+                .iter()
+                .map(|&h| format!("'{}'", format_hour(h)))
+                .collect();
+            format!(
+                "{} IN ({})",
+                self.spec.partition.unwrap_or_default(),
+                hours.join(", ")
+            )
+        });
+        let operation = DeltaOperation::Write {
+            mode: if replace.is_empty() {
+                SaveMode::Append
+            } else {
+                SaveMode::Overwrite
+            },
+            partition_by: self.spec.partition.map(|p| vec![p.to_owned()]),
+            predicate,
+        };
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(APP_ID, batch_id));
+        let snapshot = self.table.snapshot().map_err(err)?;
+        let finalized = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(Some(snapshot), self.table.log_store(), operation)
+            .await
+            .map_err(err)?;
+        let version = finalized.version();
+        crate::faults::durable(&format!("{name}: committed"));
+        self.refresh().await?;
+        Ok(Committed::Version(version))
+    }
+}

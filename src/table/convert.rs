@@ -1,0 +1,232 @@
+//! Converting rows between Polars (how the pipeline computes) and Arrow (how `deltalake` reads
+//! and writes parquet), column by column as the table's schema types them. Every column is
+//! non-nullable: a null, or a value of another type, is an error naming the table and column,
+//! never a default.
+
+use std::sync::Arc;
+
+use deltalake::arrow::array::{
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
+};
+use deltalake::arrow::datatypes::Schema as ArrowSchema;
+use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+
+use super::schema::{Kind, Spec};
+use crate::error::{Error, Result};
+use crate::hours::{format_hour, parse_hour};
+
+/// Polars columns from a parquet batch of `spec`'s table; the partition column comes from the
+/// file's partition value `hour`.
+pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> Result<DataFrame> {
+    let n = batch.num_rows();
+    let mut columns: Vec<Column> = Vec::with_capacity(spec.columns.len());
+    for &(name, kind) in spec.columns {
+        let bad = |reason: String| Error::table_data(spec.name, name, reason);
+        if Some(name) == spec.partition {
+            let hour = hour.ok_or_else(|| bad("a file has no partition value".to_owned()))?;
+            columns.push(Column::new(name.into(), vec![hour; n]));
+            continue;
+        }
+        let array = batch
+            .column_by_name(name)
+            .ok_or_else(|| bad("a data file lacks the column".to_owned()))?;
+        if array.null_count() > 0 {
+            return Err(bad(format!("{} nulls in a data file", array.null_count())));
+        }
+        let column = match kind {
+            Kind::Str => {
+                let a = downcast::<StringArray>(array, spec, name)?;
+                Series::new(name.into(), a.iter().flatten().collect::<Vec<_>>())
+            }
+            Kind::Long => {
+                let a = downcast::<Int64Array>(array, spec, name)?;
+                Series::new(name.into(), a.values().to_vec())
+            }
+            Kind::Timestamp => {
+                let a = downcast::<TimestampMicrosecondArray>(array, spec, name)?;
+                Series::new(name.into(), a.values().to_vec())
+            }
+            Kind::Bool => {
+                let a = downcast::<BooleanArray>(array, spec, name)?;
+                Series::new(name.into(), a.iter().flatten().collect::<Vec<_>>())
+            }
+            Kind::Hour => {
+                let a = downcast::<StringArray>(array, spec, name)?;
+                let hours = a
+                    .iter()
+                    .flatten()
+                    .map(|v| parse_hour(v).ok_or_else(|| bad(format!("`{v}` is not an hour"))))
+                    .collect::<Result<Vec<i64>>>()?;
+                Series::new(name.into(), hours)
+            }
+        };
+        columns.push(column.into_column());
+    }
+    DataFrame::new(n, columns).map_err(Error::polars("reading a table"))
+}
+
+/// An Arrow batch in the writer's schema from the Polars columns of `rows`.
+pub(super) fn to_record_batch(
+    spec: &Spec,
+    rows: &DataFrame,
+    schema: &ArrowSchema,
+) -> Result<RecordBatch> {
+    let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for field in schema.fields() {
+        let name = field.name().as_str();
+        let bad = |reason: String| Error::table_data(spec.name, name, reason);
+        let kind = spec
+            .kind(name)
+            .ok_or_else(|| bad("the table has a column its schema lacks".to_owned()))?;
+        let column = rows
+            .column(name)
+            .map_err(|e| bad(format!("the rows lack the column: {e}")))?;
+        let wrong_type = |e: polars::prelude::PolarsError| bad(e.to_string());
+        let array: ArrayRef = match kind {
+            Kind::Str => Arc::new(
+                column
+                    .str()
+                    .map_err(wrong_type)?
+                    .iter()
+                    .collect::<StringArray>(),
+            ),
+            Kind::Hour => {
+                let ca = column.i64().map_err(wrong_type)?;
+                // Formatting costs, and a frame is mostly one hour: each run of equal hours is
+                // formatted once.
+                let mut built = StringBuilder::with_capacity(ca.len(), ca.len() * 13);
+                let mut last: Option<(i64, String)> = None;
+                for hour in ca.iter() {
+                    match (hour, &last) {
+                        (None, _) => built.append_null(),
+                        (Some(h), Some((l, text))) if h == *l => built.append_value(text),
+                        (Some(h), _) => {
+                            let text = format_hour(h);
+                            built.append_value(&text);
+                            last = Some((h, text));
+                        }
+                    }
+                }
+                Arc::new(built.finish())
+            }
+            Kind::Long => Arc::new(
+                column
+                    .i64()
+                    .map_err(wrong_type)?
+                    .iter()
+                    .collect::<Int64Array>(),
+            ),
+            Kind::Timestamp => Arc::new(
+                column
+                    .i64()
+                    .map_err(wrong_type)?
+                    .iter()
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone("UTC"),
+            ),
+            Kind::Bool => Arc::new(
+                column
+                    .bool()
+                    .map_err(wrong_type)?
+                    .iter()
+                    .collect::<BooleanArray>(),
+            ),
+        };
+        if array.null_count() > 0 {
+            return Err(bad(format!(
+                "{} nulls among the rows to write",
+                array.null_count()
+            )));
+        }
+        arrays.push(array);
+    }
+    RecordBatch::try_new(Arc::new(schema.clone()), arrays)
+        .map_err(|e| Error::table_data(spec.name, "*", e.to_string()))
+}
+
+fn downcast<'a, T: 'static>(array: &'a ArrayRef, spec: &Spec, column: &str) -> Result<&'a T> {
+    array.as_any().downcast_ref::<T>().ok_or_else(|| {
+        Error::table_data(
+            spec.name,
+            column,
+            format!("has type {} in a data file", array.data_type()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::arrow::datatypes::{DataType, Field};
+    use polars::df;
+
+    use super::*;
+    use crate::table::schema::{DEDUP_STATE, HOURLY_USAGE};
+
+    fn arrow_schema(spec: &Spec) -> ArrowSchema {
+        ArrowSchema::new(
+            spec.columns
+                .iter()
+                .filter(|c| Some(c.0) != spec.partition)
+                .map(|&(name, kind)| {
+                    let dtype = match kind {
+                        Kind::Str | Kind::Hour => DataType::Utf8,
+                        Kind::Long => DataType::Int64,
+                        Kind::Bool => DataType::Boolean,
+                        Kind::Timestamp => DataType::Int64,
+                    };
+                    Field::new(name, dtype, false)
+                })
+                .collect::<Vec<_>>(),
+        )
+    }
+
+    #[test]
+    fn nulls_are_refused_by_name() -> Result<(), Box<dyn std::error::Error>> {
+        let schema = arrow_schema(&HOURLY_USAGE);
+        let rows = df!(
+            "customer_id" => [Some("C1"), None],
+            "usage_hour" => [1i64, 1],
+            "usage_ml" => [5i64, 6],
+            "reading_count" => [1i64, 1],
+            "meter_count" => [1i64, 1],
+        )?;
+        match to_record_batch(&HOURLY_USAGE, &rows, &schema) {
+            Err(Error::TableData { table, column, .. }) => {
+                assert_eq!(
+                    (table.as_str(), column.as_str()),
+                    ("hourly_usage", "customer_id")
+                );
+            }
+            other => panic!("a null customer must be refused, got {other:?}"),
+        }
+        let good = rows.filter(
+            &rows
+                .column("customer_id")?
+                .as_materialized_series()
+                .is_not_null(),
+        )?;
+        let batch = to_record_batch(&HOURLY_USAGE, &good, &schema)?;
+        let back = to_frame(&HOURLY_USAGE, &batch, Some(1))?;
+        assert!(back.equals(&good), "{back}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_file_without_its_partition_value_is_an_error() -> Result<(), Box<dyn std::error::Error>> {
+        let schema = arrow_schema(&DEDUP_STATE);
+        let rows = df!(
+            "meter_id" => ["M1"],
+            "recorded_at" => [7i64],
+            "customer_id" => ["C1"],
+            "usage_ml" => [5i64],
+            "usage_hour" => [3i64],
+        )?;
+        let batch = to_record_batch(&DEDUP_STATE, &rows, &schema)?;
+        assert!(matches!(
+            to_frame(&DEDUP_STATE, &batch, None),
+            Err(Error::TableData { column, .. }) if column == "usage_hour"
+        ));
+        Ok(())
+    }
+}

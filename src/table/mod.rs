@@ -1,0 +1,193 @@
+//! Delta tables: opening them with their fixed layout, reading hour partitions into Polars,
+//! writing data files and committing them idempotently, and keeping them compact.
+//!
+//! This is the only module that talks to `deltalake`. Every commit carries the application
+//! transaction `(APP_ID, batch id)`; before committing, a table's last committed batch id is
+//! read back and a batch that already committed is skipped, so a rerun after a crash finishes
+//! exactly what is missing. Replacing partitions is one commit that removes the partitions'
+//! files and adds the new ones, so readers see either the old or the new hour, never a mix.
+//!
+//! Hours are Polars `Int64` hour indexes in memory and `YYYY-MM-DDTHH` strings in the tables.
+//! An open [`Table`] lists its active files once per table version, not once per read.
+
+mod commit;
+mod convert;
+mod maintain;
+mod read;
+mod runtime;
+pub mod schema;
+mod write;
+
+use std::path::Path;
+
+use deltalake::kernel::{DataType, LogicalFileView, StructField};
+use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, TableProperty};
+use futures::TryStreamExt as _;
+
+pub use commit::Committed;
+pub use runtime::block_on;
+pub use schema::{ALL, CUMULATIVE_USAGE, DEDUP_STATE, HOURLY_USAGE, QUARANTINE, RUN_METRICS};
+pub use schema::{Kind, Spec, Values, col};
+pub use write::split_by_hour;
+
+use crate::error::{Error, Result};
+use crate::hours::parse_hour;
+
+/// An open table and its active files.
+pub struct Table {
+    spec: &'static Spec,
+    table: DeltaTable,
+    files: Vec<FileEntry>,
+}
+
+/// One active data file.
+#[derive(Clone)]
+struct FileEntry {
+    view: LogicalFileView,
+    path: String,
+    /// Its hour partition (partitioned tables only).
+    hour: Option<i64>,
+    rows: Option<usize>,
+}
+
+/// A `deltalake` (or object store) error of table `table`, wrapped: the library's callers never
+/// see `deltalake`'s types.
+pub(crate) fn delta_error(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + Copy + '_ {
+    move |source| Error::Delta {
+        table: table.to_owned(),
+        source: Box::new(source),
+    }
+}
+
+impl Table {
+    /// Opens the table in `dir`, creating it if it does not exist; fails if an existing table
+    /// has another layout.
+    pub async fn open_or_create(dir: &Path, spec: &'static Spec) -> Result<Self> {
+        let err = delta_error(spec.name);
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+        let existed = dir.join("_delta_log").is_dir();
+        let url = deltalake::ensure_table_uri(dir.to_string_lossy()).map_err(err)?;
+        let fields = spec.columns.iter().map(|&(name, kind)| {
+            let dtype = match kind {
+                Kind::Str | Kind::Hour => DataType::STRING,
+                Kind::Long => DataType::LONG,
+                Kind::Bool => DataType::BOOLEAN,
+                Kind::Timestamp => DataType::TIMESTAMP,
+            };
+            StructField::new(name, dtype, false)
+        });
+        let table = DeltaTable::try_from_url(url)
+            .await
+            .map_err(err)?
+            .create()
+            .with_table_name(spec.name)
+            .with_columns(fields)
+            .with_partition_columns(spec.partition)
+            .with_configuration_property(
+                TableProperty::CheckpointInterval,
+                Some(schema::CHECKPOINT_INTERVAL),
+            )
+            .with_save_mode(SaveMode::Ignore)
+            .await
+            .map_err(err)?;
+        if !existed {
+            crate::faults::durable(&format!("{}: created", spec.name));
+        }
+        let mut table = Self {
+            spec,
+            table,
+            files: Vec::new(),
+        };
+        table.check_layout()?;
+        table.list_files().await?;
+        Ok(table)
+    }
+
+    fn check_layout(&self) -> Result<()> {
+        let snapshot = self.table.snapshot().map_err(delta_error(self.spec.name))?;
+        let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+        let expected: Vec<String> = self.spec.partition.iter().map(|p| p.to_string()).collect();
+        let columns: Vec<String> = snapshot
+            .schema()
+            .fields()
+            .map(|f| f.name().clone())
+            .collect();
+        let expected_columns: Vec<String> =
+            self.spec.columns.iter().map(|c| c.0.to_owned()).collect();
+        if partitions != expected || columns != expected_columns {
+            return Err(Error::TableLayout {
+                table: self.spec.name.to_owned(),
+                reason: format!(
+                    "found columns {columns:?} partitioned by {partitions:?}, expected \
+                     {expected_columns:?} partitioned by {expected:?}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// Lists the active files of the table's current version.
+    async fn list_files(&mut self) -> Result<()> {
+        let views: Vec<LogicalFileView> = self
+            .table
+            .get_active_add_actions_by_partitions(&[])
+            .try_collect()
+            .await
+            .map_err(delta_error(self.spec.name))?;
+        let mut files = Vec::with_capacity(views.len());
+        for view in views {
+            let path = view.path().into_owned();
+            let hour = match self.spec.partition {
+                Some(part) => {
+                    let value = view.partition_values_map().get(part).cloned().flatten();
+                    let hour = value.as_deref().and_then(parse_hour).ok_or_else(|| {
+                        Error::table_data(
+                            self.spec.name,
+                            part,
+                            format!("file {path} has the partition value {value:?}"),
+                        )
+                    })?;
+                    Some(hour)
+                }
+                None => None,
+            };
+            let rows = view.num_records();
+            files.push(FileEntry {
+                view,
+                path,
+                hour,
+                rows,
+            });
+        }
+        self.files = files;
+        Ok(())
+    }
+
+    /// Reads the table's latest version (another process may have committed) and lists its
+    /// files if the version changed.
+    async fn refresh(&mut self) -> Result<()> {
+        let before = self.table.version();
+        self.table
+            .update_state()
+            .await
+            .map_err(delta_error(self.spec.name))?;
+        if self.table.version() != before {
+            self.list_files().await?;
+        }
+        Ok(())
+    }
+
+    /// The table's version and how many data files it has now.
+    pub fn version_and_files(&self) -> (i64, usize) {
+        (
+            self.table.version().map_or(-1, |v| v as i64),
+            self.files.len(),
+        )
+    }
+
+    /// Hour partitions present in the table.
+    pub fn partitions(&self) -> std::collections::BTreeSet<i64> {
+        self.files.iter().filter_map(|f| f.hour).collect()
+    }
+}

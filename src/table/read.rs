@@ -1,0 +1,170 @@
+//! Reading a table's hour partitions into Polars: whole partitions, chosen files, or only the row
+//! groups whose statistics admit some wanted keys (the dedup state, sorted by meter).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use object_store::ObjectStoreExt as _;
+use polars::prelude::DataFrame;
+
+use super::{Table, convert, delta_error};
+use crate::error::{Error, Result};
+
+impl Table {
+    /// Reads the rows of the hour partitions `hours` (all rows if the table is unpartitioned).
+    pub async fn read_hours(&self, hours: &BTreeSet<i64>) -> Result<DataFrame> {
+        let all: BTreeMap<i64, Option<&BTreeSet<String>>> =
+            hours.iter().map(|&h| (h, None)).collect();
+        self.read(&all, "", None).await
+    }
+
+    /// Reads the rows of the hour partitions in `keys` whose `column` may hold one of that
+    /// hour's keys: row groups whose min/max statistics rule out every key are not decoded, so
+    /// the result is the matching rows plus at most their row groups' neighbors.
+    pub async fn read_hours_matching(
+        &self,
+        column: &str,
+        keys: &BTreeMap<i64, BTreeSet<String>>,
+    ) -> Result<DataFrame> {
+        let keys: BTreeMap<i64, Option<&BTreeSet<String>>> =
+            keys.iter().map(|(&h, k)| (h, Some(k))).collect();
+        self.read(&keys, column, None).await
+    }
+
+    /// Reads the rows of the files `paths`, which lie in the hour partitions `hours`.
+    pub async fn read_files(
+        &self,
+        hours: &BTreeSet<i64>,
+        paths: &BTreeSet<String>,
+    ) -> Result<DataFrame> {
+        let all: BTreeMap<i64, Option<&BTreeSet<String>>> =
+            hours.iter().map(|&h| (h, None)).collect();
+        self.read(&all, "", Some(paths)).await
+    }
+
+    async fn read(
+        &self,
+        hours: &BTreeMap<i64, Option<&BTreeSet<String>>>,
+        column: &str,
+        paths: Option<&BTreeSet<String>>,
+    ) -> Result<DataFrame> {
+        let name = self.spec.name;
+        let err = delta_error(name);
+        let store = self.table.log_store().object_store(None);
+        let mut out = self.spec.empty_frame()?;
+        for file in &self.files {
+            if paths.is_some_and(|p| !p.contains(&file.path)) {
+                continue;
+            }
+            let keys = match file.hour {
+                Some(h) => match hours.get(&h) {
+                    Some(keys) => *keys,
+                    None => continue,
+                },
+                None => None,
+            };
+            let bytes = store
+                .get(&file.view.object_store_path())
+                .await
+                .map_err(|e| err(e.into()))?
+                .bytes()
+                .await
+                .map_err(|e| err(e.into()))?;
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(e.into()))?;
+            let builder = match keys {
+                Some(keys) => {
+                    let groups = matching_row_groups(builder.metadata(), column, keys);
+                    builder.with_row_groups(groups)
+                }
+                None => builder,
+            };
+            let reader = builder.build().map_err(|e| err(e.into()))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| err(e.into()))?;
+                let frame = convert::to_frame(self.spec, &batch, file.hour)?;
+                out.vstack_mut(&frame)
+                    .map_err(Error::polars("reading a table"))?;
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Row groups whose `column` statistics admit at least one of `keys` (all row groups when the
+/// column or its statistics are missing).
+fn matching_row_groups(
+    metadata: &deltalake::parquet::file::metadata::ParquetMetaData,
+    column: &str,
+    keys: &BTreeSet<String>,
+) -> Vec<usize> {
+    let index = metadata
+        .file_metadata()
+        .schema_descr()
+        .columns()
+        .iter()
+        .position(|c| c.name() == column);
+    (0..metadata.num_row_groups())
+        .filter(|&i| {
+            let stats = index.and_then(|c| metadata.row_group(i).column(c).statistics());
+            let bounds = stats.and_then(|s| Some((s.min_bytes_opt()?, s.max_bytes_opt()?)));
+            let Some((min, max)) = bounds else {
+                return true;
+            };
+            let (Ok(min), Ok(max)) = (std::str::from_utf8(min), std::str::from_utf8(max)) else {
+                return true;
+            };
+            keys.range(min.to_owned()..)
+                .next()
+                .is_some_and(|k| k.as_str() <= max)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use deltalake::parquet::arrow::ArrowWriter;
+    use deltalake::parquet::file::properties::WriterProperties;
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    use super::*;
+
+    #[test]
+    fn row_groups_are_chosen_by_their_key_range() -> Result<(), Box<dyn std::error::Error>> {
+        let meters = StringArray::from(vec!["M1", "M2", "M3", "M4", "M5", "M6"]);
+        let batch = RecordBatch::try_from_iter([("meter_id", Arc::new(meters) as ArrayRef)])?;
+        let props = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(2))
+            .build();
+        let path = std::env::temp_dir().join(format!("aquabill-rg-{}.parquet", std::process::id()));
+        let mut writer =
+            ArrowWriter::try_new(std::fs::File::create(&path)?, batch.schema(), Some(props))?;
+        writer.write(&batch)?;
+        writer.close()?;
+        let reader = SerializedFileReader::new(std::fs::File::open(&path)?)?;
+        std::fs::remove_file(&path)?;
+        let metadata = reader.metadata();
+        assert_eq!(metadata.num_row_groups(), 3);
+        let keys = |k: &[&str]| k.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+        for (wanted, groups) in [
+            (keys(&["M3"]), vec![1]),
+            (keys(&["M2", "M6"]), vec![0, 2]),
+            (keys(&["M0", "M7"]), vec![]),
+            (keys(&["M35"]), vec![1]), // within M3..M4: read, and filtered later by the join
+        ] {
+            assert_eq!(
+                matching_row_groups(metadata, "meter_id", &wanted),
+                groups,
+                "{wanted:?}"
+            );
+        }
+        assert_eq!(
+            matching_row_groups(metadata, "no_such_column", &keys(&["M3"])),
+            vec![0, 1, 2]
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,343 @@
+//! The tables' fixed schemas: the one definition of every table's columns, their types, the
+//! partition column and where the table lives. Column names come from [`col`]; frames for a
+//! table are built with [`Spec::frame`], which checks them against the schema.
+
+use std::path::PathBuf;
+
+use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+
+/// Application id of every transaction the pipeline commits.
+pub const APP_ID: &str = "aquabill";
+
+/// Commits between Delta log checkpoints (written by each table's commit hook): about one commit
+/// per hourly run, so a log checkpoint a day keeps opening a table flat as history grows.
+pub const CHECKPOINT_INTERVAL: &str = "24";
+
+/// Column names, shared by the tables and the frames the queries build.
+pub mod col {
+    /// Customer account.
+    pub const CUSTOMER_ID: &str = "customer_id";
+    /// Meter device.
+    pub const METER_ID: &str = "meter_id";
+    /// UTC hour the readings were recorded in (hour index in memory, `YYYY-MM-DDTHH` stored).
+    pub const USAGE_HOUR: &str = "usage_hour";
+    /// Milliliters.
+    pub const USAGE_ML: &str = "usage_ml";
+    /// Readings counted.
+    pub const READING_COUNT: &str = "reading_count";
+    /// Distinct meters that reported.
+    pub const METER_COUNT: &str = "meter_count";
+    /// `YYYY-MM` in the billing time zone.
+    pub const BILLING_MONTH: &str = "billing_month";
+    /// Running total over the billing month, ml.
+    pub const CUMULATIVE_ML: &str = "cumulative_ml";
+    /// No record can change the row any more.
+    pub const IS_FINAL: &str = "is_final";
+    /// End of the reading's interval, µs since the epoch (UTC).
+    pub const RECORDED_AT: &str = "recorded_at";
+    /// The batch (run) that wrote a row.
+    pub const BATCH_ID: &str = "batch_id";
+}
+
+/// How a column is typed in Delta and in Polars.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Delta `string`, Polars `String`.
+    Str,
+    /// Delta `long`, Polars `Int64`.
+    Long,
+    /// Delta `boolean`, Polars `Boolean`.
+    Bool,
+    /// Delta `string` `YYYY-MM-DDTHH` (UTC), Polars `Int64` hour index.
+    Hour,
+    /// Delta `timestamp` (UTC, µs), Polars `Int64` µs since the epoch.
+    Timestamp,
+}
+
+/// Which folder a table lives under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Home {
+    /// `<output_root>/<name>`: a table readers use.
+    Output,
+    /// `<checkpoint>/<name>`: the pipeline's own state.
+    Checkpoint,
+}
+
+/// The fixed layout of one table.
+#[derive(Debug)]
+pub struct Spec {
+    /// Folder name under its home.
+    pub name: &'static str,
+    /// Columns in order; none is nullable.
+    pub columns: &'static [(&'static str, Kind)],
+    /// Partition column (of kind [`Kind::Hour`]), if any.
+    pub partition: Option<&'static str>,
+    /// Rows per parquet row group, where readers skip row groups by their statistics.
+    pub row_group_rows: Option<usize>,
+    /// Where it lives.
+    pub home: Home,
+}
+
+/// `hourly_usage`: usage per customer and recording hour.
+pub const HOURLY_USAGE: Spec = Spec {
+    name: "hourly_usage",
+    columns: &[
+        (col::CUSTOMER_ID, Kind::Str),
+        (col::USAGE_HOUR, Kind::Hour),
+        (col::USAGE_ML, Kind::Long),
+        (col::READING_COUNT, Kind::Long),
+        (col::METER_COUNT, Kind::Long),
+    ],
+    partition: Some(col::USAGE_HOUR),
+    row_group_rows: None,
+    home: Home::Output,
+};
+
+/// `cumulative_usage`: dense running total per customer over the billing month.
+pub const CUMULATIVE_USAGE: Spec = Spec {
+    name: "cumulative_usage",
+    columns: &[
+        (col::CUSTOMER_ID, Kind::Str),
+        (col::USAGE_HOUR, Kind::Hour),
+        (col::BILLING_MONTH, Kind::Str),
+        (col::USAGE_ML, Kind::Long),
+        (col::CUMULATIVE_ML, Kind::Long),
+        (col::IS_FINAL, Kind::Bool),
+    ],
+    partition: Some(col::USAGE_HOUR),
+    row_group_rows: None,
+    home: Home::Output,
+};
+
+/// `quarantine`: every line or record kept out of the totals, with its reason.
+pub const QUARANTINE: Spec = Spec {
+    name: "quarantine",
+    columns: &[
+        (col::BATCH_ID, Kind::Long),
+        ("source_file", Kind::Str),
+        ("line_number", Kind::Long),
+        ("reason", Kind::Str),
+        ("detail", Kind::Str),
+        ("raw_line", Kind::Str),
+    ],
+    partition: None,
+    row_group_rows: None,
+    home: Home::Output,
+};
+
+/// `run_metrics`: one row per run.
+pub const RUN_METRICS: Spec = Spec {
+    name: "run_metrics",
+    columns: &[
+        (col::BATCH_ID, Kind::Long),
+        ("started_at", Kind::Timestamp),
+        ("files", Kind::Long),
+        ("lines_read", Kind::Long),
+        ("accepted", Kind::Long),
+        ("duplicates", Kind::Long),
+        ("conflicts", Kind::Long),
+        ("late", Kind::Long),
+        ("future", Kind::Long),
+        ("malformed", Kind::Long),
+        ("hours_touched", Kind::Long),
+        ("state_rows_read", Kind::Long),
+        ("watermark_hour", Kind::Str),
+        ("duration_ms", Kind::Long),
+        ("plan_ms", Kind::Long),
+        ("parse_ms", Kind::Long),
+        ("dedup_ms", Kind::Long),
+        ("hourly_usage_ms", Kind::Long),
+        ("cumulative_usage_ms", Kind::Long),
+        ("finish_ms", Kind::Long),
+        ("hourly_usage_version", Kind::Long),
+        ("hourly_usage_files", Kind::Long),
+        ("cumulative_usage_version", Kind::Long),
+        ("cumulative_usage_files", Kind::Long),
+    ],
+    partition: None,
+    row_group_rows: None,
+    home: Home::Output,
+};
+
+/// The dedup state: readings accepted within the watermark, by recording hour.
+pub const DEDUP_STATE: Spec = Spec {
+    name: "dedup_state",
+    columns: &[
+        (col::METER_ID, Kind::Str),
+        (col::RECORDED_AT, Kind::Long),
+        (col::CUSTOMER_ID, Kind::Str),
+        (col::USAGE_ML, Kind::Long),
+        (col::USAGE_HOUR, Kind::Hour),
+    ],
+    partition: Some(col::USAGE_HOUR),
+    // Files are sorted by meter: a run reading a few meters' readings decodes a few row groups.
+    row_group_rows: Some(1024),
+    home: Home::Checkpoint,
+};
+
+/// Every table the pipeline writes, in commit order.
+pub const ALL: [&Spec; 5] = [
+    &HOURLY_USAGE,
+    &CUMULATIVE_USAGE,
+    &QUARANTINE,
+    &RUN_METRICS,
+    &DEDUP_STATE,
+];
+
+/// The values of one column of a frame being built for a table.
+#[derive(Debug)]
+pub enum Values<'a> {
+    /// For [`Kind::Str`] columns.
+    Str(Vec<std::borrow::Cow<'a, str>>),
+    /// For [`Kind::Long`], [`Kind::Hour`] and [`Kind::Timestamp`] columns.
+    Long(Vec<i64>),
+    /// For [`Kind::Bool`] columns.
+    Bool(Vec<bool>),
+    /// A column built already (its name and type are checked against the schema).
+    Built(Column),
+}
+
+impl Values<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Values::Str(v) => v.len(),
+            Values::Long(v) => v.len(),
+            Values::Bool(v) => v.len(),
+            Values::Built(c) => c.len(),
+        }
+    }
+
+    fn fits(&self, name: &str, kind: Kind) -> bool {
+        use polars::prelude::DataType;
+        match (self, kind) {
+            (Values::Str(_), Kind::Str)
+            | (Values::Long(_), Kind::Long | Kind::Hour | Kind::Timestamp)
+            | (Values::Bool(_), Kind::Bool) => true,
+            (Values::Built(c), kind) => {
+                c.name().as_str() == name
+                    && c.null_count() == 0
+                    && *c.dtype()
+                        == match kind {
+                            Kind::Str => DataType::String,
+                            Kind::Bool => DataType::Boolean,
+                            Kind::Long | Kind::Hour | Kind::Timestamp => DataType::Int64,
+                        }
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Spec {
+    /// The folder of this table for a run with `config`.
+    pub fn dir(&self, config: &Config) -> PathBuf {
+        match self.home {
+            Home::Output => config.output_root.join(self.name),
+            Home::Checkpoint => config.checkpoint_dir.join(self.name),
+        }
+    }
+
+    /// The kind of column `name`.
+    pub fn kind(&self, name: &str) -> Option<Kind> {
+        self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
+    }
+
+    /// A frame of this table's rows from one [`Values`] per column, in the schema's order; the
+    /// names and types come from the schema.
+    pub fn frame(&self, values: Vec<Values<'_>>) -> Result<DataFrame> {
+        let height = values.first().map_or(0, Values::len);
+        if values.len() != self.columns.len() {
+            return Err(Error::table_data(
+                self.name,
+                "*",
+                format!(
+                    "{} columns given, {} expected",
+                    values.len(),
+                    self.columns.len()
+                ),
+            ));
+        }
+        let mut columns = Vec::with_capacity(values.len());
+        for (&(name, kind), v) in self.columns.iter().zip(values) {
+            if !v.fits(name, kind) || v.len() != height {
+                return Err(Error::table_data(
+                    self.name,
+                    name,
+                    format!("{} values of {v:?}, expected {height} of {kind:?}", v.len())
+                        .chars()
+                        .take(200)
+                        .collect::<String>(),
+                ));
+            }
+            columns.push(match v {
+                Values::Str(v) => Series::new(name.into(), v).into_column(),
+                Values::Long(v) => Column::new(name.into(), v),
+                Values::Bool(v) => Column::new(name.into(), v),
+                Values::Built(c) => c,
+            });
+        }
+        DataFrame::new(height, columns).map_err(Error::polars("building table rows"))
+    }
+
+    /// No rows, with this table's columns.
+    pub fn empty_frame(&self) -> Result<DataFrame> {
+        let values = self
+            .columns
+            .iter()
+            .map(|&(_, kind)| match kind {
+                Kind::Str => Values::Str(Vec::new()),
+                Kind::Bool => Values::Bool(Vec::new()),
+                Kind::Long | Kind::Hour | Kind::Timestamp => Values::Long(Vec::new()),
+            })
+            .collect();
+        self.frame(values)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_follow_the_schema() -> Result<()> {
+        let rows = HOURLY_USAGE.frame(vec![
+            Values::Str(vec!["C1".into()]),
+            Values::Long(vec![10]),
+            Values::Long(vec![1500]),
+            Values::Long(vec![2]),
+            Values::Long(vec![1]),
+        ])?;
+        let names: Vec<&str> = rows.get_column_names().iter().map(|n| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "customer_id",
+                "usage_hour",
+                "usage_ml",
+                "reading_count",
+                "meter_count"
+            ]
+        );
+        let wrong_kind = HOURLY_USAGE.frame(vec![
+            Values::Str(vec!["C1".into()]),
+            Values::Str(vec!["10".into()]),
+            Values::Long(vec![1500]),
+            Values::Long(vec![2]),
+            Values::Long(vec![1]),
+        ]);
+        assert!(
+            matches!(&wrong_kind, Err(Error::TableData { column, .. }) if column == "usage_hour"),
+            "{wrong_kind:?}"
+        );
+        let short = HOURLY_USAGE.frame(vec![Values::Str(vec!["C1".into()])]);
+        assert!(matches!(short, Err(Error::TableData { .. })));
+        assert_eq!(
+            RUN_METRICS.empty_frame()?.width(),
+            RUN_METRICS.columns.len()
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,142 @@
+//! Writing data files: each frame a producer emits becomes one parquet file, encoded on one
+//! thread per core while the producer makes the next frames. Nothing is committed here.
+
+use std::collections::BTreeMap;
+
+use deltalake::kernel::Add;
+use deltalake::parquet::basic::Compression;
+use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use polars::prelude::{DataFrame, IdxCa, IdxSize};
+
+use super::schema::Spec;
+use super::{Table, convert, delta_error, runtime};
+use crate::error::{Error, Result};
+
+/// Data files a batch wrote to a table, not committed yet.
+#[derive(Debug, Default)]
+pub struct Written(pub(super) Vec<Add>);
+
+impl Table {
+    /// Writes each frame that `produce` emits (rows of one hour partition, or any rows of an
+    /// unpartitioned table) as one data file, without committing. Frames are converted and
+    /// encoded on one thread per core while `produce` makes the next ones, so a producer going
+    /// hour by hour holds only a few hours in memory. Emitting fails once a writer failed; the
+    /// writer's error is returned.
+    pub fn write_frames(
+        &self,
+        produce: impl FnOnce(&mut dyn FnMut(DataFrame) -> Result<()>) -> Result<()>,
+    ) -> Result<Written> {
+        let name = self.spec.name;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut writers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let mut writer =
+                RecordBatchWriter::for_table(&self.table).map_err(delta_error(name))?;
+            if let Some(rows) = self.spec.row_group_rows {
+                writer = writer.with_writer_properties(
+                    WriterProperties::builder()
+                        .set_compression(Compression::SNAPPY)
+                        .set_max_row_group_row_count(Some(rows))
+                        .build(),
+                );
+            }
+            writers.push(writer);
+        }
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<DataFrame>(threads);
+        let receiver = std::sync::Mutex::new(receiver);
+        let spec = self.spec;
+        let (produced, written) = std::thread::scope(|scope| {
+            let workers: Vec<_> = writers
+                .into_iter()
+                .map(|writer| {
+                    let receiver = &receiver;
+                    scope.spawn(move || write_worker(spec, writer, receiver))
+                })
+                .collect();
+            let mut emit = |frame: DataFrame| {
+                if frame.height() == 0 {
+                    return Ok(());
+                }
+                sender.send(frame).map_err(|_| Error::Panicked {
+                    what: format!("every writer of {name}"),
+                })
+            };
+            let produced = produce(&mut emit);
+            drop(sender);
+            let mut adds = Vec::new();
+            let mut failed = None;
+            for worker in workers {
+                match worker.join() {
+                    Ok(Ok(written)) => adds.extend(written),
+                    Ok(Err(e)) => failed = failed.or(Some(e)),
+                    Err(_) => {
+                        let e = Error::Panicked {
+                            what: format!("a writer of {name}"),
+                        };
+                        failed = failed.or(Some(e));
+                    }
+                }
+            }
+            (produced, failed.map_or(Ok(adds), Err))
+        });
+        let adds = written?;
+        produced?;
+        if !adds.is_empty() {
+            crate::faults::durable(&format!("{name}: data files written"));
+        }
+        Ok(Written(adds))
+    }
+}
+
+/// `rows` split by the hour index in `column`, in hour order (rows keep their order): one frame
+/// per hour partition.
+pub fn split_by_hour(rows: &DataFrame, column: &str) -> Result<BTreeMap<i64, DataFrame>> {
+    let err = Error::polars("splitting rows by hour");
+    let hours = rows
+        .column(column)
+        .and_then(|c| c.i64().cloned())
+        .map_err(err)?;
+    if hours.null_count() > 0 {
+        return Err(Error::table_data("(rows to write)", column, "null hours"));
+    }
+    let mut groups: BTreeMap<i64, Vec<IdxSize>> = BTreeMap::new();
+    for (i, hour) in hours.into_no_null_iter().enumerate() {
+        groups.entry(hour).or_default().push(i as IdxSize);
+    }
+    groups
+        .into_iter()
+        .map(|(hour, rows_of_hour)| {
+            let taken = rows
+                .take(&IdxCa::from_vec("".into(), rows_of_hour))
+                .map_err(err)?;
+            Ok((hour, taken))
+        })
+        .collect()
+}
+
+/// One writer thread of [`Table::write_frames`]: each frame it receives becomes one file.
+fn write_worker(
+    spec: &'static Spec,
+    mut writer: RecordBatchWriter,
+    frames: &std::sync::Mutex<std::sync::mpsc::Receiver<DataFrame>>,
+) -> Result<Vec<Add>> {
+    let err = delta_error(spec.name);
+    let schema = writer.arrow_schema();
+    let mut adds = Vec::new();
+    loop {
+        let next = match frames.lock() {
+            Ok(frames) => frames.recv(),
+            Err(_) => break,
+        };
+        let Ok(frame) = next else { break };
+        let batch = convert::to_record_batch(spec, &frame, &schema)?;
+        drop(frame);
+        runtime::block_on(async {
+            writer.write(batch).await.map_err(err)?;
+            adds.extend(writer.flush().await.map_err(err)?);
+            Ok::<_, Error>(())
+        })??;
+    }
+    Ok(adds)
+}

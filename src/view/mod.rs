@@ -1,0 +1,61 @@
+//! What the notebook shows after a run, read back from the committed tables: the bills of the
+//! latest billing months ([`bills`]) and one customer's month ([`customer_month`]).
+//! Read-only: a missing table means "nothing yet", never a table created.
+
+mod bills;
+mod customer;
+
+use std::path::Path;
+
+pub use bills::{BillsReport, MonthBills, bills};
+pub use customer::{CustomerMonth, Point, customer_month};
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::state::Store;
+use crate::table::{CUMULATIVE_USAGE, Table, block_on};
+
+/// `ml` in cubic meters, exact (up to 6 decimals, trailing zeros dropped).
+pub fn cubic_meters(ml: i64) -> String {
+    let sign = if ml < 0 { "-" } else { "" };
+    let (whole, frac) = (ml.unsigned_abs() / 1_000_000, ml.unsigned_abs() % 1_000_000);
+    let frac = format!("{frac:06}");
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{sign}{whole}")
+    } else {
+        format!("{sign}{whole}.{frac}")
+    }
+}
+
+/// `cumulative_usage`, if it exists.
+fn cumulative_usage(config: &Config) -> Result<Option<Table>> {
+    let dir = CUMULATIVE_USAGE.dir(config);
+    if !dir.join("_delta_log").is_dir() {
+        return Ok(None);
+    }
+    Ok(Some(block_on(Table::open_or_create(
+        &dir,
+        &CUMULATIVE_USAGE,
+    ))??))
+}
+
+/// The tables' watermark (first hour not yet final).
+fn watermark(config: &Config) -> Result<Option<i64>> {
+    Ok(Store::new(Path::new(&config.checkpoint_dir))
+        .load()?
+        .watermark_hour)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cubic_meters_are_exact() {
+        assert_eq!(cubic_meters(0), "0");
+        assert_eq!(cubic_meters(1_500_000), "1.5");
+        assert_eq!(cubic_meters(123_456_789), "123.456789");
+        assert_eq!(cubic_meters(-1), "-0.000001");
+    }
+}
