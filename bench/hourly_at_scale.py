@@ -66,6 +66,7 @@ class Measured:
     state_read: int = 0
     state_rows: int = 0
     files_written: int = 0
+    rows_written: int = 0
     read_mb: float = 0.0
     duckdb: float = 0.0
     bare: float = 0.0
@@ -83,14 +84,19 @@ def copy_binaries(bin_dir: Path) -> dict[str, Path]:
     return copies
 
 
-def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int) -> None:
+def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int) -> Path:
     """The log for ingestion hours [first, end), in two halves at once (one per core): calls
-    over adjacent windows deliver each record once."""
+    over adjacent windows deliver each record once. An existing log of the same scale that
+    covers the hours is reused. Returns a folder holding exactly the hour folders of [first,
+    end) (links into the log), the runs' input."""
     marker = log.parent / 'log.json'
     wanted = {'first': first.strftime(HOUR), 'end': end.strftime(HOUR), 'meters': meters}
-    if marker.exists() and json.loads(marker.read_text()) == wanted:
-        print(f'log: reusing {log}')
-        return
+    if marker.exists():
+        have = json.loads(marker.read_text())
+        if (have['meters'] == meters and have['first'] <= wanted['first']
+                and have['end'] >= wanted['end']):
+            print(f'log: reusing {log}')
+            return log_view(log, first, end)
     shutil.rmtree(log, ignore_errors=True)
     log.mkdir(parents=True)
     began = time.monotonic()
@@ -108,6 +114,20 @@ def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int) 
     size = sum(f.stat().st_size for f in log.rglob('*.jsonl')) / 1e9
     print(f'log: {(end - first) // timedelta(hours=1)} hours, {size:.1f} GB generated in '
           f'{time.monotonic() - began:.0f} s')
+    return log_view(log, first, end)
+
+
+def log_view(log: Path, first: datetime, end: datetime) -> Path:
+    """A folder of links to the log's hour folders in [first, end)."""
+    view = log.parent / f'log-{first.strftime(HOUR)}-{end.strftime(HOUR)}'
+    if not view.exists():
+        view.mkdir()
+        hour = first
+        while hour < end:
+            (view / f'ingest_hour={hour.strftime(HOUR)}').symlink_to(
+                log / f'ingest_hour={hour.strftime(HOUR)}', target_is_directory=True)
+            hour += timedelta(hours=1)
+    return view
 
 
 def run_once(binary: Path, log: Path, out: Path) -> tuple[float, int, str]:
@@ -148,8 +168,29 @@ def parquet_files(out: Path) -> set[Path]:
     return set(out.rglob('*.parquet'))
 
 
+def log_version(table: Path) -> int:
+    """The latest version in a table's Delta log."""
+    return max(int(p.stem) for p in (table / '_delta_log').glob('*.json'))
+
+
+def rows_added(table: Path, after: int) -> int:
+    """Rows in the data files the commits after version `after` added: what a run (re)wrote."""
+    rows = 0
+    for commit in (table / '_delta_log').glob('*.json'):
+        if int(commit.stem) <= after:
+            continue
+        for line in commit.read_text().splitlines():
+            add = json.loads(line).get('add')
+            if add and add.get('stats'):
+                rows += json.loads(add['stats'])['numRecords']
+    return rows
+
+
+OUTPUT_TABLES = ('hourly_usage', 'cumulative_usage')
+
+
 def state_rows(out: Path) -> int:
-    table = DeltaTable(str(out / '_checkpoint' / 'dedup_state'))
+    table = DeltaTable(str(out / '_checkpoint' / 'dedup_readings'))
     return int(sum(table.get_add_actions(flatten=True).column('num_records').to_pylist()))
 
 
@@ -176,9 +217,11 @@ def bare_pass(binary: Path, folder: Path) -> float:
 def measure(name: str, bins: dict[str, Path], log: Path, out: Path, hour: datetime) -> Measured:
     folder = log / f'ingest_hour={hour.strftime(HOUR)}'
     before = parquet_files(out)
+    versions = {t: log_version(out / t) for t in OUTPUT_TABLES}
     m = Measured(name)
     m.wall, m.peak_mb, text = run_once(bins['run_once'], log, out)
     m.files_written = len(parquet_files(out) - before)
+    m.rows_written = sum(rows_added(out / t, v) for t, v in versions.items())
     m.records = int(re.search(r'(\d+) lines', text).group(1))
     m.input_mb = sum(f.stat().st_size for f in folder.glob('*.jsonl')) / 1e6
     m.steps = {s: int(ms) for s, ms in STEP.findall(text)}
@@ -228,7 +271,7 @@ def main() -> None:
           f'measured from {args.month_end}; work folder {work}', flush=True)
     try:
         bins = copy_binaries(work / 'bin')
-        generate(bins['gen'], log, first, month_end + timedelta(hours=3), args.meters)
+        log = generate(bins['gen'], log, first, month_end + timedelta(hours=3), args.meters)
         key = {'meters': args.meters, 'first': first.strftime(HOUR),
                'hours': args.history_hours}
         per_hour = history(bins['run_once'], log, hist, args.history_hours, key)
@@ -256,15 +299,15 @@ def report(runs: list[Measured], idle: float, scheduled: float, overhead: float,
     print()
     head = (f"{'run':<24} {'records':>9} {'in MB':>6} {'wall s':>6} {'data s':>6} "
             f"{'rec/s':>8} {'peak MB':>7} {'state read':>10} {'state rows':>10} "
-            f"{'files':>5} {'read MB':>7} {'duckdb s':>8} {'bare s':>6} {'x duckdb':>8} "
-            f"{'x bare':>6}")
+            f"{'files':>5} {'rows written':>12} {'read MB':>7} {'duckdb s':>8} {'bare s':>6} "
+            f"{'x duckdb':>8} {'x bare':>6}")
     print(head)
     for m in runs:
         data = m.wall - idle
         print(f'{m.name:<24} {m.records:>9} {m.input_mb:>6.0f} {m.wall:>6.2f} {data:>6.2f} '
               f'{m.records / data:>8.0f} {m.peak_mb:>7} {m.state_read:>10} {m.state_rows:>10} '
-              f'{m.files_written:>5} {m.read_mb:>7.0f} {m.duckdb:>8.2f} {m.bare:>6.2f} '
-              f'{data / m.duckdb:>8.1f} {data / m.bare:>6.1f}')
+              f'{m.files_written:>5} {m.rows_written:>12} {m.read_mb:>7.0f} {m.duckdb:>8.2f} '
+              f'{m.bare:>6.2f} {data / m.duckdb:>8.1f} {data / m.bare:>6.1f}')
     for m in runs:
         print(f'  {m.name}: ' + ', '.join(f'{s} {ms} ms' for s, ms in m.steps.items()))
     first, last = runs[1], runs[0]

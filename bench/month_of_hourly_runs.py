@@ -66,7 +66,7 @@ def main() -> None:
         slowest = max(slowest, ms)
         if (i + 1) % 24 == 0 or i == 0:
             h, c, s = count(out / 'hourly_usage'), count(out / 'cumulative_usage'), \
-                count(out / '_checkpoint' / 'dedup_state')
+                count(out / '_checkpoint' / 'dedup_readings')
             print(f'{i + 1:>4} {ms:>6.0f} {h[0]:>12} {c[0]:>12} {c[1]:>8} {c[2]:>11} '
                   f'{c[3]:>7.0f} {s[0]:>11}', flush=True)
     print(f'slowest run {slowest:.0f} ms')

@@ -1,5 +1,6 @@
-//! Runs the pipeline once without a notebook kernel, as the notebook's cells would, and prints
-//! the plan and the run's metrics. For measurements, scripts and the reliability tests:
+//! Runs the pipeline once without a notebook kernel, as the notebook's cells would (the first
+//! batch step by step, then the rest of a backlog), and prints the plan, the first batch's
+//! metrics and the batches after it. For measurements, scripts and the reliability tests:
 //!
 //! `cargo run --example run_once -- -p input_root LOG -p output_root TABLES [-p name value]...`
 //!
@@ -70,11 +71,13 @@ fn run(params: &Params<'_>) -> aquabill::Result<()> {
     run.dedup()?;
     run.write_hourly()?;
     run.write_cumulative()?;
+    let taken = run.plan_report().files.len();
     let metrics = run.finish()?;
     println!("{metrics}");
     if metrics.files > 0 {
         println!("  dedup state rows read {}", metrics.state_rows_read);
     }
+    println!("{}", aquabill::catch_up(&config, taken)?);
     // For benchmarks: bytes this process read and wrote through system calls (Linux).
     if let Ok(io) = std::fs::read_to_string("/proc/self/io") {
         let field = |name: &str| {

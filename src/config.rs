@@ -21,6 +21,9 @@ pub struct Config {
     pub billing_timezone: Tz,
     /// Most input files one run takes; `None` takes all.
     pub batch_cap: Option<usize>,
+    /// Most bytes of log one batch (a chunk of a run's files) takes, at least one file;
+    /// `None`: a run's files are one batch.
+    pub chunk_bytes: Option<u64>,
     /// How far past its ingestion hour's end a record may be dated (meter clocks drift).
     pub clock_skew_minutes: i64,
     /// Whether the run first recomputes every table from the log.
@@ -88,6 +91,16 @@ impl Config {
                 ));
             }
         };
+        let chunk_bytes = match p.chunk_mb {
+            0 => None,
+            n if n > 0 => Some((n as u64).saturating_mul(1 << 20)),
+            n => {
+                return Err(param(
+                    "chunk_mb",
+                    format!("{n} is negative (0 means no limit)"),
+                ));
+            }
+        };
         if !(0..=60).contains(&p.clock_skew_minutes) {
             return Err(param(
                 "clock_skew_minutes",
@@ -100,6 +113,7 @@ impl Config {
             checkpoint_dir,
             billing_timezone,
             batch_cap,
+            chunk_bytes,
             clock_skew_minutes: p.clock_skew_minutes,
             rebuild: p.rebuild,
             chart_customer: p.chart_customer.trim().to_owned(),

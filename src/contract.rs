@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 /// Version of the request protocol; bump it whenever a request or answer changes shape.
-pub const PROTOCOL: u32 = 3;
+pub const PROTOCOL: u32 = 4;
 
 /// The Rust type of a parameter as the notebook's first cell declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +126,9 @@ parameters! {
     billing_timezone: Text = "UTC",
     /// Most input files one run takes; 0 takes every new file.
     batch_cap: Int = 0,
+    /// A run takes its new files in chunks of at most this many megabytes of log (at least one
+    /// file each), each chunk a batch of its own, one after another; 0: one chunk.
+    chunk_mb: Int = 512,
     /// How far past its ingestion hour's end a record may be dated, in minutes.
     clock_skew_minutes: Int = 5,
     /// `true`: first recompute every table from the log (after a data error in it was fixed).
@@ -211,6 +214,8 @@ operations! {
     Cumulative = "cumulative",
     /// Writes quarantine, metrics and dedup state; advances the checkpoint.
     Finish = "finish",
+    /// Processes the rest of a backlog, batch after batch, until no new file is left.
+    CatchUp = "catch_up",
     /// The bills of the latest months.
     Bills = "bills",
     /// One customer's month as a chart (the argument: the customer; empty: `chart_customer`).

@@ -19,13 +19,15 @@ use crate::contract::{Answer, Op, Params, Request};
 use crate::error::{Error, Result};
 use crate::present::{Settings, html, shown};
 use crate::rebuild::{RebuildReport, rebuild};
-use crate::run::Run;
+use crate::run::{Run, catch_up};
 use crate::view;
 
 /// A configured pipeline and the run in flight.
 struct Session {
     config: Config,
     run: Option<Run>,
+    /// Files the session's first batch took (the run's cap counts them).
+    taken: usize,
 }
 
 static SESSIONS: Mutex<BTreeMap<u64, Session>> = Mutex::new(BTreeMap::new());
@@ -88,7 +90,14 @@ fn handle(request: &[u8]) -> Result<(u64, (String, String))> {
         let config = Config::new(&params)?;
         let id = sessions.keys().next_back().map_or(1, |k| k + 1);
         let output = shown(&Settings(&config));
-        sessions.insert(id, Session { config, run: None });
+        sessions.insert(
+            id,
+            Session {
+                config,
+                run: None,
+                taken: 0,
+            },
+        );
         return Ok((id, output));
     }
     let id = request.session;
@@ -112,9 +121,10 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
             // releases its lock; the new plan resumes the same batch.
             session.run = None;
             let run = Run::start(&session.config)?;
-            let output = shown(&run.plan_report());
+            let report = run.plan_report();
+            session.taken = report.files.len();
             session.run = Some(run);
-            output
+            shown(&report)
         }
         Op::Parse => shown(&session.run.as_mut().ok_or(no_run("parse"))?.parse()?),
         Op::Dedup => shown(&session.run.as_mut().ok_or(no_run("dedup"))?.dedup()?),
@@ -133,6 +143,15 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
                 .write_cumulative()?,
         ),
         Op::Finish => shown(&session.run.take().ok_or(no_run("finish"))?.finish()?),
+        Op::CatchUp => {
+            if session.run.is_some() {
+                return Err(Error::StepOrder {
+                    step: "catch_up",
+                    needs: "finish",
+                });
+            }
+            shown(&catch_up(&session.config, session.taken)?)
+        }
         Op::Rebuild => {
             session.run = None;
             if session.config.rebuild {

@@ -34,6 +34,7 @@ pub mod contract;
 mod error;
 mod faults;
 mod ffi;
+mod hashing;
 mod hours;
 mod input;
 mod present;
@@ -43,6 +44,7 @@ mod rebuild;
 mod run;
 mod state;
 mod table;
+mod trace;
 mod view;
 
 pub use config::Config;
@@ -51,7 +53,10 @@ pub use error::{Error, Result};
 pub use ffi::{aquabill_call, aquabill_free};
 pub use present::Shown;
 pub use rebuild::{RebuildReport, rebuild};
-pub use run::{Counts, DedupReport, ParseReport, PlanReport, Run, RunMetrics, TableReport};
+pub use run::{
+    BacklogBatch, BacklogReport, Counts, DedupReport, ParseReport, PlanReport, Run, RunMetrics,
+    TableReport, catch_up,
+};
 pub use table::Committed;
 pub use view::{BillsReport, CustomerMonth, MonthBills, bills, customer_month};
 

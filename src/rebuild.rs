@@ -13,13 +13,12 @@
 //! the staging folder and skips the replacements already committed (they carry the rebuild's
 //! batch id as their application transaction).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::run::Run;
-use crate::state::{RunLock, Store, marker};
+use crate::state::{FORMAT_1_STATE, RunLock, Store, marker};
 use crate::table::{self, Committed, Spec, Table, block_on};
 
 /// What a rebuild did.
@@ -39,6 +38,7 @@ fn staging_config(config: &Config) -> Config {
         checkpoint_dir: root.join("_checkpoint"),
         output_root: root,
         batch_cap: None,
+        chunk_bytes: None,
         ..config.clone()
     }
 }
@@ -52,7 +52,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     let unfinished = marker::batch(&config.output_root)?;
     let rebuild_batch = match unfinished {
         Some(batch) => batch,
-        None => store.load()?.next_batch,
+        None => store.load_for_rebuild()?.next_batch,
     };
     if unfinished.is_none() && store.load_plan(rebuild_batch)?.is_some() {
         return Err(Error::BatchUnfinished {
@@ -104,6 +104,11 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     }
     replayed.next_batch = rebuild_batch + 1;
     store.commit(&replayed)?;
+    // The dedup state of the earlier layout, replaced by this version's tables above.
+    let old_state = config.checkpoint_dir.join(FORMAT_1_STATE);
+    if old_state.exists() {
+        std::fs::remove_dir_all(&old_state).map_err(|e| Error::io("removing", &old_state, e))?;
+    }
     marker::finish(&config.output_root)?;
     Ok(RebuildReport {
         requested: true,
@@ -119,14 +124,6 @@ fn replace_table(
     batch: i64,
 ) -> Result<(usize, Committed)> {
     let staged = block_on(Table::open_or_create(staged_dir, spec))??;
-    // Every staged row (an unpartitioned table has no partitions and is read whole).
-    let partitions = staged.partitions();
-    let rows = block_on(staged.read_hours(&partitions))??;
-    // Every live file: by partition, or for an unpartitioned table by path.
     let mut live = block_on(Table::open_or_create(live_dir, spec))??;
-    let live_partitions = live.partitions();
-    let live_files = live.appended_files(0);
-    let replace: BTreeSet<i64> = live_partitions.union(&partitions).copied().collect();
-    let committed = block_on(live.commit_removing(batch, Some(&rows), &replace, &live_files))??;
-    Ok((rows.height(), committed))
+    live.replace_with(&staged, batch)
 }

@@ -69,7 +69,8 @@ def test_crash_at_every_durable_step(tmp_path: Path, run_once_binary: Path, log:
     for expected in ('plan written', 'checkpoint written', 'hourly_usage: committed',
                      'hourly_usage: data files written', 'cumulative_usage: committed',
                      'quarantine: committed', 'run_metrics: committed',
-                     'dedup_state: committed', 'dedup_state: created'):
+                     'dedup_readings: committed', 'dedup_readings: created',
+                     'dedup_keys: committed'):
         assert expected in kinds, (expected, sorted(kinds))
     print(f'{k - 1} crash points, {len(covered)} crashes: {sorted(kinds)}')
 
@@ -212,7 +213,8 @@ def comparable(out: Path) -> dict[str, object]:
     return {
         'hourly_usage': rows(out / 'hourly_usage'),
         'cumulative_usage': rows(out / 'cumulative_usage'),
-        'dedup_state': rows(out / '_checkpoint' / 'dedup_state'),
+        'dedup_readings': rows(out / '_checkpoint' / 'dedup_readings'),
+        'dedup_keys': rows(out / '_checkpoint' / 'dedup_keys'),
         'quarantine': rows(out / 'quarantine', ('batch_id',)),
         'totals': totals,
         'watermark': checkpoint['watermark_hour'],

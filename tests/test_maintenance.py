@@ -49,8 +49,12 @@ def test_fifty_hourly_runs_stay_compact(tmp_path: Path, generate: Generate,
         hour = path.split('usage_hour=')[1].split('/')[0]
         per_hour[hour] = per_hour.get(hour, 0) + 1
     assert max(per_hour.values()) <= 3, 'appended hours are rewritten at 4 files'
-    assert len(hourly.file_uris()) == len({p.split('usage_hour=')[1].split('/')[0]
-                                           for p in hourly.file_uris()}), 'one file per hour'
+    hourly_per_hour: dict[str, int] = {}
+    for path in hourly.file_uris():
+        hour = path.split('usage_hour=')[1].split('/')[0]
+        hourly_per_hour[hour] = hourly_per_hour.get(hour, 0) + 1
+    # A main file, and a side file for the customers with a meter gone quiet.
+    assert max(hourly_per_hour.values()) <= 2, 'at most a main and a side file per hour'
     for table in ('quarantine', 'run_metrics'):
         assert len(DeltaTable(str(out / table)).file_uris()) < 48
 

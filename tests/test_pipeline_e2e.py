@@ -20,9 +20,11 @@ def rows(path: Path) -> list[dict]:
 
 
 def assert_tables_match(out: Path, exp: Expected) -> None:
+    hourly_rows = rows(out / 'hourly_usage')
+    assert len(hourly_rows) == len(exp.hourly), 'one row per customer and hour, no duplicates'
     hourly = {(r['customer_id'], r['usage_hour']): (r['usage_ml'], r['reading_count'],
                                                     r['meter_count'])
-              for r in rows(out / 'hourly_usage')}
+              for r in hourly_rows}
     assert hourly == exp.hourly
     cumulative = rows(out / 'cumulative_usage')
     assert len(cumulative) == len(exp.cumulative), 'one row per customer and hour, no duplicates'

@@ -12,6 +12,7 @@ from deltalake import DeltaTable
 from aquabill_tools import nbexec
 
 from conftest import Generate, RunNotebook
+from readers import with_duckdb
 
 TABLES = ('hourly_usage', 'cumulative_usage')
 
@@ -64,3 +65,5 @@ def test_tables_read_alike_in_polars_and_duckdb(tmp_path: Path, generate: Genera
         columns = rel.columns
         got = sorted(tuple(sorted(zip(columns, row))) for row in rel.fetchall())
         assert got == expected
+        # And through the Delta log, as DuckDB users query Delta tables.
+        assert with_duckdb(path) == expected

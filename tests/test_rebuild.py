@@ -125,5 +125,5 @@ def test_crash_during_rebuild(corrected_log: tuple[Path, Path, Path], run_once_b
         batches_applied_once(out)
         shutil.rmtree(out)
     for expected in ('rebuild marker written', 'hourly_usage: committed', 'checkpoint written',
-                     'dedup_state: committed'):
+                     'dedup_readings: committed'):
         assert expected in steps, (expected, steps)

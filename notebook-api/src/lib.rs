@@ -172,6 +172,11 @@ impl Pipeline {
         self.step(Op::Finish, "")
     }
 
+    /// Processes the new files the first batch left (a backlog), batch after batch.
+    pub fn catch_up(&self) -> Report {
+        self.step(Op::CatchUp, "")
+    }
+
     /// The bills of the latest closed billing months and of the month to date (read-only).
     pub fn bills(&self) -> Report {
         self.step(Op::Bills, "")

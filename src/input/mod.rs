@@ -6,4 +6,4 @@ mod line;
 mod parse;
 
 pub use discover::{PlannedFile, list_new_files};
-pub use parse::{INGEST_HOUR, SEQ, parse_files};
+pub use parse::{INGEST_HOUR, Parsed, SEQ, parse_files};

@@ -1,17 +1,22 @@
 //! Parsing a batch of log files: JSON lines into typed, exact columns, bad lines into quarantine
 //! rows.
 //!
-//! Files are split into chunks at line boundaries and parsed on all cores (each line by
-//! [`super::line`]); the output keeps the input order. Every line that cannot be used becomes a
-//! [`Quarantined`] row with its file, line number, raw text and reason.
+//! Files are read one at a time (memory holds one file's bytes, not the batch's), split into
+//! chunks at line boundaries and parsed on all cores (each line by [`super::line`]); the output
+//! keeps the input order. Ids are interned: the records carry `meter` and `customer` as indexes
+//! into the batch's lists of distinct ids, so a record is a few integers, not two strings. Every
+//! line that cannot be used becomes a [`Quarantined`] row with its file, line number, raw text
+//! and reason.
 
+use std::io::Read as _;
 use std::path::PathBuf;
 
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::{Column, DataFrame};
 
 use super::discover::PlannedFile;
 use super::line::parse_line;
 use crate::error::{Error, Result};
+use crate::hashing::{Fast, FastMap};
 use crate::hours::HOUR_MICROS;
 use crate::quarantine::{Quarantined, Reason};
 use crate::table::col;
@@ -24,26 +29,137 @@ pub const INGEST_HOUR: &str = "ingest_hour";
 /// The parsed batch.
 #[derive(Debug)]
 pub struct Parsed {
-    /// Valid records: `meter_id`, `customer_id` (str), `recorded_at` (µs since the epoch, UTC),
-    /// `usage_hour` (hour index of `recorded_at`), `usage_ml`, `ingest_hour` (hour index of
-    /// the file's folder), `seq` (ingestion order in the batch: file index << 32 | line).
+    /// Valid records: `meter`, `customer` (`Int64` indexes into `meters` and `customers`),
+    /// `recorded_at` (µs since the epoch, UTC), `usage_hour` (hour index of `recorded_at`),
+    /// `usage_ml`, [`INGEST_HOUR`] (hour index of the file's folder), [`SEQ`] (ingestion order
+    /// in the batch: file index << 32 | line).
     pub records: DataFrame,
+    /// The batch's distinct meter ids, in order of first appearance.
+    pub meters: Vec<String>,
+    /// The batch's distinct customer ids, in order of first appearance.
+    pub customers: Vec<String>,
     /// Lines that could not be parsed.
     pub quarantined: Vec<Quarantined>,
     /// Lines read, valid or not.
     pub lines_read: u64,
 }
 
-/// Columns of valid records, filled by one chunk.
+/// Columns of valid records, filled by one chunk (ids as the chunk's own indexes).
 #[derive(Default)]
 struct Columns {
-    meter_id: Vec<String>,
-    customer_id: Vec<String>,
+    meter: Vec<i64>,
+    customer: Vec<i64>,
     recorded_at: Vec<i64>,
     usage_hour: Vec<i64>,
     usage_ml: Vec<i64>,
     ingest_hour: Vec<i64>,
     seq: Vec<i64>,
+}
+
+type IdMap<K> = FastMap<K, i64>;
+
+/// An id as a hash-map key: ids up to 15 bytes (all usual meter and customer ids) packed in
+/// an integer with their length, so lookups compare integers, not strings; longer ids boxed.
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum IdKey {
+    Short(u128),
+    Long(Box<str>),
+}
+
+impl IdKey {
+    fn new(id: &str) -> Self {
+        let b = id.as_bytes();
+        if b.len() < 16 {
+            let mut word = [0u8; 16];
+            word[..b.len()].copy_from_slice(b);
+            word[15] = b.len() as u8;
+            IdKey::Short(u128::from_le_bytes(word))
+        } else {
+            IdKey::Long(id.into())
+        }
+    }
+
+    fn to_text(&self) -> String {
+        match self {
+            IdKey::Short(word) => {
+                let bytes = word.to_le_bytes();
+                let len = usize::from(bytes[15]);
+                // The bytes came from a &str and are cut where it ended.
+                String::from_utf8_lossy(&bytes[..len]).into_owned()
+            }
+            IdKey::Long(text) => text.to_string(),
+        }
+    }
+}
+
+/// Distinct ids in order of first appearance.
+struct Interner {
+    index: IdMap<IdKey>,
+    ids: Vec<IdKey>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Self {
+            index: IdMap::with_capacity_and_hasher(1 << 16, Fast::default()),
+            ids: Vec::new(),
+        }
+    }
+}
+
+impl Interner {
+    fn intern(&mut self, id: &str) -> i64 {
+        self.intern_key(&IdKey::new(id))
+    }
+
+    fn intern_key(&mut self, key: &IdKey) -> i64 {
+        if let Some(&i) = self.index.get(key) {
+            return i;
+        }
+        let i = self.ids.len() as i64;
+        self.index.insert(key.clone(), i);
+        self.ids.push(key.clone());
+        i
+    }
+}
+
+/// The ids one parser thread interned, over every file of the batch.
+#[derive(Default)]
+struct ThreadIds {
+    meters: Interner,
+    customers: Interner,
+    /// Per meter index, the customer its last record named (key and index): a meter serves
+    /// one customer almost always, so most records need one lookup, not two.
+    customer_of_meter: Vec<(IdKey, i64)>,
+}
+
+impl ThreadIds {
+    /// The thread's indexes of a record's meter and customer.
+    fn intern(&mut self, meter: &str, customer: &str) -> (i64, i64) {
+        let m = self.meters.intern(meter);
+        let key = IdKey::new(customer);
+        if let Some((_, c)) = self
+            .customer_of_meter
+            .get(m as usize)
+            .filter(|(cached, _)| *cached == key)
+        {
+            return (m, *c);
+        }
+        let c = self.customers.intern_key(&key);
+        match self.customer_of_meter.get_mut(m as usize) {
+            Some(slot) => *slot = (key, c),
+            None => self.customer_of_meter.push((key, c)),
+        }
+        (m, c)
+    }
+}
+
+/// What one thread's share of a file produced, its ids as that thread's indexes.
+struct GroupOutput {
+    thread: usize,
+    columns: Columns,
+    quarantined: Vec<Quarantined>,
+    lines_read: u64,
 }
 
 /// A contiguous run of whole lines of one file.
@@ -58,27 +174,16 @@ struct Chunk<'a> {
 /// Reads and parses the batch's files. Files in folders older than `watermark_hour` are
 /// quarantined whole.
 pub fn parse_files(files: &[PlannedFile], watermark_hour: Option<i64>) -> Result<Parsed> {
-    let contents = files
-        .iter()
-        .map(|f| std::fs::read(&f.path).map_err(|e| Error::io("reading", &f.path, e)))
-        .collect::<Result<Vec<_>>>()?;
-    for (f, bytes) in files.iter().zip(&contents) {
-        if bytes.len() as u64 != f.size {
-            return Err(Error::InputChanged {
-                path: PathBuf::from(&f.path),
-                when: "planned",
-                before: f.size,
-                now: bytes.len() as u64,
-            });
-        }
-    }
+    let started = std::time::Instant::now();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let total: usize = contents.iter().map(Vec::len).sum();
-    let target = (total / (threads * 4)).max(1 << 20);
-    let mut chunks = Vec::new();
-    for (file, (f, bytes)) in files.iter().zip(&contents).enumerate() {
+    let mut ids: Vec<ThreadIds> = (0..threads).map(|_| ThreadIds::default()).collect();
+    let mut outputs: Vec<GroupOutput> = Vec::new();
+    for (file, f) in files.iter().enumerate() {
+        let bytes = read_planned(f)?;
         let behind_watermark = watermark_hour.is_some_and(|w| f.ingest_hour < w);
-        split_lines(bytes, target, |first_line, bytes| {
+        let target = (bytes.len() / (threads * 4)).max(1 << 20);
+        let mut chunks = Vec::new();
+        split_lines(&bytes, target, |first_line, bytes| {
             chunks.push(Chunk {
                 file,
                 ingest_hour: f.ingest_hour,
@@ -87,34 +192,85 @@ pub fn parse_files(files: &[PlannedFile], watermark_hour: Option<i64>) -> Result
                 behind_watermark,
             });
         });
+        let per_thread = chunks.len().div_ceil(threads).max(1);
+        let done: Vec<GroupOutput> = std::thread::scope(|s| {
+            let handles: Vec<_> = chunks
+                .chunks(per_thread)
+                .zip(ids.iter_mut())
+                .enumerate()
+                .map(|(thread, (group, ids))| s.spawn(move || parse_group(group, thread, ids)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join())
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .map_err(|_| Error::Panicked {
+            what: "a parser thread".to_owned(),
+        })?;
+        outputs.extend(done);
     }
-    let per_thread = chunks.len().div_ceil(threads).max(1);
-    let results: Vec<(Columns, Vec<Quarantined>, u64)> = std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .chunks(per_thread)
-            .map(|group| s.spawn(move || parse_group(group)))
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join())
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .map_err(|_| Error::Panicked {
-        what: "a parser thread".to_owned(),
-    })?;
+    let t = crate::trace::phase("parse/lines", started);
+    // Each thread's ids to the batch's, numbered in the order the records came (so the
+    // numbering does not depend on how the batch was split among threads).
+    let mut meters = Interner::default();
+    let mut customers = Interner::default();
+    let mut meter_of: Vec<Vec<i64>> = ids.iter().map(|t| vec![-1; t.meters.ids.len()]).collect();
+    let mut customer_of: Vec<Vec<i64>> = ids
+        .iter()
+        .map(|t| vec![-1; t.customers.ids.len()])
+        .collect();
     let mut all = Columns::default();
     let mut quarantined = Vec::new();
     let mut lines_read = 0;
-    for (cols, q, n) in results {
+    for out in outputs {
+        let t = out.thread;
+        let thread_ids = &ids[t];
+        let mut cols = out.columns;
+        for m in &mut cols.meter {
+            let slot = &mut meter_of[t][*m as usize];
+            if *slot < 0 {
+                *slot = meters.intern_key(&thread_ids.meters.ids[*m as usize]);
+            }
+            *m = *slot;
+        }
+        for c in &mut cols.customer {
+            let slot = &mut customer_of[t][*c as usize];
+            if *slot < 0 {
+                *slot = customers.intern_key(&thread_ids.customers.ids[*c as usize]);
+            }
+            *c = *slot;
+        }
         all.append(cols);
-        quarantined.extend(q);
-        lines_read += n;
+        quarantined.extend(out.quarantined);
+        lines_read += out.lines_read;
     }
+    let records = all.into_frame()?;
+    crate::trace::phase("parse/ids", t);
     Ok(Parsed {
-        records: all.into_frame()?,
+        records,
+        meters: meters.ids.iter().map(IdKey::to_text).collect(),
+        customers: customers.ids.iter().map(IdKey::to_text).collect(),
         quarantined,
         lines_read,
     })
+}
+
+/// The bytes of a planned file; a file whose size changed since it was planned is an error.
+fn read_planned(f: &PlannedFile) -> Result<Vec<u8>> {
+    let mut file = std::fs::File::open(&f.path).map_err(|e| Error::io("reading", &f.path, e))?;
+    let mut bytes = Vec::with_capacity(usize::try_from(f.size).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io("reading", &f.path, e))?;
+    if bytes.len() as u64 != f.size {
+        return Err(Error::InputChanged {
+            path: PathBuf::from(&f.path),
+            when: "planned",
+            before: f.size,
+            now: bytes.len() as u64,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Calls `emit(first_line_number, bytes)` for chunks of about `target` bytes of whole lines.
@@ -127,18 +283,22 @@ fn split_lines<'a>(bytes: &'a [u8], target: usize, mut emit: impl FnMut(u64, &'a
         }
         let chunk = &bytes[start..end];
         emit(line, chunk);
-        line += chunk.iter().filter(|&&b| b == b'\n').count() as u64;
+        line += memchr::memchr_iter(b'\n', chunk).count() as u64;
         start = end;
     }
 }
 
-fn parse_group(chunks: &[Chunk<'_>]) -> (Columns, Vec<Quarantined>, u64) {
+fn parse_group(chunks: &[Chunk<'_>], thread: usize, ids: &mut ThreadIds) -> GroupOutput {
     let mut cols = Columns::default();
     let mut quarantined = Vec::new();
     let mut lines_read = 0;
     for chunk in chunks {
         let text = chunk.bytes.strip_suffix(b"\n").unwrap_or(chunk.bytes);
-        for (i, raw) in text.split(|&b| b == b'\n').enumerate() {
+        let ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
+        let mut from = 0;
+        for (i, end) in ends.enumerate() {
+            let raw = &text[from..end];
+            from = end + 1;
             lines_read += 1;
             let line = chunk.first_line + i as u64;
             let outcome = if chunk.behind_watermark {
@@ -152,8 +312,9 @@ fn parse_group(chunks: &[Chunk<'_>]) -> (Columns, Vec<Quarantined>, u64) {
             match outcome {
                 Ok(r) => {
                     cols.usage_hour.push(r.recorded_at.div_euclid(HOUR_MICROS));
-                    cols.meter_id.push(r.meter_id);
-                    cols.customer_id.push(r.customer_id);
+                    let (meter, customer) = ids.intern(&r.meter_id, &r.customer_id);
+                    cols.meter.push(meter);
+                    cols.customer.push(customer);
                     cols.recorded_at.push(r.recorded_at);
                     cols.usage_ml.push(r.usage_ml);
                     cols.ingest_hour.push(chunk.ingest_hour);
@@ -169,13 +330,18 @@ fn parse_group(chunks: &[Chunk<'_>]) -> (Columns, Vec<Quarantined>, u64) {
             }
         }
     }
-    (cols, quarantined, lines_read)
+    GroupOutput {
+        thread,
+        columns: cols,
+        quarantined,
+        lines_read,
+    }
 }
 
 impl Columns {
     fn append(&mut self, other: Columns) {
-        self.meter_id.extend(other.meter_id);
-        self.customer_id.extend(other.customer_id);
+        self.meter.extend(other.meter);
+        self.customer.extend(other.customer);
         self.recorded_at.extend(other.recorded_at);
         self.usage_hour.extend(other.usage_hour);
         self.usage_ml.extend(other.usage_ml);
@@ -186,13 +352,13 @@ impl Columns {
     fn into_frame(self) -> Result<DataFrame> {
         let height = self.seq.len();
         let columns: Vec<Column> = vec![
-            Series::new(col::METER_ID.into(), self.meter_id).into_column(),
-            Series::new(col::CUSTOMER_ID.into(), self.customer_id).into_column(),
-            Series::new(col::RECORDED_AT.into(), self.recorded_at).into_column(),
-            Series::new(col::USAGE_HOUR.into(), self.usage_hour).into_column(),
-            Series::new(col::USAGE_ML.into(), self.usage_ml).into_column(),
-            Series::new(INGEST_HOUR.into(), self.ingest_hour).into_column(),
-            Series::new(SEQ.into(), self.seq).into_column(),
+            Column::new(col::METER.into(), self.meter),
+            Column::new(col::CUSTOMER.into(), self.customer),
+            Column::new(col::RECORDED_AT.into(), self.recorded_at),
+            Column::new(col::USAGE_HOUR.into(), self.usage_hour),
+            Column::new(col::USAGE_ML.into(), self.usage_ml),
+            Column::new(INGEST_HOUR.into(), self.ingest_hour),
+            Column::new(SEQ.into(), self.seq),
         ];
         DataFrame::new(height, columns).map_err(Error::polars("building the parsed batch"))
     }
@@ -220,5 +386,49 @@ mod tests {
                 .collect();
             assert_eq!(seen, expected, "target {target}");
         }
+    }
+
+    #[test]
+    fn ids_are_interned_across_files_and_chunks() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("aquabill-parse-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+        let line = |m: &str, c: &str| {
+            format!(
+                r#"{{"meter_id":"{m}","customer_id":"{c}","recorded_at":"2026-03-01T05:10:00Z","usage_liters":1,"ingested_at":"x"}}"#
+            )
+        };
+        let mut files = Vec::new();
+        for (i, body) in [
+            format!("{}\n{}\nbad\n", line("M2", "C1"), line("M1", "C1")),
+            format!("{}\n{}\n", line("M1", "C1"), line("M3", "C2")),
+        ]
+        .iter()
+        .enumerate()
+        {
+            let path = dir.join(format!("{i}.jsonl"));
+            std::fs::write(&path, body).map_err(|e| Error::io("writing", &path, e))?;
+            files.push(PlannedFile {
+                rel_path: format!("{i}.jsonl"),
+                path,
+                size: body.len() as u64,
+                ingest_hour: 0,
+            });
+        }
+        let parsed = parse_files(&files, None)?;
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
+        assert_eq!(parsed.meters, ["M2", "M1", "M3"]);
+        assert_eq!(parsed.customers, ["C1", "C2"]);
+        let ids = |name: &str| -> Result<Vec<i64>> {
+            let c = parsed.records.column(name).map_err(Error::polars("test"))?;
+            Ok(c.i64()
+                .map_err(Error::polars("test"))?
+                .into_no_null_iter()
+                .collect())
+        };
+        assert_eq!(ids(col::METER)?, [0, 1, 1, 2]);
+        assert_eq!(ids(col::CUSTOMER)?, [0, 0, 0, 1]);
+        assert_eq!(ids(SEQ)?, [1, 2, 1 << 32 | 1, 1 << 32 | 2]);
+        assert_eq!((parsed.lines_read, parsed.quarantined.len()), (5, 1));
+        Ok(())
     }
 }

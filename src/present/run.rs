@@ -8,7 +8,7 @@ use polars::prelude::*;
 use super::{Shown, html};
 use crate::hours::format_hour;
 use crate::input::{INGEST_HOUR, SEQ};
-use crate::run::{DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
+use crate::run::{BacklogReport, DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
 use crate::table::{Committed, col};
 
 impl fmt::Display for PlanReport {
@@ -180,8 +180,12 @@ fn summary(report: &TableReport) -> String {
         }
         Committed::Nothing => "nothing to change".to_owned(),
     };
+    let side = match report.side_only {
+        0 => String::new(),
+        n => format!(" ({n} of them only their side files, late data of quiet meters)"),
+    };
     format!(
-        "{}: {what}; {} rows in {} hour partitions",
+        "{}: {what}; {} rows in {} hour partitions{side}",
         report.table, report.rows, report.partitions
     )
 }
@@ -324,4 +328,62 @@ fn readable(df: &DataFrame) -> DataFrame {
         columns.push(shown.unwrap_or_else(|| column.clone()));
     }
     DataFrame::new(df.height(), columns).unwrap_or_else(|_| df.clone())
+}
+
+impl BacklogReport {
+    fn headline(&self) -> String {
+        let lines: u64 = self.batches.iter().map(|b| b.lines_read).sum();
+        let ms: u128 = self.batches.iter().map(|b| b.duration_ms).sum();
+        let rest = if self.capped {
+            "; stopped at batch_cap, the rest waits for the next run"
+        } else {
+            ""
+        };
+        match self.batches.len() {
+            0 if self.capped => "nothing more: the run took batch_cap files".to_owned(),
+            0 => "nothing left: the first batch took every new file".to_owned(),
+            n => format!("{n} more batches, {lines} lines in {ms} ms{rest}"),
+        }
+    }
+
+    fn rows(&self) -> Vec<Vec<String>> {
+        self.batches
+            .iter()
+            .map(|b| {
+                vec![
+                    b.batch_id.to_string(),
+                    b.files.to_string(),
+                    b.bytes.to_string(),
+                    b.lines_read.to_string(),
+                    b.accepted.to_string(),
+                    b.duration_ms.to_string(),
+                ]
+            })
+            .collect()
+    }
+}
+
+const BACKLOG_COLUMNS: [&str; 6] = ["batch", "files", "bytes", "lines", "accepted", "ms"];
+
+impl fmt::Display for BacklogReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.headline())?;
+        if !self.batches.is_empty() {
+            writeln!(f, "{}", BACKLOG_COLUMNS.join("\t"))?;
+            for row in self.rows() {
+                writeln!(f, "{}", row.join("\t"))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Shown for BacklogReport {
+    fn html(&self) -> String {
+        let mut out = html::para(&self.headline());
+        if !self.batches.is_empty() {
+            out += &html::table(&BACKLOG_COLUMNS, &self.rows());
+        }
+        out
+    }
 }

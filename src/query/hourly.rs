@@ -8,53 +8,43 @@ use polars::prelude::*;
 use super::merge::sum_by_customer;
 use crate::table::{HOURLY_USAGE, Values, col};
 
-/// Usage per customer and recording hour, from deduplicated readings (`customer_id`,
-/// `meter_id`, `usage_hour`, `usage_ml`): `usage_ml`, `reading_count`, `meter_count`.
-pub fn hourly_usage(readings: LazyFrame) -> LazyFrame {
-    readings
-        .group_by([col(col::CUSTOMER_ID), col(col::USAGE_HOUR)])
+/// What newly accepted readings add to each customer's hour: `usage_ml`, `reading_count` and
+/// `meter_count`, the meters new to that customer and hour; by `customer_id` and `usage_hour`.
+///
+/// Meters and customers are keys. `accepted` holds the new readings (`customer`, `meter`,
+/// `usage_hour`, `usage_ml`); `new_meters` the `(customer, usage_hour, meter)` of the batch
+/// that no earlier run counted (a meter counts once per customer and hour); `names` gives each
+/// customer key its `customer_id`.
+pub fn hourly_additions(
+    accepted: LazyFrame,
+    new_meters: LazyFrame,
+    names: LazyFrame,
+) -> PolarsResult<LazyFrame> {
+    let key = || [col(col::CUSTOMER), col(col::USAGE_HOUR)];
+    let new_meters = new_meters
+        .group_by(key())
+        .agg([len().cast(DataType::Int64).alias(col::METER_COUNT)]);
+    Ok(accepted
+        .group_by(key())
         .agg([
             col(col::USAGE_ML).sum(),
             len().cast(DataType::Int64).alias(col::READING_COUNT),
-            col(col::METER_ID)
-                .n_unique()
-                .cast(DataType::Int64)
-                .alias(col::METER_COUNT),
         ])
-        .sort(
-            [col::USAGE_HOUR, col::CUSTOMER_ID],
-            SortMultipleOptions::default(),
+        .join(new_meters, key(), key(), JoinArgs::new(JoinType::Left))
+        .with_column(col(col::METER_COUNT).fill_null(lit(0i64)))
+        .join(
+            names,
+            [col(col::CUSTOMER)],
+            [col(col::CUSTOMER)],
+            JoinArgs::new(JoinType::Left),
         )
-}
-
-/// What newly accepted readings add to each customer's hour: `usage_ml`, `reading_count` and
-/// `meter_count`, the meters new to that customer and hour.
-///
-/// `accepted` holds the new readings (`customer_id`, `meter_id`, `usage_hour`, `usage_ml`),
-/// `prior` the readings accepted earlier from the same meters in the same hours (the dedup
-/// state's rows the batch read): a meter counts only if it had no earlier reading for that
-/// customer and hour.
-pub fn hourly_additions(accepted: LazyFrame, prior: LazyFrame) -> PolarsResult<LazyFrame> {
-    let slot = [
-        col(col::CUSTOMER_ID),
-        col(col::USAGE_HOUR),
-        col(col::METER_ID),
-    ];
-    let seen = prior
-        .select(slot.clone())
-        .unique(None, UniqueKeepStrategy::Any);
-    let new_meters = accepted
-        .clone()
-        .select(slot.clone())
-        .unique(None, UniqueKeepStrategy::Any)
-        .join(seen, slot.clone(), slot, JoinArgs::new(JoinType::Anti))
-        .group_by([col(col::CUSTOMER_ID), col(col::USAGE_HOUR)])
-        .agg([len().cast(DataType::Int64).alias(col::METER_COUNT)]);
-    let key = [col(col::CUSTOMER_ID), col(col::USAGE_HOUR)];
-    Ok(hourly_usage(accepted)
-        .drop(by_name([col::METER_COUNT], true, false))
-        .join(new_meters, key.clone(), key, JoinArgs::new(JoinType::Left))
-        .with_column(col(col::METER_COUNT).fill_null(lit(0i64))))
+        .select([
+            col(col::CUSTOMER_ID),
+            col(col::USAGE_HOUR),
+            col(col::USAGE_ML),
+            col(col::READING_COUNT),
+            col(col::METER_COUNT),
+        ]))
 }
 
 /// One hour partition's rows after adding `added` (from [`hourly_additions`]) to its `stored`
@@ -77,6 +67,35 @@ pub fn merge_hourly(stored: &DataFrame, added: &DataFrame, hour: i64) -> crate::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn additions_count_readings_and_new_meters() -> PolarsResult<()> {
+        // Customer 1: meters 10 and 11 in hour 5, meter 10 counted by an earlier run already.
+        let accepted = df!(
+            "customer" => [1i64, 1, 1, 2],
+            "meter" => [10i64, 10, 11, 20],
+            "usage_hour" => [5i64, 5, 5, 5],
+            "usage_ml" => [100i64, 50, 7, 1],
+        )?;
+        let new_meters = df!(
+            "customer" => [1i64, 2],
+            "usage_hour" => [5i64, 5],
+            "meter" => [11i64, 20],
+        )?;
+        let names = df!("customer" => [1i64, 2], "customer_id" => ["C1", "C2"])?;
+        let out = hourly_additions(accepted.lazy(), new_meters.lazy(), names.lazy())?
+            .sort(["customer_id"], Default::default())
+            .collect()?;
+        let expected = df!(
+            "customer_id" => ["C1", "C2"],
+            "usage_hour" => [5i64, 5],
+            "usage_ml" => [157i64, 1],
+            "reading_count" => [3i64, 1],
+            "meter_count" => [1i64, 1],
+        )?;
+        assert!(out.equals(&expected), "{out}");
+        Ok(())
+    }
 
     #[test]
     fn stored_and_added_counts_add_up() -> PolarsResult<()> {

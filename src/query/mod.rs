@@ -1,16 +1,20 @@
-//! The pipeline's queries, pure Polars: no I/O, unit-tested on hand-worked frames.
+//! The pipeline's queries and decisions, Polars and plain functions: no I/O, unit-tested on
+//! hand-worked frames.
 //!
-//! [`watermark`] and [`dedup`] decide which parsed records count; [`hourly`] and [`cumulative`]
-//! turn them into the two tables' rows (with [`merge`], the per-customer merge both use);
-//! [`cumulative::plan_months`] decides which hours of which billing months a run recomputes.
+//! [`watermark`] and [`dedup`] decide which parsed records count, with what [`meters`] knows of
+//! each meter; [`hourly`] and [`cumulative`] turn them into the two tables' rows (with
+//! [`merge`]); [`cumulative::plan_months`] decides which hours of which billing months a run
+//! rewrites, and [`layout`] which files of an hour.
 
 pub mod cumulative;
 mod dedup;
 pub mod hourly;
+pub mod layout;
 mod merge;
+pub mod meters;
 mod watermark;
 
-pub use dedup::classify;
+pub use dedup::{ReadingKey, classify};
 pub use watermark::check_watermark;
 
 /// Column holding each record's outcome.

@@ -6,13 +6,14 @@ use polars::prelude::DataFrame;
 use crate::error::{Error, Result};
 use crate::table::{Table, block_on};
 
-/// Dedup-state and `cumulative_usage` files with fewer rows than this are small: what runs
-/// reaching back into an hour append (a live hour at 2,000 meters has 24k readings).
+/// Dedup-state files with fewer rows than this are small: what runs reaching back into an hour
+/// append (a live hour at 2,000 meters has 24k readings).
 pub(super) const SMALL_FILE_ROWS: usize = 20_000;
 /// An hour partition's small dedup-state files are compacted when a run would make them this many.
 pub(super) const STATE_SMALL_FILES: usize = 4;
-/// The small files of a `cumulative_usage` hour that zero rows of customers new to the month
-/// were appended to are rewritten as one once the hour would have this many.
+/// The side files of a `cumulative_usage` hour that zero rows of customers new to the month
+/// were appended to are rewritten as one once the hour (its main file included) would have
+/// this many files.
 pub(super) const CUMULATIVE_FILES_PER_HOUR: usize = 4;
 /// `quarantine` and `run_metrics` (one small file per run) are rewritten as one file once they
 /// would have this many.

@@ -1,46 +1,42 @@
-//! The `cumulative_usage` step: each affected billing month recomputed from its earliest
-//! changed hour (as [`plan_months`] decides), hour by hour, each hour continuing the totals of
-//! the hour before; customers new to a month get zero rows from the month's first hour; hours the
-//! watermark passed are rewritten final. One commit replaces every rewritten hour.
+//! The `cumulative_usage` step: each affected billing month rewritten from its earliest changed
+//! hour (as [`plan_months`] decides), hour by hour ([`MonthWalk`]): the customers whose usage
+//! changed get their totals carried forward, everyone else keeps their stored rows, and only the
+//! files that hold changed rows are rewritten (`query::layout` decides: the side files alone,
+//! the whole hour, or one final file once the watermark passes it). Customers new to a month
+//! get zero rows from the month's first hour. One commit replaces every rewritten file.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use polars::prelude::*;
 
-use super::compaction::{CUMULATIVE_FILES_PER_HOUR, SMALL_FILE_ROWS};
-use super::stream::{RowsWritten, read_ahead};
+use super::compaction::CUMULATIVE_FILES_PER_HOUR;
+use super::layout::Sides;
+use super::stream::RowsWritten;
 use super::{Run, TableReport};
 use crate::error::{Error, Result};
-use crate::query::cumulative::{MonthPlan, final_rewrites, next_cumulative_hour, plan_months};
-use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, Table, block_on, col};
+use crate::hours::format_hour;
+use crate::query::cumulative::{
+    HourRows, HourUsage, MonthPlan, MonthWalk, final_rewrites, plan_months,
+};
+use crate::query::layout::{self, Cumulative, Hourly};
+use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, Role, Table, block_on, col, split_by_hour};
 
-/// A month's recomputation with the data it starts from.
-struct MonthStart {
-    plan: MonthPlan,
-    /// Totals through `plan.from - 1` (`customer_id`, `cumulative_ml`), newcomers at 0.
-    totals: DataFrame,
-    /// Customers new to the month, with `cumulative_ml` 0.
-    newcomers: DataFrame,
-}
-
-impl MonthStart {
-    /// Hours before `from` that get zero rows for the newcomers.
-    fn zero_hours(&self) -> std::ops::Range<i64> {
-        if self.newcomers.height() > 0 {
-            self.plan.start..self.plan.from
-        } else {
-            self.plan.start..self.plan.start
-        }
-    }
+/// What the step removes when it commits.
+#[derive(Default)]
+struct Rewrites {
+    /// Hours rewritten whole: every file goes.
+    whole: BTreeSet<i64>,
+    /// Side files rewritten (hours whose side files alone were).
+    side_paths: BTreeSet<String>,
+    /// Hours whose side files alone were rewritten or appended to.
+    side_hours: BTreeSet<i64>,
 }
 
 impl Run {
     /// Updates `cumulative_usage` from the earliest changed hour of each billing month on (the
-    /// first hour that got new usage, or the first hour new to the month), hour by hour: each
-    /// hour's totals continue from the hour before, starting from the stored totals of the hour
-    /// before the first. Customers new to the month also get zero rows from the month's first
-    /// hour. Hours the watermark passed are rewritten as final.
+    /// first hour that got new usage, or the first hour new to the month), hour by hour; hours
+    /// the watermark passed are rewritten as final.
     pub fn write_cumulative(&mut self) -> Result<TableReport> {
         let t = Instant::now();
         let batch = self.batch.plan.batch_id;
@@ -48,8 +44,11 @@ impl Run {
         let hourly = self.open(&HOURLY_USAGE)?;
         let mut cumulative = self.open(&CUMULATIVE_USAGE)?;
         if block_on(cumulative.has_batch(batch))?? {
+            self.keep(hourly);
+            self.keep(cumulative);
             return Ok(TableReport::skipped(CUMULATIVE_USAGE.name));
         }
+        let (added, _) = self.additions()?;
         let classified = self.classified("cumulative")?;
         let stored = cumulative.partitions();
         let plans = plan_months(
@@ -58,159 +57,301 @@ impl Run {
             &stored,
             tz,
         )?;
-        let rewritten = final_rewrites(
+        let finals = final_rewrites(
             &stored,
             self.batch.plan.watermark_before,
             self.batch.watermark_after,
             &plans,
         );
-        let mut months = Vec::with_capacity(plans.len());
-        for plan in plans {
-            months.push(month_start(&cumulative, &classified.accepted, plan)?);
+        let p = crate::trace::phase("cumulative/plan", t);
+        let by_hour = usage_by_hour(&added)?;
+        // What `hourly_usage` rewrote of each hour: the same decision, from the same state.
+        let mut sides = Sides::new(&cumulative, tz);
+        let mut hourly_layouts = BTreeMap::new();
+        for (&hour, usage) in &by_hour {
+            let changed: BTreeSet<String> = usage.iter().map(|(c, _)| c.clone()).collect();
+            hourly_layouts.insert(hour, sides.hourly(hour, &changed)?);
         }
-        let recomputed: BTreeSet<i64> = months
-            .iter()
-            .flat_map(|m| m.plan.from..=m.plan.last)
-            .collect();
-        let zeroed: BTreeSet<i64> = months.iter().flat_map(MonthStart::zero_hours).collect();
-        // Hours getting zero rows that already have a few small files: those are rewritten as
-        // one with the new rows (the hour's large file stays).
-        let mut crowded =
-            cumulative.small_files(&zeroed, SMALL_FILE_ROWS, CUMULATIVE_FILES_PER_HOUR - 1);
-        crowded.retain(|h, _| !rewritten.contains(h) && !recomputed.contains(h));
-        let compacted: BTreeSet<String> = crowded.values().flatten().cloned().collect();
-        let wm = self.batch.watermark_after;
-        let is_final = |hour: i64| wm.is_some_and(|w| hour < w);
+        let p = crate::trace::phase("cumulative/layouts", p);
+        let step = Step {
+            cumulative: &cumulative,
+            quiet: &classified.quiet,
+            watermark: self.batch.watermark_after,
+            stored: &stored,
+            finals_now: match (self.batch.plan.watermark_before, self.batch.watermark_after) {
+                (Some(before), Some(after)) => stored.range(before..after).copied().collect(),
+                _ => BTreeSet::new(),
+            },
+            by_hour: &by_hour,
+            hourly_layouts: &hourly_layouts,
+        };
+        let mut rewrites = Rewrites::default();
         let mut written_rows = RowsWritten::default();
         let written = cumulative.write_frames(|emit| {
-            let mut done = BTreeSet::new();
-            for m in &months {
-                for hour in m.zero_hours() {
-                    let mut rows = next_cumulative_hour(
-                        &m.newcomers,
-                        &usage_of_none()?,
-                        hour,
-                        &m.plan.month,
-                        is_final(hour),
-                    )?;
-                    let stored_too = rewritten.contains(&hour) || crowded.contains_key(&hour);
-                    if stored_too && done.insert(hour) {
-                        let stored = stored_rows(&cumulative, &crowded, hour, is_final(hour))?;
-                        rows = stack(stored, rows)?;
-                    }
-                    emit(written_rows.note(rows))?;
-                }
-                let mut totals = m.totals.clone();
-                let hours: Vec<i64> = (m.plan.from..=m.plan.last).collect();
-                read_ahead(&hourly, &hours, |hour, usage| {
-                    let rows =
-                        next_cumulative_hour(&totals, &usage, hour, &m.plan.month, is_final(hour))?;
-                    totals = rows
-                        .select([col::CUSTOMER_ID, col::CUMULATIVE_ML])
-                        .map_err(Error::polars("cumulative"))?;
-                    emit(written_rows.note(rows))
-                })?;
+            let mut emit = |rows: DataFrame, role: Role| emit(written_rows.note(rows), role);
+            for plan in &plans {
+                step.month(plan, &mut sides, &mut rewrites, &mut emit)?;
             }
-            for &hour in rewritten.difference(&done) {
-                emit(written_rows.note(stored_rows(&cumulative, &crowded, hour, is_final(hour))?))?;
+            // (An hour that got zero rows above was made final with them already.)
+            for &hour in finals.difference(&rewrites.whole.clone()) {
+                let stored = step.read(hour, None)?;
+                let month = month_of(&stored, hour)?;
+                emit(stored.rows.to_frame(hour, &month, true)?, Role::Main)?;
+                rewrites.whole.insert(hour);
             }
             Ok(())
         })?;
-        let replace: BTreeSet<i64> = recomputed.union(&rewritten).copied().collect();
-        let committed = block_on(cumulative.commit_written(batch, written, &replace, &compacted))??;
+        let p = crate::trace::phase("cumulative/write", p);
+        let committed = block_on(cumulative.commit_written(
+            batch,
+            written,
+            &rewrites.whole,
+            &rewrites.side_paths,
+        ))??;
+        crate::trace::phase("cumulative/commit", p);
+        self.keep(hourly);
+        self.keep(cumulative);
         self.step_done("cumulative_usage", t);
-        Ok(written_rows.report(CUMULATIVE_USAGE.name, committed, replace.len()))
+        let side_only = rewrites.side_hours.difference(&rewrites.whole).count();
+        let mut report = written_rows.report(
+            CUMULATIVE_USAGE.name,
+            committed,
+            rewrites.whole.len() + side_only,
+        );
+        report.side_only = side_only;
+        Ok(report)
     }
 }
 
-/// Reads what a month's recomputation starts from: the stored totals of the hour before, and
-/// the customers new to the month (from the batch's readings of the month, less those the
-/// stored hours already hold).
-fn month_start(cumulative: &Table, accepted: &DataFrame, plan: MonthPlan) -> Result<MonthStart> {
-    let err = Error::polars("cumulative");
-    let totals = match plan.totals_from {
-        Some(hour) => block_on(cumulative.read_hours(&BTreeSet::from([hour])))??
-            .select([col::CUSTOMER_ID, col::CUMULATIVE_ML])
-            .map_err(err)?,
-        None => totals_of_none()?,
-    };
-    // Customers of the month: the stored hours hold every customer the month had (dense);
-    // those not in the totals start at 0 and, when the recomputation starts after the month's
-    // first hour, get zero rows from it.
-    let mut customers = vec![
-        accepted
-            .clone()
-            .lazy()
-            .filter(col(col::USAGE_HOUR).gt_eq(lit(plan.start)))
-            .filter(col(col::USAGE_HOUR).lt(lit(plan.end)))
-            .select([col(col::CUSTOMER_ID)]),
-    ];
-    if let Some(hour) = plan.customers_from {
-        let rows = block_on(cumulative.read_hours(&BTreeSet::from([hour])))??;
-        customers.push(rows.lazy().select([col(col::CUSTOMER_ID)]));
+/// What one run's cumulative step works from.
+struct Step<'a> {
+    cumulative: &'a Table,
+    quiet: &'a BTreeSet<String>,
+    watermark: Option<i64>,
+    stored: &'a BTreeSet<i64>,
+    /// Stored hours the watermark passes in this run.
+    finals_now: BTreeSet<i64>,
+    by_hour: &'a BTreeMap<i64, Vec<(String, i64)>>,
+    hourly_layouts: &'a BTreeMap<i64, Hourly>,
+}
+
+type Emit<'e> = dyn FnMut(DataFrame, Role) -> Result<()> + 'e;
+
+impl Step<'_> {
+    fn is_final(&self, hour: i64) -> bool {
+        self.watermark.is_some_and(|w| hour < w)
     }
-    let newcomers = concat(customers, UnionArgs::default())
-        .map_err(err)?
-        .unique(None, UniqueKeepStrategy::Any)
-        .join(
-            totals.clone().lazy(),
-            [col(col::CUSTOMER_ID)],
-            [col(col::CUSTOMER_ID)],
-            JoinArgs::new(JoinType::Anti),
+
+    /// The stored rows of `hour`: every file, or the files `paths`.
+    fn read(&self, hour: i64, paths: Option<&BTreeSet<String>>) -> Result<StoredHour> {
+        let hours = BTreeSet::from([hour]);
+        let frame = match paths {
+            None => block_on(self.cumulative.read_hours(&hours))??,
+            Some(paths) if paths.is_empty() => CUMULATIVE_USAGE.empty_frame()?,
+            Some(paths) => block_on(self.cumulative.read_files(&hours, paths))??,
+        };
+        Ok(StoredHour {
+            month: frame
+                .column(col::BILLING_MONTH)
+                .ok()
+                .and_then(|c| c.str().ok()?.iter().flatten().next().map(str::to_owned)),
+            rows: HourRows::from_frame(&frame)?,
+        })
+    }
+
+    /// Rewrites what the run changes of one billing month.
+    fn month(
+        &self,
+        plan: &MonthPlan,
+        sides: &mut Sides<'_>,
+        rewrites: &mut Rewrites,
+        emit: &mut Emit<'_>,
+    ) -> Result<()> {
+        let in_month = sides.month_customers(plan.start)?.clone();
+        let month_usage = self
+            .by_hour
+            .range(plan.start..plan.end)
+            .flat_map(|(&h, usage)| usage.iter().map(move |(c, _)| (c.as_str(), h)));
+        let mut walk = MonthWalk::new(month_usage, |c| in_month.contains(c));
+        // Customers new to the month: zero rows in the stored hours before the rewritten range.
+        if !walk.newcomers().is_empty() {
+            for &hour in self.stored.range(plan.start..plan.from) {
+                self.zero_rows(hour, &plan.month, &walk, rewrites, emit)?;
+            }
+        }
+        // Only new hours: they continue the totals of the last stored one.
+        if let Some(last) = plan.last_stored.filter(|&l| l < plan.from) {
+            walk.continue_from(&self.read(last, None)?.rows);
+        }
+        for hour in plan.from..=plan.last {
+            let added: HourUsage<'_> = self
+                .by_hour
+                .get(&hour)
+                .map(|usage| usage.iter().map(|(c, u)| (c.as_str(), *u)).collect())
+                .unwrap_or_default();
+            let is_final = self.is_final(hour);
+            if !self.stored.contains(&hour) {
+                if plan.last_stored.is_some_and(|last| hour < last) {
+                    return Err(Error::table_data(
+                        CUMULATIVE_USAGE.name,
+                        col::USAGE_HOUR,
+                        format!(
+                            "hour {} is missing in a month that has later hours",
+                            format_hour(hour)
+                        ),
+                    ));
+                }
+                let rows = walk.new_hour(&added)?;
+                self.emit_whole(
+                    rows,
+                    hour,
+                    &plan.month,
+                    is_final,
+                    |c| self.quiet.contains(c),
+                    emit,
+                )?;
+                rewrites.whole.insert(hour);
+                continue;
+            }
+            let side_set = sides.side_set(hour)?.cloned();
+            let layout = layout::cumulative(
+                is_final,
+                self.hourly_layouts.get(&hour).copied(),
+                side_set.as_ref(),
+                walk.changed(hour),
+                |c| in_month.contains(c),
+            );
+            let last = plan.last_stored == Some(hour);
+            let side_paths = self.cumulative.files_of(hour, Role::Side);
+            let read_all = layout != Cumulative::Side || last;
+            let stored = self.read(hour, (!read_all).then_some(&side_paths))?;
+            let rows = walk.stored_hour(hour, &stored.rows, &added, last)?;
+            let side_set = side_set.unwrap_or_default();
+            let kept_apart = |c: &str| side_set.contains(c) || !in_month.contains(c);
+            match layout {
+                Cumulative::Side => {
+                    // Only the side part is written (the main rows did not change).
+                    let (side, _) = rows.split(kept_apart);
+                    emit(side.to_frame(hour, &plan.month, false)?, Role::Side)?;
+                    rewrites.side_paths.extend(side_paths);
+                    rewrites.side_hours.insert(hour);
+                }
+                Cumulative::Final => {
+                    emit(rows.to_frame(hour, &plan.month, true)?, Role::Main)?;
+                    rewrites.whole.insert(hour);
+                }
+                Cumulative::Resplit => {
+                    let quiet = |c: &str| self.quiet.contains(c);
+                    self.emit_whole(rows, hour, &plan.month, false, quiet, emit)?;
+                    rewrites.whole.insert(hour);
+                }
+                Cumulative::Keep => {
+                    self.emit_whole(rows, hour, &plan.month, false, kept_apart, emit)?;
+                    rewrites.whole.insert(hour);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// An hour written whole: one final file, or a main and a side file.
+    fn emit_whole(
+        &self,
+        rows: HourRows,
+        hour: i64,
+        month: &str,
+        is_final: bool,
+        side: impl Fn(&str) -> bool,
+        emit: &mut Emit<'_>,
+    ) -> Result<()> {
+        if is_final {
+            return emit(rows.to_frame(hour, month, true)?, Role::Main);
+        }
+        let (side, main) = rows.split(side);
+        emit(main.to_frame(hour, month, false)?, Role::Main)?;
+        emit(side.to_frame(hour, month, false)?, Role::Side)
+    }
+
+    /// Zero rows of the customers new to the month in a stored hour before the rewritten range:
+    /// appended as a side file (with the hour's few side files rewritten as one once the hour
+    /// would have too many files), or with the whole hour when the watermark passes it now.
+    fn zero_rows(
+        &self,
+        hour: i64,
+        month: &str,
+        walk: &MonthWalk,
+        rewrites: &mut Rewrites,
+        emit: &mut Emit<'_>,
+    ) -> Result<()> {
+        let zero = walk.zero_rows();
+        let is_final = self.is_final(hour);
+        if self.finals_now.contains(&hour) {
+            let stored = self.read(hour, None)?;
+            let rows = stack(stored.rows, zero)?;
+            emit(rows.to_frame(hour, month, true)?, Role::Main)?;
+            rewrites.whole.insert(hour);
+            return Ok(());
+        }
+        let side_paths = self.cumulative.files_of(hour, Role::Side);
+        // The hour's files with this one: a main file, its side files and the new one.
+        let rows = if side_paths.len() + 2 >= CUMULATIVE_FILES_PER_HOUR {
+            let stored = self.read(hour, Some(&side_paths))?;
+            rewrites.side_paths.extend(side_paths);
+            // Rows of a final hour stay final; the others are not yet.
+            stack(stored.rows, zero)?
+        } else {
+            zero
+        };
+        emit(rows.to_frame(hour, month, is_final)?, Role::Side)?;
+        rewrites.side_hours.insert(hour);
+        Ok(())
+    }
+}
+
+/// The stored rows of one hour and their billing month.
+struct StoredHour {
+    month: Option<String>,
+    rows: HourRows,
+}
+
+/// The billing month of a stored hour's rows.
+fn month_of(stored: &StoredHour, hour: i64) -> Result<String> {
+    stored.month.clone().ok_or_else(|| {
+        Error::table_data(
+            CUMULATIVE_USAGE.name,
+            col::BILLING_MONTH,
+            format!("hour {} has no rows", format_hour(hour)),
         )
-        .with_column(lit(0i64).cast(DataType::Int64).alias(col::CUMULATIVE_ML))
-        .collect()
-        .map_err(err)?;
-    Ok(MonthStart {
-        totals: stack(totals, newcomers.clone())?,
-        newcomers,
-        plan,
     })
 }
 
-/// The stored rows of `hour` (only its small files, when those are being compacted), marked
-/// final or not.
-fn stored_rows(
-    cumulative: &Table,
-    crowded: &BTreeMap<i64, BTreeSet<String>>,
-    hour: i64,
-    is_final: bool,
-) -> Result<DataFrame> {
-    let hours = BTreeSet::from([hour]);
-    let rows = match crowded.get(&hour) {
-        Some(paths) => block_on(cumulative.read_files(&hours, paths))??,
-        None => block_on(cumulative.read_hours(&hours))??,
-    };
-    rows.lazy()
-        .with_column(lit(is_final).alias(col::IS_FINAL))
-        .collect()
-        .map_err(Error::polars("cumulative"))
+/// Rows of two parts of an hour as one (a customer in both is an error).
+fn stack(a: HourRows, b: HourRows) -> Result<HourRows> {
+    a.with(b)
 }
 
-/// The rows of `a` followed by those of `b` (same columns).
-fn stack(a: DataFrame, b: DataFrame) -> Result<DataFrame> {
-    concat([a.lazy(), b.lazy()], UnionArgs::default())
-        .and_then(LazyFrame::collect)
-        .map_err(Error::polars("stacking rows"))
+/// The batch's new usage per hour: `(customer_id, usage_ml)` of each customer.
+fn usage_by_hour(added: &DataFrame) -> Result<BTreeMap<i64, Vec<(String, i64)>>> {
+    let err = Error::polars("cumulative");
+    let mut out = BTreeMap::new();
+    for (hour, rows) in split_by_hour(added, col::USAGE_HOUR)? {
+        let ids = customers_of(&rows)?;
+        let usage = rows
+            .column(col::USAGE_ML)
+            .and_then(|c| c.i64().cloned())
+            .map_err(err)?;
+        out.insert(
+            hour,
+            ids.into_iter().zip(usage.into_no_null_iter()).collect(),
+        );
+    }
+    Ok(out)
 }
 
-/// No running totals yet (`customer_id`, `cumulative_ml`).
-fn totals_of_none() -> Result<DataFrame> {
-    no_rows(col::CUMULATIVE_ML)
-}
-
-/// No usage (`customer_id`, `usage_ml`).
-fn usage_of_none() -> Result<DataFrame> {
-    no_rows(col::USAGE_ML)
-}
-
-fn no_rows(value: &str) -> Result<DataFrame> {
-    DataFrame::new(
-        0,
-        vec![
-            Column::new(col::CUSTOMER_ID.into(), Vec::<String>::new()),
-            Column::new(value.into(), Vec::<i64>::new()),
-        ],
-    )
-    .map_err(Error::polars("cumulative"))
+fn customers_of(rows: &DataFrame) -> Result<Vec<String>> {
+    let ids = rows
+        .column(col::CUSTOMER_ID)
+        .and_then(|c| c.str().cloned())
+        .map_err(Error::polars("cumulative"))?;
+    Ok(ids.iter().flatten().map(str::to_owned).collect())
 }

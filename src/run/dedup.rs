@@ -1,26 +1,31 @@
 //! The dedup step: the watermark (late and future records into the ledger), then first copy
 //! wins against the batch and the dedup state (conflicts into the ledger), and the accounting
-//! check `read = accepted + duplicates + quarantined`.
+//! check `read = accepted + duplicates + quarantined`. It also works out what the dedup state
+//! will know after the run: each meter's hours and latest reading, and so which customers have
+//! a meter gone quiet.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use polars::prelude::*;
 
-use super::{Classified, DedupReport, Run, Stage};
+use super::{Classified, DedupReport, Run, Stage, keys};
 use crate::error::{Error, Result};
+use crate::hours::HOUR_MICROS;
 use crate::input::SEQ;
 use crate::quarantine::{Quarantined, Reason};
-use crate::query::{OUTCOME, check_watermark, classify, outcome};
-use crate::table::{DEDUP_STATE, block_on, col};
+use crate::query::meters::MeterIndex;
+use crate::query::{OUTCOME, ReadingKey, check_watermark, classify, outcome};
+use crate::table::{DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, block_on, col};
+use crate::trace;
 
 impl Run {
     /// Applies the watermark and removes duplicates against the dedup state. Takes the parsed
     /// records (their memory is released as they are classified): once per parse.
     pub fn dedup(&mut self) -> Result<DedupReport> {
         let t = Instant::now();
-        let records = match std::mem::replace(&mut self.stage, super::Stage::Planned) {
-            Stage::Parsed(records) => records,
+        let mut parsed = match std::mem::replace(&mut self.stage, super::Stage::Planned) {
+            Stage::Parsed(parsed) => parsed,
             other => {
                 self.stage = other;
                 return Err(Error::StepOrder {
@@ -30,6 +35,12 @@ impl Run {
             }
         };
         let err = Error::polars;
+        let key_table = self.open(&DEDUP_KEYS)?;
+        let keys = keys::assign(&key_table, &mut parsed)?;
+        self.keep(key_table);
+        let p = trace::phase("dedup/keys", t);
+        let records = std::mem::take(&mut parsed.records);
+        drop(parsed);
         let checked = check_watermark(
             records.lazy(),
             self.batch.plan.watermark_before,
@@ -41,18 +52,32 @@ impl Run {
         let future = with_outcome(&checked, outcome::FUTURE).map_err(err("watermark"))?;
         let in_time = with_outcome(&checked, outcome::IN_TIME).map_err(err("watermark"))?;
         drop(checked);
+        let p = trace::phase("dedup/watermark", p);
         self.quarantine_records(&late, Reason::Late)?;
         self.quarantine_records(&future, Reason::Future)?;
         self.ledger.counts.late += late.height() as u64;
         self.ledger.counts.future += future.height() as u64;
 
-        // Only the meters the batch has readings from, in the recording hours it touches.
-        let touched = meters_by_hour(&in_time)?;
+        // Stored readings are read only where a copy may be: for the meters and hours the
+        // index says hold readings, and readings no later than the meter's latest.
+        let meter_table = self.open(&DEDUP_METERS)?;
+        let meters =
+            MeterIndex::from_frame(&block_on(meter_table.read_hours(&Default::default()))??)?;
+        self.keep(meter_table);
+        let p = trace::phase("dedup/read meters", p);
+        let touched = may_hold(&in_time, &meters)?;
+        let p = trace::phase("dedup/meters", p);
         let state = self.open(&DEDUP_STATE)?;
-        let prior = block_on(state.read_hours_matching(col::METER_ID, &touched))??;
-        let query = classify(in_time.lazy(), prior.clone().lazy()).map_err(err("dedup"))?;
+        let prior = block_on(state.read_hours_matching(col::METER, &touched))??;
+        self.keep(state);
+        let prior_rows = prior.height();
+        let p = trace::phase("dedup/read state", p);
+        let reading = reading_key(&[&in_time, &prior])?;
+        let query = classify(in_ingestion_order(in_time)?.lazy(), prior.lazy(), reading)
+            .map_err(err("dedup"))?;
         let plan = query.explain(true).map_err(err("dedup"))?;
         let classified = query.collect().map_err(err("dedup"))?;
+        let p = trace::phase("dedup/classify", p);
         let only = |o: &str| with_outcome(&classified, o).map_err(err("dedup"));
         let accepted = only(outcome::ACCEPTED)?;
         let conflicts = only(outcome::CONFLICT)?;
@@ -71,18 +96,42 @@ impl Run {
                 c.quarantined()
             )));
         }
+        let p = trace::phase("dedup/outcomes", p);
         let affected_hours = hour_set(&accepted, col::USAGE_HOUR)?;
+        // What the state knows after the run (and so which meters count as new to a
+        // customer's hour), and who is quiet: no reading since the start of the latest
+        // ingestion hour, where every meter reporting on time has some.
+        let readings = readings_of(&accepted)?;
+        // (No watermark means no file, so no reading.)
+        let (meters, first) = match self.batch.watermark_after {
+            Some(watermark) => meters.advanced(watermark, &readings),
+            None => (meters, Vec::new()),
+        };
+        let new_meters = new_meters(&readings, &first)?;
+        trace::phase("dedup/index", p);
+        let since = self.batch.latest_ingest_after.unwrap_or(0) * HOUR_MICROS;
+        let quiet = meters
+            .quiet_customers(since)
+            .into_iter()
+            .filter_map(|key| keys.customer_ids.get(&key).cloned())
+            .collect();
         let report = DedupReport {
             counts: c,
             hours_touched: affected_hours.len(),
-            prior_rows: prior.height(),
+            prior_rows,
             plan,
         };
-        self.stage = Stage::Classified(Classified {
+        self.stage = Stage::Classified(Box::new(Classified {
             accepted,
-            prior,
+            prior_rows,
             affected_hours,
-        });
+            names: keys.names,
+            new_keys: keys.new_keys,
+            new_meters,
+            meters,
+            quiet,
+            additions: None,
+        }));
         self.step_done("dedup", t);
         Ok(report)
     }
@@ -113,24 +162,109 @@ impl Run {
     }
 }
 
-/// The distinct meters of `records` per recording hour.
-fn meters_by_hour(records: &DataFrame) -> Result<BTreeMap<i64, BTreeSet<String>>> {
+/// How dedup keys the readings of `frames`: packed into one integer when their bounds allow.
+fn reading_key(frames: &[&DataFrame]) -> Result<ReadingKey> {
     let err = Error::polars("dedup");
-    let pairs = records
-        .clone()
-        .lazy()
-        .select([col(col::USAGE_HOUR), col(col::METER_ID)])
-        .unique(None, UniqueKeepStrategy::Any)
-        .collect()
+    let (mut earliest, mut latest, mut max_meter) = (i64::MAX, i64::MIN, 0i64);
+    for frame in frames {
+        let long = |name: &str| {
+            frame
+                .column(name)
+                .and_then(|c| c.i64().cloned())
+                .map_err(err)
+        };
+        let (recorded, meters) = (long(col::RECORDED_AT)?, long(col::METER)?);
+        earliest = earliest.min(recorded.min().unwrap_or(i64::MAX));
+        latest = latest.max(recorded.max().unwrap_or(i64::MIN));
+        max_meter = max_meter.max(meters.max().unwrap_or(0));
+        if meters.min().is_some_and(|m| m < 0) {
+            return Ok(ReadingKey::Pair);
+        }
+    }
+    Ok(ReadingKey::for_bounds(earliest, latest, max_meter))
+}
+
+/// `records` in ingestion order: as parsed they are, and then this only checks.
+fn in_ingestion_order(records: DataFrame) -> Result<DataFrame> {
+    let err = Error::polars("dedup");
+    let seq = records
+        .column(SEQ)
+        .and_then(|c| c.i64().cloned())
         .map_err(err)?;
-    let hours = pairs.column(col::USAGE_HOUR).and_then(|c| c.i64().cloned());
-    let meters = pairs.column(col::METER_ID).and_then(|c| c.str().cloned());
-    let (hours, meters) = (hours.map_err(err)?, meters.map_err(err)?);
-    let mut touched: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
-    for (hour, meter) in hours.into_no_null_iter().zip(meters.iter().flatten()) {
-        touched.entry(hour).or_default().insert(meter.to_owned());
+    let mut last = i64::MIN;
+    let ordered = seq.into_no_null_iter().all(|s| {
+        let ok = s > last;
+        last = s;
+        ok
+    });
+    if ordered {
+        return Ok(records);
+    }
+    records
+        .sort([SEQ], SortMultipleOptions::default())
+        .map_err(err)
+}
+
+/// The accepted readings as `(meter, customer, recorded_at)` keys.
+fn readings_of(accepted: &DataFrame) -> Result<Vec<(i64, i64, i64)>> {
+    let long = |name: &str| {
+        accepted
+            .column(name)
+            .and_then(|c| c.i64().cloned())
+            .map_err(Error::polars("dedup"))
+    };
+    let (meters, customers) = (long(col::METER)?, long(col::CUSTOMER)?);
+    let recorded = long(col::RECORDED_AT)?;
+    Ok(meters
+        .into_no_null_iter()
+        .zip(customers.into_no_null_iter())
+        .zip(recorded.into_no_null_iter())
+        .map(|((meter, customer), recorded_at)| (meter, customer, recorded_at))
+        .collect())
+}
+
+/// Per recording hour, the meters of `records` whose stored readings may hold a copy of one of
+/// them (what dedup must read).
+fn may_hold(records: &DataFrame, meters: &MeterIndex) -> Result<BTreeMap<i64, BTreeSet<i64>>> {
+    let err = Error::polars("dedup");
+    let long = |name: &str| records.column(name).and_then(|c| c.i64().cloned());
+    let (hours, ids, recorded) = (
+        long(col::USAGE_HOUR).map_err(err)?,
+        long(col::METER).map_err(err)?,
+        long(col::RECORDED_AT).map_err(err)?,
+    );
+    let mut touched: BTreeMap<i64, BTreeSet<i64>> = BTreeMap::new();
+    for ((hour, meter), recorded_at) in hours
+        .into_no_null_iter()
+        .zip(ids.into_no_null_iter())
+        .zip(recorded.into_no_null_iter())
+    {
+        if meters.may_hold(meter, recorded_at) {
+            touched.entry(hour).or_default().insert(meter);
+        }
     }
     Ok(touched)
+}
+
+/// The `(customer, usage_hour, meter)` of the accepted readings that are the first of their
+/// meter for their customer and hour (`first`, from the meter index): `meter_count` counts a
+/// meter once per customer and hour.
+fn new_meters(readings: &[(i64, i64, i64)], first: &[bool]) -> Result<DataFrame> {
+    let (mut customers, mut hours, mut ids) = (Vec::new(), Vec::new(), Vec::new());
+    for (&(meter, customer, recorded_at), _) in readings.iter().zip(first).filter(|(_, f)| **f) {
+        customers.push(customer);
+        hours.push(recorded_at.div_euclid(HOUR_MICROS));
+        ids.push(meter);
+    }
+    DataFrame::new(
+        customers.len(),
+        vec![
+            Column::new(col::CUSTOMER.into(), customers),
+            Column::new(col::USAGE_HOUR.into(), hours),
+            Column::new(col::METER.into(), ids),
+        ],
+    )
+    .map_err(Error::polars("dedup"))
 }
 
 fn with_outcome(df: &DataFrame, outcome: &str) -> PolarsResult<DataFrame> {

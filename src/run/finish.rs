@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, format_hour};
 use crate::quarantine;
 use crate::table::{
-    ALL, CUMULATIVE_USAGE, DEDUP_STATE, HOURLY_USAGE, QUARANTINE, RUN_METRICS, Table, block_on, col,
+    ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE, QUARANTINE,
+    RUN_METRICS, Table, block_on, col,
 };
 
 /// What the dedup-state commit of a run does.
@@ -44,16 +45,34 @@ impl Run {
         let rel_paths: Vec<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
         let rows = quarantine::frame(batch, &self.ledger.quarantined, &rel_paths)?;
         append_compacting(&mut self.open(&QUARANTINE)?, batch, &rows)?;
+        let p = crate::trace::phase("finish/quarantine", t);
 
         let mut state = self.open(&DEDUP_STATE)?;
         let update = self.state_update(&state)?;
+        let p = crate::trace::phase("finish/state rows", p);
+        let (new_keys, meters) = match &self.stage {
+            Stage::Classified(c) => (c.new_keys.clone(), c.meters.to_frame()?),
+            _ => (DEDUP_KEYS.empty_frame()?, DEDUP_METERS.empty_frame()?),
+        };
         for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
-            let (version, files) = self.open(spec)?.version_and_files();
+            let table = self.open(spec)?;
+            let (version, files) = table.version_and_files();
+            self.keep(table);
             self.ledger.tables.push((spec.name, version, files as u64));
         }
         self.step_done("finish", t);
         let metrics = self.metrics();
         append_compacting(&mut self.open(&RUN_METRICS)?, batch, &metrics.frame()?)?;
+        let p = crate::trace::phase("finish/metrics", p);
+        // The keys before the readings that use them; the meters' index (rewritten whole) before
+        // the readings too: a rerun after a crash between the two reads the index after the
+        // batch, which only makes dedup read more stored rows, never other ones, so it
+        // classifies the batch as the crashed attempt did (every table before is skipped).
+        append_compacting(&mut self.open(&DEDUP_KEYS)?, batch, &new_keys)?;
+        let mut meter_table = self.open(&DEDUP_METERS)?;
+        let old = meter_table.appended_files(0);
+        block_on(meter_table.commit_removing(batch, Some(&meters), &Default::default(), &old))??;
+        let p = crate::trace::phase("finish/keys and meters", p);
         block_on(state.commit_removing(
             batch,
             Some(&update.rows),
@@ -61,6 +80,7 @@ impl Run {
             &update.compacted,
         ))??;
 
+        let p = crate::trace::phase("finish/readings", p);
         let mut checkpoint = self.checkpoint.clone();
         for f in &self.batch.plan.files {
             checkpoint.files.insert(f.rel_path.clone(), f.size);
@@ -69,6 +89,7 @@ impl Run {
         checkpoint.watermark_hour = self.batch.watermark_after;
         checkpoint.latest_ingest_hour = self.batch.latest_ingest_after;
         self.store.commit(&checkpoint)?;
+        crate::trace::phase("finish/checkpoint", p);
         if batch % VACUUM_EVERY_BATCHES == VACUUM_EVERY_BATCHES - 1 {
             self.vacuum()?;
         }
@@ -76,12 +97,11 @@ impl Run {
     }
 
     /// The dedup state's change: the accepted readings of the hours the watermark has not
-    /// passed, sorted by meter. Each run that reaches back into an hour adds a small file to
+    /// passed (the writers sort each hour's file by meter). Each run that reaches back into an hour adds a small file to
     /// it; once an hour has a few, they are rewritten into one with this run's rows, so reads
     /// by meter stay selective and the file count stays bounded.
     fn state_update(&self, state: &Table) -> Result<StateUpdate> {
         let err = Error::polars("dedup state");
-        let order = [col::USAGE_HOUR, col::METER_ID, col::RECORDED_AT];
         let wm = self.batch.watermark_after.unwrap_or(i64::MIN);
         let Stage::Classified(classified) = &self.stage else {
             return Err(Error::StepOrder {
@@ -94,7 +114,6 @@ impl Run {
             .clone()
             .lazy()
             .filter(col(col::USAGE_HOUR).gt_eq(lit(wm)))
-            .sort(order, SortMultipleOptions::default())
             .select(
                 DEDUP_STATE
                     .columns
@@ -114,7 +133,7 @@ impl Run {
         } else {
             let old = block_on(state.read_files(&hours, &compacted))??;
             concat([keep.lazy(), old.lazy()], UnionArgs::default())
-                .and_then(|lf| lf.sort(order, SortMultipleOptions::default()).collect())
+                .and_then(LazyFrame::collect)
                 .map_err(err)?
         };
         Ok(StateUpdate {
@@ -125,7 +144,7 @@ impl Run {
     }
 
     /// Deletes the files no table version of the last 7 days (the watermark's reach) refers to.
-    fn vacuum(&self) -> Result<usize> {
+    fn vacuum(&mut self) -> Result<usize> {
         let mut deleted = 0;
         for spec in ALL {
             let mut table = self.open(spec)?;
@@ -136,7 +155,7 @@ impl Run {
 
     fn metrics(&self) -> RunMetrics {
         let (hours_touched, state_rows_read) = match &self.stage {
-            Stage::Classified(c) => (c.affected_hours.len() as u64, c.prior.height() as u64),
+            Stage::Classified(c) => (c.affected_hours.len() as u64, c.prior_rows as u64),
             _ => (0, 0),
         };
         RunMetrics {

@@ -11,15 +11,18 @@
 //! 1. the plan file (`batches/<id>.json`), before any table is touched;
 //! 2. `hourly_usage`, then `cumulative_usage`: data files, then one commit each;
 //! 3. `quarantine`, then `run_metrics`;
-//! 4. the dedup state, after every table, so a rerun classifies records exactly as the crashed
-//!    attempt did;
+//! 4. the dedup state: the keys of ids new in the batch, then the readings, after every table,
+//!    so a rerun classifies records exactly as the crashed attempt did;
 //! 5. the checkpoint, last; then (every 24th batch) the vacuum.
 
+mod backlog;
 mod compaction;
 mod cumulative;
 mod dedup;
 mod finish;
 mod hourly;
+mod keys;
+mod layout;
 mod metrics;
 mod parse;
 mod plan;
@@ -28,17 +31,20 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use polars::prelude::DataFrame;
 
+pub use backlog::{BacklogBatch, BacklogReport, catch_up};
 pub use metrics::{Counts, RunMetrics};
 pub use report::{DedupReport, ParseReport, PlanReport, TableReport};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::input::Parsed;
 use crate::quarantine::Quarantined;
+use crate::query::meters::MeterIndex;
 use crate::state::{Checkpoint, Plan, RunLock, Store};
 use crate::table::{Spec, Table, block_on};
 
@@ -52,6 +58,8 @@ pub struct Run {
     clock: Clock,
     ledger: Ledger,
     stage: Stage,
+    /// Tables opened by earlier steps, kept open: opening one replays its Delta log.
+    tables: BTreeMap<&'static str, Table>,
 }
 
 /// What the run takes: its plan and the watermark it moves to.
@@ -86,19 +94,31 @@ enum Stage {
     /// The batch is planned.
     Planned,
     /// Its files are parsed: the valid records.
-    Parsed(DataFrame),
+    Parsed(Parsed),
     /// Its records are classified: what counts.
-    Classified(Classified),
+    Classified(Box<Classified>),
 }
 
-/// The records that count, and what the dedup state held for them.
+/// The records that count, and what the dedup state knows after them.
 struct Classified {
-    /// Accepted records (the parsed columns).
+    /// Accepted records (the parsed columns, with meters and customers as keys).
     accepted: DataFrame,
-    /// The dedup state's earlier readings of the touched meters and hours.
-    prior: DataFrame,
+    /// Rows of stored readings dedup read.
+    prior_rows: usize,
     /// Recording hours that got new readings.
     affected_hours: BTreeSet<i64>,
+    /// The batch's customers: `customer` (key) and `customer_id`.
+    names: DataFrame,
+    /// The `dedup_keys` rows of ids new in this batch.
+    new_keys: DataFrame,
+    /// `(customer, usage_hour, meter)` that count as meters new to a customer's hour.
+    new_meters: DataFrame,
+    /// What the dedup state knows of each meter after the run.
+    meters: MeterIndex,
+    /// Customers with a meter gone quiet: the side files take their rows.
+    quiet: BTreeSet<String>,
+    /// What the batch adds to each customer's hour (`hourly_usage` additions), once computed.
+    additions: Option<DataFrame>,
 }
 
 impl Run {
@@ -106,8 +126,18 @@ impl Run {
         self.clock.steps.push((step, since.elapsed().as_millis()));
     }
 
-    fn open(&self, spec: &'static Spec) -> Result<Table> {
-        block_on(Table::open_or_create(&spec.dir(&self.config), spec))?
+    /// The table of `spec`, kept open by an earlier step or opened now; give it back with
+    /// [`Run::keep`] (a table not given back is opened again next time).
+    fn open(&mut self, spec: &'static Spec) -> Result<Table> {
+        match self.tables.remove(spec.name) {
+            Some(table) => Ok(table),
+            None => block_on(Table::open_or_create(&spec.dir(&self.config), spec))?,
+        }
+    }
+
+    /// Keeps `table` open for the run's later steps.
+    fn keep(&mut self, table: Table) {
+        self.tables.insert(table.name(), table);
     }
 
     fn classified(&self, step: &'static str) -> Result<&Classified> {

@@ -7,13 +7,18 @@ use super::{Batch, Clock, Ledger, PlanReport, Run, Stage};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, format_hour};
-use crate::input::list_new_files;
+use crate::input::{PlannedFile, list_new_files};
 use crate::state::{Plan, RunLock, Store, marker};
 
 impl Run {
     /// Plans the batch: resumes the planned batch of a run that did not finish, or takes the
-    /// files no run committed yet (up to the batch cap).
+    /// files no run committed yet (up to the batch cap, one chunk's bytes).
     pub fn start(config: &Config) -> Result<Self> {
+        Self::start_within(config, config.batch_cap)
+    }
+
+    /// [`Run::start`], taking at most `files_left` new files.
+    pub(super) fn start_within(config: &Config, files_left: Option<usize>) -> Result<Self> {
         let started = Instant::now();
         let lock = RunLock::acquire(&config.checkpoint_dir)?;
         if marker::in_progress(&config.output_root) {
@@ -25,10 +30,7 @@ impl Run {
             Some(plan) => (plan, true, Vec::new()),
             None => {
                 let listing = list_new_files(&config.input_root, &checkpoint.files)?;
-                let mut files = listing.new_files;
-                if let Some(cap) = config.batch_cap {
-                    files.truncate(cap);
-                }
+                let files = batch_of(listing.new_files, files_left, config.chunk_bytes);
                 let plan = Plan {
                     batch_id: checkpoint.next_batch,
                     watermark_before: checkpoint.watermark_hour,
@@ -70,9 +72,15 @@ impl Run {
             },
             ledger: Ledger::default(),
             stage: Stage::Planned,
+            tables: Default::default(),
         };
         run.step_done("plan", started);
         Ok(run)
+    }
+
+    /// Whether the run has files to process.
+    pub fn has_files(&self) -> bool {
+        !self.batch.plan.files.is_empty()
     }
 
     /// What the run will process.
@@ -89,5 +97,56 @@ impl Run {
             ignored: self.batch.ignored.clone(),
             watermark_before: plan.watermark_before.map(format_hour),
         }
+    }
+}
+
+/// The first new files, in ingestion order, up to `cap` files and `max_bytes` bytes (at least
+/// one file, however large).
+fn batch_of(
+    files: Vec<PlannedFile>,
+    cap: Option<usize>,
+    max_bytes: Option<u64>,
+) -> Vec<PlannedFile> {
+    let mut bytes = 0u64;
+    let mut batch = Vec::new();
+    for file in files {
+        bytes = bytes.saturating_add(file.size);
+        let full = cap.is_some_and(|c| batch.len() >= c)
+            || max_bytes.is_some_and(|m| bytes > m && !batch.is_empty());
+        if full {
+            break;
+        }
+        batch.push(file);
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(sizes: &[u64]) -> Vec<PlannedFile> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| PlannedFile {
+                rel_path: format!("ingest_hour=2026-03-01T00/{i}.jsonl"),
+                path: format!("/log/{i}.jsonl").into(),
+                size,
+                ingest_hour: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        let sizes = |b: Vec<PlannedFile>| b.iter().map(|f| f.size).collect::<Vec<_>>();
+        assert_eq!(sizes(batch_of(files(&[5, 5, 5]), None, None)), [5, 5, 5]);
+        assert_eq!(sizes(batch_of(files(&[5, 5, 5]), Some(2), None)), [5, 5]);
+        assert_eq!(sizes(batch_of(files(&[5, 5, 5]), None, Some(10))), [5, 5]);
+        assert_eq!(sizes(batch_of(files(&[5, 5, 5]), None, Some(9))), [5]);
+        // One file larger than the bound is a batch of its own.
+        assert_eq!(sizes(batch_of(files(&[50, 5]), None, Some(10))), [50]);
+        assert_eq!(sizes(batch_of(files(&[5, 50]), Some(3), Some(10))), [5]);
     }
 }

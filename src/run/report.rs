@@ -59,8 +59,10 @@ pub struct TableReport {
     pub committed: Committed,
     /// Rows written.
     pub rows: usize,
-    /// Hour partitions replaced.
+    /// Hour partitions rewritten (whole, or their side files alone).
     pub partitions: usize,
+    /// Of those, the hours whose side files alone were rewritten.
+    pub side_only: usize,
     /// The first rows written.
     pub head: DataFrame,
     /// Polars' optimized plan of the aggregation, when there is one to show.
@@ -75,6 +77,7 @@ impl TableReport {
             committed: Committed::AlreadyCommitted,
             rows: 0,
             partitions: 0,
+            side_only: 0,
             head: DataFrame::empty(),
             plan: None,
         }

@@ -9,19 +9,30 @@ use super::report::TableReport;
 use crate::error::Result;
 use crate::table::{Committed, Table, block_on};
 
-/// Hands the rows of each hour partition in `hours` of `table`, in order, to `each`, while a
-/// helper thread reads the next few: reading overlaps the work on the hour before.
+/// What to read of one hour partition: every file, or the files named.
+pub(super) type HourRead = (i64, Option<BTreeSet<String>>);
+
+/// Hands the rows read of each hour partition in `reads` of `table` (all its files, or the files
+/// named), in order, to `each`, while a helper thread reads the next few: reading overlaps the
+/// work on the hour before.
 pub(super) fn read_ahead(
     table: &Table,
-    hours: &[i64],
+    reads: &[HourRead],
     mut each: impl FnMut(i64, DataFrame) -> Result<()>,
 ) -> Result<()> {
     const AHEAD: usize = 2;
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<(i64, DataFrame)>>(AHEAD);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            for &hour in hours {
-                let rows = block_on(table.read_hours(&BTreeSet::from([hour]))).and_then(|r| r);
+            for (hour, files) in reads {
+                let hour = *hour;
+                let hours = BTreeSet::from([hour]);
+                let rows = match files {
+                    None => block_on(table.read_hours(&hours)),
+                    Some(paths) if paths.is_empty() => Ok(table.empty_frame()),
+                    Some(paths) => block_on(table.read_files(&hours, paths)),
+                }
+                .and_then(|r| r);
                 let failed = rows.is_err();
                 // The receiver reports an error; if it is gone, nobody is waiting.
                 if sender.send(rows.map(|rows| (hour, rows))).is_err() || failed {
@@ -66,6 +77,7 @@ impl RowsWritten {
             committed,
             rows: self.rows,
             partitions,
+            side_only: 0,
             head: self.head.unwrap_or_default(),
             plan: None,
         }

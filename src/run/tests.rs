@@ -246,3 +246,116 @@ fn hand_worked_runs() -> Result<()> {
     assert_eq!(cumulative_rows(&config)?[&key("C4", "08")], vec![0, 4000]);
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
 }
+
+/// A meter goes quiet and replays: the hours written while it was quiet keep it in their side
+/// files, and the replay rewrites those alone, in both tables.
+#[test]
+fn a_replay_rewrites_side_files_only() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("aquabill-side-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = dir.join("log");
+    let (log_s, out_s) = (
+        log.to_string_lossy().into_owned(),
+        dir.join("out").to_string_lossy().into_owned(),
+    );
+    // C1's meter reports steadily (1 L a reading); C2's meter reports at 00:10 (2 L), then is
+    // silent until the hour 03 run, which brings what it recorded meanwhile.
+    let readings = [
+        (
+            "00",
+            vec![
+                ("M1", "C1", "00:10", "1"),
+                ("M1", "C1", "00:40", "1"),
+                ("M2", "C2", "00:10", "2"),
+            ],
+        ),
+        (
+            "01",
+            vec![("M1", "C1", "01:10", "1"), ("M1", "C1", "01:40", "1")],
+        ),
+        ("02", vec![("M1", "C1", "02:10", "1")]),
+        (
+            "03",
+            vec![
+                ("M1", "C1", "03:10", "1"),
+                ("M2", "C2", "00:40", "2"),
+                ("M2", "C2", "01:10", "2"),
+                ("M2", "C2", "01:40", "2"),
+                ("M2", "C2", "02:10", "2"),
+            ],
+        ),
+    ];
+    let config = |root: &Path| -> Result<Config> {
+        std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
+        Config::new(&Params {
+            input_root: &log_s,
+            output_root: &out_s,
+            ..Params::default()
+        })
+    };
+    let main_files =
+        |config: &Config, spec: &'static Spec, hour: &str| -> Result<BTreeSet<String>> {
+            let hour = parse_hour(&format!("2026-03-01T{hour}")).ok_or(Error::Hour { hour: 0 })?;
+            let t = block_on(Table::open_or_create(&spec.dir(config), spec))??;
+            Ok(t.files_of(hour, crate::table::Role::Main))
+        };
+    let mut before = Vec::new();
+    for (i, (folder, lines)) in readings.iter().enumerate() {
+        let lines: Vec<String> = lines.iter().map(|&(m, c, t, l)| line(m, c, t, l)).collect();
+        add_file(&log, &format!("2026-03-01T{folder}"), "a.jsonl", &lines)?;
+        let config = config(&log)?;
+        if i == 3 {
+            for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
+                for hour in ["01", "02"] {
+                    before.push(main_files(&config, spec, hour)?);
+                }
+            }
+            let mut run = Run::start(&config)?;
+            run.parse()?;
+            run.dedup()?;
+            let hourly = run.write_hourly()?;
+            let cumulative = run.write_cumulative()?;
+            run.finish()?;
+            // Hours 01 and 02: side files only. Hour 00 was written before C2 went quiet, so
+            // its main file holds C2 and is rewritten; 03 is new.
+            assert_eq!((hourly.partitions, hourly.side_only), (4, 2));
+            assert_eq!((cumulative.partitions, cumulative.side_only), (4, 2));
+        } else {
+            run_once(&config)?;
+        }
+    }
+    let config = config(&log)?;
+    let mut after = Vec::new();
+    for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
+        for hour in ["01", "02"] {
+            after.push(main_files(&config, spec, hour)?);
+        }
+    }
+    assert_eq!(before, after, "the main files of hours 01 and 02 stay");
+    assert!(after.iter().all(|files| files.len() == 1));
+    let hourly = hourly_rows(&config)?;
+    let expected_hourly = BTreeMap::from([
+        (key("C1", "00"), vec![2000, 2, 1]),
+        (key("C1", "01"), vec![2000, 2, 1]),
+        (key("C1", "02"), vec![1000, 1, 1]),
+        (key("C1", "03"), vec![1000, 1, 1]),
+        // M2's 00:40 reading joins its 00:10 one: still one meter.
+        (key("C2", "00"), vec![4000, 2, 1]),
+        (key("C2", "01"), vec![4000, 2, 1]),
+        (key("C2", "02"), vec![2000, 1, 1]),
+    ]);
+    assert_eq!(hourly, expected_hourly);
+    let cumulative = cumulative_rows(&config)?;
+    let expected_cumulative = BTreeMap::from([
+        (key("C1", "00"), vec![2000, 2000]),
+        (key("C1", "01"), vec![2000, 4000]),
+        (key("C1", "02"), vec![1000, 5000]),
+        (key("C1", "03"), vec![1000, 6000]),
+        (key("C2", "00"), vec![4000, 4000]),
+        (key("C2", "01"), vec![4000, 8000]),
+        (key("C2", "02"), vec![2000, 10000]),
+        (key("C2", "03"), vec![0, 10000]),
+    ]);
+    assert_eq!(cumulative, expected_cumulative);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+}

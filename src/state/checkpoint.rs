@@ -8,8 +8,15 @@ use serde::{Deserialize, Serialize};
 use super::{Store, file};
 use crate::error::{Error, Result};
 
-/// Layout version of `checkpoint.json`.
-const FORMAT: u32 = 1;
+/// Layout version of the checkpoint folder: 2 keeps the dedup state as integer keys
+/// (`dedup_keys`, `dedup_readings`); 1 kept it as strings in `dedup_state`.
+const FORMAT: u32 = 2;
+
+/// The earlier layout a rebuild can start from.
+const FORMAT_REBUILDABLE: u32 = 1;
+
+/// The dedup state's folder in layout 1, removed by the rebuild that replaces it.
+pub const FORMAT_1_STATE: &str = "dedup_state";
 
 /// What earlier runs committed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -29,6 +36,23 @@ pub struct Checkpoint {
 impl Store {
     /// The checkpoint, or an empty one before the first run.
     pub fn load(&self) -> Result<Checkpoint> {
+        let cp = self.load_for_rebuild()?;
+        if cp.format == FORMAT {
+            return Ok(cp);
+        }
+        Err(Error::Checkpoint {
+            path: self.checkpoint_path(),
+            reason: format!(
+                "written by an earlier version of aquabill (format {}, this version reads \
+                 {FORMAT}); run the notebook once with rebuild=true to recompute the tables and \
+                 the dedup state from the log in this version's format",
+                cp.format
+            ),
+        })
+    }
+
+    /// The checkpoint in this version's layout or in the earlier one a rebuild replaces.
+    pub fn load_for_rebuild(&self) -> Result<Checkpoint> {
         let path = self.checkpoint_path();
         let Some(cp) = file::read_json::<Checkpoint>(&path)? else {
             return Ok(Checkpoint {
@@ -36,7 +60,7 @@ impl Store {
                 ..Checkpoint::default()
             });
         };
-        if cp.format != FORMAT {
+        if cp.format != FORMAT && cp.format != FORMAT_REBUILDABLE {
             return Err(Error::Checkpoint {
                 path,
                 reason: format!("unknown format {} (this version reads {FORMAT})", cp.format),
@@ -95,6 +119,21 @@ mod tests {
             }
             other => panic!("a damaged checkpoint must be refused, got {other:?}"),
         }
+        // An earlier version's checkpoint is refused by runs, with the way out, and read by
+        // the rebuild that replaces its dedup state.
+        let earlier = Checkpoint {
+            format: FORMAT_REBUILDABLE,
+            ..cp.clone()
+        };
+        store.commit(&earlier)?;
+        match store.load() {
+            Err(e @ Error::Checkpoint { .. }) => {
+                let message = e.to_string();
+                assert!(message.contains("rebuild=true"), "{message}");
+            }
+            other => panic!("an earlier layout must be refused by runs, got {other:?}"),
+        }
+        assert_eq!(store.load_for_rebuild()?, earlier);
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
     }
 }

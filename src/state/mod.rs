@@ -9,7 +9,7 @@ mod plan;
 
 use std::path::{Path, PathBuf};
 
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, FORMAT_1_STATE};
 pub use lock::RunLock;
 pub use plan::Plan;
 

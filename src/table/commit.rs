@@ -11,7 +11,7 @@ use polars::prelude::DataFrame;
 
 use super::schema::APP_ID;
 use super::write::Written;
-use super::{Table, delta_error};
+use super::{Table, block_on, delta_error};
 use crate::error::Result;
 use crate::hours::format_hour;
 
@@ -65,8 +65,40 @@ impl Table {
             },
             None => Vec::new(),
         };
-        let written = self.write_frames(|emit| frames.into_iter().try_for_each(emit))?;
+        let written = self.write_frames(|emit| {
+            frames
+                .into_iter()
+                .try_for_each(|frame| emit(frame, super::Role::Main))
+        })?;
         self.commit_written(batch_id, written, replace, paths).await
+    }
+
+    /// Replaces every row of this table by the rows of `source` (a table of the same layout),
+    /// in one commit of batch `batch_id`: each of `source`'s files is written again with its
+    /// role, one at a time. Returns the rows written and the commit.
+    pub fn replace_with(&mut self, source: &Table, batch_id: i64) -> Result<(usize, Committed)> {
+        if block_on(self.has_batch(batch_id))?? {
+            return Ok((0, Committed::AlreadyCommitted));
+        }
+        let mut rows = 0;
+        let written = self.write_frames(|emit| {
+            for file in &source.files {
+                let hours: BTreeSet<i64> = file.hour.into_iter().collect();
+                let paths = BTreeSet::from([file.path.clone()]);
+                let frame = block_on(source.read_files(&hours, &paths))??;
+                rows += frame.height();
+                emit(frame, file.role)?;
+            }
+            Ok(())
+        })?;
+        let replace: BTreeSet<i64> = self
+            .partitions()
+            .union(&source.partitions())
+            .copied()
+            .collect();
+        let every = self.appended_files(0);
+        let committed = block_on(self.commit_written(batch_id, written, &replace, &every))??;
+        Ok((rows, committed))
     }
 
     /// Commits batch `batch_id`: removes the files of the hour partitions in `replace` and the

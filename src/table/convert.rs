@@ -216,9 +216,9 @@ mod tests {
     fn a_file_without_its_partition_value_is_an_error() -> Result<(), Box<dyn std::error::Error>> {
         let schema = arrow_schema(&DEDUP_STATE);
         let rows = df!(
-            "meter_id" => ["M1"],
+            "meter" => [1i64],
             "recorded_at" => [7i64],
-            "customer_id" => ["C1"],
+            "customer" => [2i64],
             "usage_ml" => [5i64],
             "usage_hour" => [3i64],
         )?;

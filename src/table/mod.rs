@@ -27,9 +27,12 @@ use futures::TryStreamExt as _;
 
 pub use commit::Committed;
 pub use runtime::block_on;
-pub use schema::{ALL, CUMULATIVE_USAGE, DEDUP_STATE, HOURLY_USAGE, QUARANTINE, RUN_METRICS};
+pub use schema::{
+    ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE, QUARANTINE,
+    RUN_METRICS,
+};
 pub use schema::{Kind, Spec, Values, col};
-pub use write::split_by_hour;
+pub use write::{Role, split_by_hour};
 
 use crate::error::{Error, Result};
 use crate::hours::parse_hour;
@@ -49,6 +52,7 @@ struct FileEntry {
     /// Its hour partition (partitioned tables only).
     hour: Option<i64>,
     rows: Option<usize>,
+    role: Role,
 }
 
 /// A `deltalake` (or object store) error of table `table`, wrapped: the library's callers never
@@ -64,6 +68,7 @@ impl Table {
     /// Opens the table in `dir`, creating it if it does not exist; fails if an existing table
     /// has another layout.
     pub async fn open_or_create(dir: &Path, spec: &'static Spec) -> Result<Self> {
+        let started = std::time::Instant::now();
         let err = delta_error(spec.name);
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let existed = dir.join("_delta_log").is_dir();
@@ -100,7 +105,9 @@ impl Table {
             files: Vec::new(),
         };
         table.check_layout()?;
+        let listed = crate::trace::phase(&format!("table/{} open", spec.name), started);
         table.list_files().await?;
+        crate::trace::phase(&format!("table/{} list files", spec.name), listed);
         Ok(table)
     }
 
@@ -153,11 +160,15 @@ impl Table {
                 None => None,
             };
             let rows = view.num_records();
+            // The file's tags are only public through its `Add` action.
+            #[allow(deprecated)]
+            let role = Role::of_tags(view.add_action().tags.as_ref());
             files.push(FileEntry {
                 view,
                 path,
                 hour,
                 rows,
+                role,
             });
         }
         self.files = files;
@@ -178,6 +189,11 @@ impl Table {
         Ok(())
     }
 
+    /// The table's name.
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
     /// The table's version and how many data files it has now.
     pub fn version_and_files(&self) -> (i64, usize) {
         (
@@ -189,5 +205,19 @@ impl Table {
     /// Hour partitions present in the table.
     pub fn partitions(&self) -> std::collections::BTreeSet<i64> {
         self.files.iter().filter_map(|f| f.hour).collect()
+    }
+
+    /// No rows, with the table's columns.
+    pub fn empty_frame(&self) -> Result<polars::prelude::DataFrame> {
+        self.spec.empty_frame()
+    }
+
+    /// The paths of hour `hour`'s files of role `role`.
+    pub fn files_of(&self, hour: i64, role: Role) -> std::collections::BTreeSet<String> {
+        self.files
+            .iter()
+            .filter(|f| f.hour == Some(hour) && f.role == role)
+            .map(|f| f.path.clone())
+            .collect()
     }
 }

@@ -3,6 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use deltalake::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::error::ArrowError;
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use object_store::ObjectStoreExt as _;
 use polars::prelude::DataFrame;
@@ -10,24 +13,42 @@ use polars::prelude::DataFrame;
 use super::{Table, convert, delta_error};
 use crate::error::{Error, Result};
 
+/// The keys wanted from one hour partition, in a column of strings or of integers.
+#[derive(Clone, Copy)]
+enum Wanted<'a> {
+    /// Every row.
+    All,
+    Text(&'a BTreeSet<String>),
+    Long(&'a BTreeSet<i64>),
+}
+
 impl Table {
     /// Reads the rows of the hour partitions `hours` (all rows if the table is unpartitioned).
     pub async fn read_hours(&self, hours: &BTreeSet<i64>) -> Result<DataFrame> {
-        let all: BTreeMap<i64, Option<&BTreeSet<String>>> =
-            hours.iter().map(|&h| (h, None)).collect();
+        let all: BTreeMap<i64, Wanted<'_>> = hours.iter().map(|&h| (h, Wanted::All)).collect();
         self.read(&all, "", None).await
     }
 
-    /// Reads the rows of the hour partitions in `keys` whose `column` may hold one of that
-    /// hour's keys: row groups whose min/max statistics rule out every key are not decoded, so
-    /// the result is the matching rows plus at most their row groups' neighbors.
+    /// Reads the rows of the hour partitions in `keys` whose integer `column` holds one of that
+    /// hour's keys. Row groups whose min/max statistics rule out every key are not decoded.
     pub async fn read_hours_matching(
+        &self,
+        column: &str,
+        keys: &BTreeMap<i64, BTreeSet<i64>>,
+    ) -> Result<DataFrame> {
+        let keys: BTreeMap<i64, Wanted<'_>> =
+            keys.iter().map(|(&h, k)| (h, Wanted::Long(k))).collect();
+        self.read(&keys, column, None).await
+    }
+
+    /// [`Table::read_hours_matching`] for a column of strings.
+    pub async fn read_hours_matching_text(
         &self,
         column: &str,
         keys: &BTreeMap<i64, BTreeSet<String>>,
     ) -> Result<DataFrame> {
-        let keys: BTreeMap<i64, Option<&BTreeSet<String>>> =
-            keys.iter().map(|(&h, k)| (h, Some(k))).collect();
+        let keys: BTreeMap<i64, Wanted<'_>> =
+            keys.iter().map(|(&h, k)| (h, Wanted::Text(k))).collect();
         self.read(&keys, column, None).await
     }
 
@@ -37,14 +58,13 @@ impl Table {
         hours: &BTreeSet<i64>,
         paths: &BTreeSet<String>,
     ) -> Result<DataFrame> {
-        let all: BTreeMap<i64, Option<&BTreeSet<String>>> =
-            hours.iter().map(|&h| (h, None)).collect();
+        let all: BTreeMap<i64, Wanted<'_>> = hours.iter().map(|&h| (h, Wanted::All)).collect();
         self.read(&all, "", Some(paths)).await
     }
 
     async fn read(
         &self,
-        hours: &BTreeMap<i64, Option<&BTreeSet<String>>>,
+        hours: &BTreeMap<i64, Wanted<'_>>,
         column: &str,
         paths: Option<&BTreeSet<String>>,
     ) -> Result<DataFrame> {
@@ -56,12 +76,12 @@ impl Table {
             if paths.is_some_and(|p| !p.contains(&file.path)) {
                 continue;
             }
-            let keys = match file.hour {
+            let wanted = match file.hour {
                 Some(h) => match hours.get(&h) {
-                    Some(keys) => *keys,
+                    Some(wanted) => *wanted,
                     None => continue,
                 },
-                None => None,
+                None => Wanted::All,
             };
             let bytes = store
                 .get(&file.view.object_store_path())
@@ -72,16 +92,21 @@ impl Table {
                 .map_err(|e| err(e.into()))?;
             let builder =
                 ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(e.into()))?;
-            let builder = match keys {
-                Some(keys) => {
-                    let groups = matching_row_groups(builder.metadata(), column, keys);
+            let builder = match wanted {
+                Wanted::All => builder,
+                wanted => {
+                    let groups = matching_row_groups(builder.metadata(), column, wanted);
                     builder.with_row_groups(groups)
                 }
-                None => builder,
             };
             let reader = builder.build().map_err(|e| err(e.into()))?;
             for batch in reader {
                 let batch = batch.map_err(|e| err(e.into()))?;
+                let batch = match wanted {
+                    Wanted::Long(keys) => only_keys(&batch, column, keys)
+                        .map_err(|e| Error::table_data(name, column, e.to_string()))?,
+                    _ => batch,
+                };
                 let frame = convert::to_frame(self.spec, &batch, file.hour)?;
                 out.vstack_mut(&frame)
                     .map_err(Error::polars("reading a table"))?;
@@ -91,12 +116,29 @@ impl Table {
     }
 }
 
-/// Row groups whose `column` statistics admit at least one of `keys` (all row groups when the
-/// column or its statistics are missing).
+/// The rows of `batch` whose integer `column` holds one of `keys`.
+fn only_keys(
+    batch: &RecordBatch,
+    column: &str,
+    keys: &BTreeSet<i64>,
+) -> std::result::Result<RecordBatch, ArrowError> {
+    let values = batch
+        .column_by_name(column)
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .ok_or_else(|| ArrowError::SchemaError(format!("no integer column {column}")))?;
+    let mask: BooleanArray = values
+        .iter()
+        .map(|v| Some(v.is_some_and(|v| keys.contains(&v))))
+        .collect();
+    filter_record_batch(batch, &mask)
+}
+
+/// Row groups whose `column` statistics admit at least one of the wanted keys (all row groups
+/// when the column or its statistics are missing).
 fn matching_row_groups(
     metadata: &deltalake::parquet::file::metadata::ParquetMetaData,
     column: &str,
-    keys: &BTreeSet<String>,
+    wanted: Wanted<'_>,
 ) -> Vec<usize> {
     let index = metadata
         .file_metadata()
@@ -111,12 +153,25 @@ fn matching_row_groups(
             let Some((min, max)) = bounds else {
                 return true;
             };
-            let (Ok(min), Ok(max)) = (std::str::from_utf8(min), std::str::from_utf8(max)) else {
-                return true;
-            };
-            keys.range(min.to_owned()..)
-                .next()
-                .is_some_and(|k| k.as_str() <= max)
+            match wanted {
+                Wanted::All => true,
+                Wanted::Text(keys) => {
+                    let (Ok(min), Ok(max)) = (std::str::from_utf8(min), std::str::from_utf8(max))
+                    else {
+                        return true;
+                    };
+                    keys.range(min.to_owned()..)
+                        .next()
+                        .is_some_and(|k| k.as_str() <= max)
+                }
+                Wanted::Long(keys) => {
+                    let long = |b: &[u8]| Some(i64::from_le_bytes(b.try_into().ok()?));
+                    let (Some(min), Some(max)) = (long(min), long(max)) else {
+                        return true;
+                    };
+                    keys.range(min..=max).next().is_some()
+                }
+            }
         })
         .collect()
 }
@@ -125,7 +180,7 @@ fn matching_row_groups(
 mod tests {
     use std::sync::Arc;
 
-    use deltalake::arrow::array::{ArrayRef, RecordBatch, StringArray};
+    use deltalake::arrow::array::{ArrayRef, StringArray};
     use deltalake::parquet::arrow::ArrowWriter;
     use deltalake::parquet::file::properties::WriterProperties;
     use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
@@ -156,13 +211,13 @@ mod tests {
             (keys(&["M35"]), vec![1]), // within M3..M4: read, and filtered later by the join
         ] {
             assert_eq!(
-                matching_row_groups(metadata, "meter_id", &wanted),
+                matching_row_groups(metadata, "meter_id", Wanted::Text(&wanted)),
                 groups,
                 "{wanted:?}"
             );
         }
         assert_eq!(
-            matching_row_groups(metadata, "no_such_column", &keys(&["M3"])),
+            matching_row_groups(metadata, "no_such_column", Wanted::Text(&keys(&["M3"]))),
             vec![0, 1, 2]
         );
         Ok(())

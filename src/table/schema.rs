@@ -20,8 +20,6 @@ pub const CHECKPOINT_INTERVAL: &str = "24";
 pub mod col {
     /// Customer account.
     pub const CUSTOMER_ID: &str = "customer_id";
-    /// Meter device.
-    pub const METER_ID: &str = "meter_id";
     /// UTC hour the readings were recorded in (hour index in memory, `YYYY-MM-DDTHH` stored).
     pub const USAGE_HOUR: &str = "usage_hour";
     /// Milliliters.
@@ -40,6 +38,23 @@ pub mod col {
     pub const RECORDED_AT: &str = "recorded_at";
     /// The batch (run) that wrote a row.
     pub const BATCH_ID: &str = "batch_id";
+    /// A meter's key: a compact integer standing for its `meter_id` (see `DEDUP_KEYS`).
+    pub const METER: &str = "meter";
+    /// A customer's key, standing for its `customer_id`.
+    pub const CUSTOMER: &str = "customer";
+    /// What a key stands for: `meter` or `customer`.
+    pub const KIND: &str = "kind";
+    /// The id a key stands for.
+    pub const ID: &str = "id";
+    /// A key.
+    pub const KEY: &str = "key";
+    /// `recorded_at` of a meter's latest accepted reading, µs.
+    pub const LAST_SEEN: &str = "last_seen";
+    /// Index of the first 64-hour word of a bitmap of hours (hour `64 * first_word`).
+    pub const FIRST_WORD: &str = "first_word";
+    /// The words of a bitmap of hours, bit `i` of word `w` standing for hour
+    /// `64 * (first_word + w) + i`.
+    pub const HOUR_WORDS: [&str; 4] = ["hours_0", "hours_1", "hours_2", "hours_3"];
 }
 
 /// How a column is typed in Delta and in Polars.
@@ -77,6 +92,9 @@ pub struct Spec {
     pub partition: Option<&'static str>,
     /// Rows per parquet row group, where readers skip row groups by their statistics.
     pub row_group_rows: Option<usize>,
+    /// The column each data file is sorted by (stable: rows of one value keep their order),
+    /// so that row groups cover narrow ranges of it.
+    pub sorted_by: Option<&'static str>,
     /// Where it lives.
     pub home: Home,
 }
@@ -93,6 +111,7 @@ pub const HOURLY_USAGE: Spec = Spec {
     ],
     partition: Some(col::USAGE_HOUR),
     row_group_rows: None,
+    sorted_by: None,
     home: Home::Output,
 };
 
@@ -109,6 +128,7 @@ pub const CUMULATIVE_USAGE: Spec = Spec {
     ],
     partition: Some(col::USAGE_HOUR),
     row_group_rows: None,
+    sorted_by: None,
     home: Home::Output,
 };
 
@@ -125,6 +145,7 @@ pub const QUARANTINE: Spec = Spec {
     ],
     partition: None,
     row_group_rows: None,
+    sorted_by: None,
     home: Home::Output,
 };
 
@@ -159,31 +180,72 @@ pub const RUN_METRICS: Spec = Spec {
     ],
     partition: None,
     row_group_rows: None,
+    sorted_by: None,
     home: Home::Output,
 };
 
-/// The dedup state: readings accepted within the watermark, by recording hour.
+/// The dedup state: readings accepted within the watermark, by recording hour, with meters and
+/// customers as keys (`DEDUP_KEYS`).
 pub const DEDUP_STATE: Spec = Spec {
-    name: "dedup_state",
+    name: "dedup_readings",
     columns: &[
-        (col::METER_ID, Kind::Str),
+        (col::METER, Kind::Long),
         (col::RECORDED_AT, Kind::Long),
-        (col::CUSTOMER_ID, Kind::Str),
+        (col::CUSTOMER, Kind::Long),
         (col::USAGE_ML, Kind::Long),
         (col::USAGE_HOUR, Kind::Hour),
     ],
     partition: Some(col::USAGE_HOUR),
     // Files are sorted by meter: a run reading a few meters' readings decodes a few row groups.
-    row_group_rows: Some(1024),
+    row_group_rows: Some(4096),
+    sorted_by: Some(col::METER),
+    home: Home::Checkpoint,
+};
+
+/// The keys of the dedup state: every meter and customer id seen, with the integer that stands
+/// for it there. Only ever appended to (a key never changes).
+pub const DEDUP_KEYS: Spec = Spec {
+    name: "dedup_keys",
+    columns: &[
+        (col::KIND, Kind::Str),
+        (col::ID, Kind::Str),
+        (col::KEY, Kind::Long),
+    ],
+    partition: None,
+    row_group_rows: None,
+    sorted_by: None,
+    home: Home::Checkpoint,
+};
+
+/// What the dedup state knows of each meter and customer it reported for: its latest reading
+/// and the hours (within the watermark) it has readings in, as a bitmap. Small (a row per
+/// meter), read whole and rewritten by every run.
+pub const DEDUP_METERS: Spec = Spec {
+    name: "dedup_meters",
+    columns: &[
+        (col::METER, Kind::Long),
+        (col::CUSTOMER, Kind::Long),
+        (col::LAST_SEEN, Kind::Long),
+        (col::FIRST_WORD, Kind::Long),
+        (col::HOUR_WORDS[0], Kind::Long),
+        (col::HOUR_WORDS[1], Kind::Long),
+        (col::HOUR_WORDS[2], Kind::Long),
+        (col::HOUR_WORDS[3], Kind::Long),
+    ],
+    partition: None,
+    row_group_rows: None,
+    sorted_by: None,
     home: Home::Checkpoint,
 };
 
 /// Every table the pipeline writes, in commit order.
-pub const ALL: [&Spec; 5] = [
+pub const ALL: [&Spec; 7] = [
     &HOURLY_USAGE,
     &CUMULATIVE_USAGE,
     &QUARANTINE,
     &RUN_METRICS,
+    &DEDUP_KEYS,
+    &DEDUP_METERS,
     &DEDUP_STATE,
 ];
 

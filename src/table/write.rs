@@ -7,7 +7,7 @@ use deltalake::kernel::Add;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use polars::prelude::{DataFrame, IdxCa, IdxSize};
+use polars::prelude::{DataFrame, IdxCa, IdxSize, SortMultipleOptions};
 
 use super::schema::Spec;
 use super::{Table, convert, delta_error, runtime};
@@ -17,15 +17,45 @@ use crate::error::{Error, Result};
 #[derive(Debug, Default)]
 pub struct Written(pub(super) Vec<Add>);
 
+/// The part of an hour partition a data file holds (see [`Role`]'s variants); recorded as the
+/// file's Delta tag [`ROLE_TAG`], which every reader ignores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The rows late data is not expected to change: rewritten only when the whole hour is.
+    Main,
+    /// The rows late data may still change (customers with a meter gone quiet, customers new
+    /// to a month): small, rewritten on their own.
+    Side,
+}
+
+/// The Delta `tags` key naming a file's [`Role`]; a file without it is [`Role::Main`].
+pub const ROLE_TAG: &str = "aquabill.role";
+const SIDE: &str = "side";
+
+impl Role {
+    /// The role recorded in a file's tags.
+    pub(super) fn of_tags(
+        tags: Option<&std::collections::HashMap<String, Option<String>>>,
+    ) -> Self {
+        match tags
+            .and_then(|t| t.get(ROLE_TAG))
+            .and_then(Option::as_deref)
+        {
+            Some(SIDE) => Role::Side,
+            _ => Role::Main,
+        }
+    }
+}
+
 impl Table {
     /// Writes each frame that `produce` emits (rows of one hour partition, or any rows of an
-    /// unpartitioned table) as one data file, without committing. Frames are converted and
-    /// encoded on one thread per core while `produce` makes the next ones, so a producer going
-    /// hour by hour holds only a few hours in memory. Emitting fails once a writer failed; the
-    /// writer's error is returned.
+    /// unpartitioned table) as one data file of the given role, without committing. Frames are
+    /// converted and encoded on one thread per core while `produce` makes the next ones, so a
+    /// producer going hour by hour holds only a few hours in memory. Emitting fails once a
+    /// writer failed; the writer's error is returned.
     pub fn write_frames(
         &self,
-        produce: impl FnOnce(&mut dyn FnMut(DataFrame) -> Result<()>) -> Result<()>,
+        produce: impl FnOnce(&mut dyn FnMut(DataFrame, Role) -> Result<()>) -> Result<()>,
     ) -> Result<Written> {
         let name = self.spec.name;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -43,7 +73,7 @@ impl Table {
             }
             writers.push(writer);
         }
-        let (sender, receiver) = std::sync::mpsc::sync_channel::<DataFrame>(threads);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(DataFrame, Role)>(threads);
         let receiver = std::sync::Mutex::new(receiver);
         let spec = self.spec;
         let (produced, written) = std::thread::scope(|scope| {
@@ -54,11 +84,11 @@ impl Table {
                     scope.spawn(move || write_worker(spec, writer, receiver))
                 })
                 .collect();
-            let mut emit = |frame: DataFrame| {
+            let mut emit = |frame: DataFrame, role: Role| {
                 if frame.height() == 0 {
                     return Ok(());
                 }
-                sender.send(frame).map_err(|_| Error::Panicked {
+                sender.send((frame, role)).map_err(|_| Error::Panicked {
                     what: format!("every writer of {name}"),
                 })
             };
@@ -119,7 +149,7 @@ pub fn split_by_hour(rows: &DataFrame, column: &str) -> Result<BTreeMap<i64, Dat
 fn write_worker(
     spec: &'static Spec,
     mut writer: RecordBatchWriter,
-    frames: &std::sync::Mutex<std::sync::mpsc::Receiver<DataFrame>>,
+    frames: &std::sync::Mutex<std::sync::mpsc::Receiver<(DataFrame, Role)>>,
 ) -> Result<Vec<Add>> {
     let err = delta_error(spec.name);
     let schema = writer.arrow_schema();
@@ -129,14 +159,30 @@ fn write_worker(
             Ok(frames) => frames.recv(),
             Err(_) => break,
         };
-        let Ok(frame) = next else { break };
+        let Ok((frame, role)) = next else { break };
+        let frame = match spec.sorted_by {
+            Some(column) => frame
+                .sort(
+                    [column],
+                    SortMultipleOptions::default().with_maintain_order(true),
+                )
+                .map_err(Error::polars("sorting rows to write"))?,
+            None => frame,
+        };
         let batch = convert::to_record_batch(spec, &frame, &schema)?;
         drop(frame);
-        runtime::block_on(async {
+        let mut written = runtime::block_on(async {
             writer.write(batch).await.map_err(err)?;
-            adds.extend(writer.flush().await.map_err(err)?);
-            Ok::<_, Error>(())
+            writer.flush().await.map_err(err)
         })??;
+        if role == Role::Side {
+            for add in &mut written {
+                add.tags
+                    .get_or_insert_with(Default::default)
+                    .insert(ROLE_TAG.to_owned(), Some(SIDE.to_owned()));
+            }
+        }
+        adds.extend(written);
     }
     Ok(adds)
 }

@@ -91,8 +91,8 @@ pub fn bills(config: &Config) -> Result<BillsReport> {
             customers: bills.height(),
             total_ml: totals.sum().unwrap_or(0),
             largest: (
-                ids.get(0).unwrap_or_default().to_owned(),
-                totals.get(0).unwrap_or(0),
+                ids.iter().flatten().next().unwrap_or_default().to_owned(),
+                totals.iter().flatten().next().unwrap_or(0),
             ),
         });
     }

@@ -63,7 +63,7 @@ pub fn customer_month(config: &Config, customer: &str) -> Result<Option<Customer
             .collect()
             .map_err(Error::polars("chart"))?;
         match top.column(col::CUSTOMER_ID).and_then(|c| c.str().cloned()) {
-            Ok(ids) => match ids.get(0) {
+            Ok(ids) => match ids.iter().flatten().next() {
                 Some(id) => id.to_owned(),
                 None => return Ok(None),
             },
@@ -76,7 +76,7 @@ pub fn customer_month(config: &Config, customer: &str) -> Result<Option<Customer
         .range(start..end)
         .map(|&h| (h, BTreeSet::from([customer.clone()])))
         .collect();
-    let rows = block_on(table.read_hours_matching(col::CUSTOMER_ID, &keys))??
+    let rows = block_on(table.read_hours_matching_text(col::CUSTOMER_ID, &keys))??
         .lazy()
         .filter(col(col::CUSTOMER_ID).eq(lit(customer.as_str())))
         .sort([col::USAGE_HOUR], SortMultipleOptions::default())

@@ -1,0 +1,351 @@
+//! What the dedup state knows of each meter, small enough to read whole on every run: for each
+//! meter and customer it reported for, the hours within the watermark in which it has accepted
+//! readings (a bitmap) and its latest reading.
+//!
+//! Three decisions use it, each exact:
+//! - dedup reads a meter's stored readings of an hour only if [`MeterIndex::may_hold`] says a
+//!   stored copy can exist: a meter that was silent in that hour (an outage being replayed), or
+//!   a reading later than the meter's latest, needs no read at all;
+//! - a meter counts once per customer and hour in `hourly_usage` (`meter_count`):
+//!   [`MeterIndex::had`] says whether an earlier run already counted it;
+//! - a meter that has gone quiet ([`MeterIndex::quiet_customers`]) marks its customer as one
+//!   whose rows late data may still change, which the table layout keeps apart.
+
+use std::collections::BTreeSet;
+
+use polars::prelude::DataFrame;
+
+use crate::error::{Error, Result};
+use crate::hashing::{FastMap, FastSet};
+use crate::hours::HOUR_MICROS;
+use crate::table::{DEDUP_METERS, Values, col};
+
+/// Bitmap words per row: 4 × 64 hours cover the watermark's 168 hours and the hour after the
+/// latest ingestion hour (clock skew), however the window is aligned.
+pub const WORDS: usize = 4;
+const BITS: i64 = 64;
+
+/// One meter and a customer it reported for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeterRow {
+    /// Meter key.
+    pub meter: i64,
+    /// Customer key.
+    pub customer: i64,
+    /// `recorded_at` of its latest accepted reading for this customer, µs.
+    pub last_seen: i64,
+    /// Hours with accepted readings: bit `i` of word `w` is hour `64 * (first_word + w) + i`.
+    pub words: [u64; WORDS],
+}
+
+/// Every meter the dedup state holds readings of, with the window of hours the bitmaps cover.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MeterIndex {
+    /// Index of the first bitmap word (hour `64 * first_word`), the same for every row.
+    first_word: i64,
+    /// Sorted by meter, then customer.
+    rows: Vec<MeterRow>,
+    /// Meter key to the index of its first row.
+    by_meter: FastMap<i64, usize>,
+}
+
+impl MeterIndex {
+    /// An index of `rows` (any order) whose bitmaps start at word `first_word`.
+    pub fn new(first_word: i64, mut rows: Vec<MeterRow>) -> Self {
+        rows.sort_by_key(|r| (r.meter, r.customer));
+        let mut index = Self {
+            first_word,
+            rows,
+            by_meter: FastMap::default(),
+        };
+        index.reindex();
+        index
+    }
+
+    fn reindex(&mut self) {
+        self.by_meter.clear();
+        self.by_meter.reserve(self.rows.len());
+        for (i, row) in self.rows.iter().enumerate().rev() {
+            self.by_meter.insert(row.meter, i);
+        }
+    }
+
+    /// The first bitmap word's index.
+    #[cfg(test)]
+    pub fn first_word(&self) -> i64 {
+        self.first_word
+    }
+
+    /// The rows, sorted by meter and customer.
+    #[cfg(test)]
+    pub fn rows(&self) -> &[MeterRow] {
+        &self.rows
+    }
+
+    fn rows_of(&self, meter: i64) -> &[MeterRow] {
+        match self.by_meter.get(&meter) {
+            Some(&first) => {
+                let len = self.rows[first..]
+                    .iter()
+                    .take_while(|r| r.meter == meter)
+                    .count();
+                &self.rows[first..first + len]
+            }
+            None => &[],
+        }
+    }
+
+    /// Word and bit of `hour`, if the window covers it.
+    fn bit(&self, hour: i64) -> Option<(usize, u64)> {
+        let word = hour.div_euclid(BITS) - self.first_word;
+        let word = usize::try_from(word).ok().filter(|&w| w < WORDS)?;
+        Some((word, 1u64 << hour.rem_euclid(BITS)))
+    }
+
+    /// Whether the stored readings may hold a copy of `meter`'s reading at `recorded_at`: the
+    /// meter has readings in that hour and a reading at least as late.
+    pub fn may_hold(&self, meter: i64, recorded_at: i64) -> bool {
+        let Some((word, bit)) = self.bit(recorded_at.div_euclid(HOUR_MICROS)) else {
+            return false;
+        };
+        self.rows_of(meter)
+            .iter()
+            .any(|r| r.words[word] & bit != 0 && recorded_at <= r.last_seen)
+    }
+
+    /// Whether an earlier run accepted a reading of `meter` for `customer` in `hour`.
+    pub fn had(&self, meter: i64, customer: i64, hour: i64) -> bool {
+        let Some((word, bit)) = self.bit(hour) else {
+            return false;
+        };
+        self.rows_of(meter)
+            .iter()
+            .any(|r| r.customer == customer && r.words[word] & bit != 0)
+    }
+
+    /// The index after a run: the window moved to start at `watermark` (hours before it
+    /// dropped, rows left without any hour dropped), then the accepted readings
+    /// `(meter, customer, recorded_at)` added, in order. Readings before the watermark are not
+    /// kept, as the stored readings are not. Also says, for each reading, whether it is the
+    /// first of its meter for its customer and hour, counting earlier runs' (what makes the
+    /// meter count towards `meter_count`).
+    pub fn advanced(&self, watermark: i64, accepted: &[(i64, i64, i64)]) -> (Self, Vec<bool>) {
+        let first_word = watermark.div_euclid(BITS);
+        let shift = first_word - self.first_word;
+        let mut rows: FastMap<(i64, i64), MeterRow> =
+            FastMap::with_capacity_and_hasher(self.rows.len(), Default::default());
+        for row in &self.rows {
+            let mut words = [0u64; WORDS];
+            for (w, out) in words.iter_mut().enumerate() {
+                let from = w as i64 + shift;
+                if let Some(&word) = usize::try_from(from).ok().and_then(|f| row.words.get(f)) {
+                    *out = word;
+                }
+            }
+            rows.insert(
+                (row.meter, row.customer),
+                MeterRow {
+                    words,
+                    ..row.clone()
+                },
+            );
+        }
+        let mut next = Self {
+            first_word,
+            rows: Vec::new(),
+            by_meter: FastMap::default(),
+        };
+        let mut first = Vec::with_capacity(accepted.len());
+        // Readings of hours the new window does not keep: counted against the old index.
+        let mut seen_behind: FastSet<(i64, i64, i64)> = FastSet::default();
+        for &(meter, customer, recorded_at) in accepted {
+            let hour = recorded_at.div_euclid(HOUR_MICROS);
+            let slot = next.bit(hour).filter(|_| hour >= watermark);
+            let Some((word, bit)) = slot else {
+                first.push(
+                    !self.had(meter, customer, hour) && seen_behind.insert((meter, customer, hour)),
+                );
+                continue;
+            };
+            let row = rows.entry((meter, customer)).or_insert(MeterRow {
+                meter,
+                customer,
+                last_seen: recorded_at,
+                words: [0; WORDS],
+            });
+            // The shifted words still hold what earlier runs knew of this hour.
+            first.push(row.words[word] & bit == 0);
+            row.words[word] |= bit;
+            row.last_seen = row.last_seen.max(recorded_at);
+        }
+        // Hours before the watermark are gone (the first word may start before it).
+        let below = watermark.rem_euclid(BITS);
+        let keep_first = if below == 0 {
+            !0
+        } else {
+            !((1u64 << below) - 1)
+        };
+        next.rows = rows
+            .into_values()
+            .filter_map(|mut row| {
+                row.words[0] &= keep_first;
+                row.words.iter().any(|&w| w != 0).then_some(row)
+            })
+            .collect();
+        next.rows.sort_by_key(|r| (r.meter, r.customer));
+        next.reindex();
+        (next, first)
+    }
+
+    /// Customers with a meter that has not reported since `since` (µs): a meter gone quiet
+    /// (an outage, a dead modem) whose readings may still arrive, up to the watermark later.
+    pub fn quiet_customers(&self, since: i64) -> BTreeSet<i64> {
+        self.rows
+            .iter()
+            .filter(|r| r.last_seen < since)
+            .map(|r| r.customer)
+            .collect()
+    }
+}
+
+impl MeterIndex {
+    /// The index stored as `dedup_meters` rows.
+    pub fn from_frame(rows: &DataFrame) -> Result<Self> {
+        let long = |name: &str| -> Result<Vec<i64>> {
+            let c = rows
+                .column(name)
+                .and_then(|c| c.i64().cloned())
+                .map_err(Error::polars("dedup meters"))?;
+            if c.null_count() > 0 {
+                return Err(Error::table_data(DEDUP_METERS.name, name, "null values"));
+            }
+            Ok(c.into_no_null_iter().collect())
+        };
+        let (meters, customers) = (long(col::METER)?, long(col::CUSTOMER)?);
+        let (last_seen, first_words) = (long(col::LAST_SEEN)?, long(col::FIRST_WORD)?);
+        let words: Vec<Vec<i64>> = col::HOUR_WORDS
+            .iter()
+            .map(|name| long(name))
+            .collect::<Result<_>>()?;
+        let first_word = first_words.first().copied().unwrap_or(0);
+        if first_words.iter().any(|&w| w != first_word) {
+            return Err(Error::table_data(
+                DEDUP_METERS.name,
+                col::FIRST_WORD,
+                "rows with different windows",
+            ));
+        }
+        let rows = (0..meters.len())
+            .map(|i| MeterRow {
+                meter: meters[i],
+                customer: customers[i],
+                last_seen: last_seen[i],
+                // The bitmaps are stored bit for bit in signed columns.
+                words: std::array::from_fn(|w| words[w][i] as u64),
+            })
+            .collect();
+        Ok(Self::new(first_word, rows))
+    }
+
+    /// The index as `dedup_meters` rows.
+    pub fn to_frame(&self) -> Result<DataFrame> {
+        let column = |f: &dyn Fn(&MeterRow) -> i64| -> Values<'static> {
+            Values::Long(self.rows.iter().map(f).collect())
+        };
+        let word = |w: usize| column(&move |r: &MeterRow| r.words[w] as i64);
+        DEDUP_METERS.frame(vec![
+            column(&|r| r.meter),
+            column(&|r| r.customer),
+            column(&|r| r.last_seen),
+            column(&|_| self.first_word),
+            word(0),
+            word(1),
+            word(2),
+            word(3),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = HOUR_MICROS;
+
+    #[test]
+    fn a_meter_may_hold_readings_only_where_it_reported() {
+        // Meter 1 reported for customer 10 in hours 640 and 642 (latest at 642:30).
+        let (index, first) = MeterIndex::default().advanced(
+            600,
+            &[
+                (1, 10, 640 * H + 5),
+                (1, 10, 642 * H + H / 2),
+                (2, 20, 641 * H),
+                (1, 10, 642 * H),
+            ],
+        );
+        assert_eq!(
+            first,
+            [true, true, true, false],
+            "meter 1's second reading in 642"
+        );
+        assert!(index.may_hold(1, 640 * H + 99));
+        assert!(!index.may_hold(1, 641 * H + 5), "silent in 641");
+        assert!(index.may_hold(1, 642 * H));
+        assert!(
+            !index.may_hold(1, 642 * H + H / 2 + 1),
+            "later than its latest"
+        );
+        assert!(!index.may_hold(3, 640 * H), "unknown meter");
+        assert!(index.had(1, 10, 642));
+        assert!(!index.had(1, 11, 642), "another customer");
+        assert!(!index.had(1, 10, 641));
+        assert_eq!(index.quiet_customers(642 * H), BTreeSet::from([20]));
+    }
+
+    #[test]
+    fn the_window_moves_with_the_watermark() {
+        let (index, _) = MeterIndex::default().advanced(
+            0,
+            &[
+                (1, 10, 5 * H),
+                (1, 10, 70 * H),
+                (2, 20, 10 * H),
+                (3, 30, 200 * H),
+            ],
+        );
+        assert_eq!(index.first_word(), 0);
+        // The watermark passes hour 5 and 10: meter 2 has nothing left and goes.
+        // Meter 1 read in hour 70 before; meter 4's reading is behind the new watermark but
+        // still counts (against what the index knew before).
+        let (moved, first) = index.advanced(
+            69,
+            &[
+                (3, 30, 250 * H),
+                (4, 40, 68 * H),
+                (1, 10, 70 * H),
+                (4, 40, 68 * H + 1),
+            ],
+        );
+        assert_eq!(first, [true, true, false, false]);
+        assert_eq!(moved.first_word(), 1);
+        let meters: Vec<i64> = moved.rows().iter().map(|r| r.meter).collect();
+        assert_eq!(meters, [1, 3], "meter 4's reading is behind the watermark");
+        assert!(!moved.had(1, 10, 5));
+        assert!(moved.had(1, 10, 70));
+        assert!(moved.had(3, 30, 200) && moved.had(3, 30, 250));
+        assert_eq!(moved.rows()[1].last_seen, 250 * H);
+        // The same hour in the next window's last word.
+        assert!(moved.advanced(250, &[]).0.had(3, 30, 250));
+        assert!(!moved.advanced(251, &[]).0.had(3, 30, 250));
+    }
+
+    #[test]
+    fn the_index_round_trips_through_its_table_rows() -> Result<()> {
+        // Bit 63 set: the words are stored in signed columns.
+        let (index, _) =
+            MeterIndex::default().advanced(0, &[(1, 10, 63 * H), (2, 20, 255 * H + 1)]);
+        assert_eq!(MeterIndex::from_frame(&index.to_frame()?)?, index);
+        Ok(())
+    }
+}

@@ -1,0 +1,102 @@
+//! What the table steps read to decide how much of an hour to rewrite (the rule is
+//! `query::layout`'s): an hour's side set, the customers in `cumulative_usage`'s side files of
+//! the hour, and the customers a billing month has rows of.
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono_tz::Tz;
+
+use crate::error::{Error, Result};
+use crate::hours::{month_end_hour, month_start_hour};
+use crate::query::layout::{self, Hourly};
+use crate::table::{Role, Table, block_on, col};
+
+/// `cumulative_usage` as the layout decisions see it, with what was read of it so far.
+pub(super) struct Sides<'a> {
+    cumulative: &'a Table,
+    tz: Tz,
+    stored: BTreeSet<i64>,
+    side_sets: BTreeMap<i64, Option<BTreeSet<String>>>,
+    months: BTreeMap<i64, BTreeSet<String>>,
+}
+
+impl<'a> Sides<'a> {
+    pub(super) fn new(cumulative: &'a Table, tz: Tz) -> Self {
+        Self {
+            cumulative,
+            tz,
+            stored: cumulative.partitions(),
+            side_sets: BTreeMap::new(),
+            months: BTreeMap::new(),
+        }
+    }
+
+    /// The side set of `hour`; `None` when `cumulative_usage` has no such hour.
+    pub(super) fn side_set(&mut self, hour: i64) -> Result<Option<&BTreeSet<String>>> {
+        if !self.side_sets.contains_key(&hour) {
+            let set = if self.stored.contains(&hour) {
+                let paths = self.cumulative.files_of(hour, Role::Side);
+                let rows = if paths.is_empty() {
+                    Default::default()
+                } else {
+                    block_on(self.cumulative.read_files(&BTreeSet::from([hour]), &paths))??
+                };
+                Some(customers(&rows)?)
+            } else {
+                None
+            };
+            self.side_sets.insert(hour, set);
+        }
+        Ok(self.side_sets.get(&hour).and_then(Option::as_ref))
+    }
+
+    /// The customers with rows in `hour`'s billing month: those of the month's latest stored
+    /// hour (the table is dense).
+    pub(super) fn month_customers(&mut self, hour: i64) -> Result<&BTreeSet<String>> {
+        let start = month_start_hour(hour, self.tz)?;
+        Ok(match self.months.entry(start) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(slot) => {
+                let end = month_end_hour(start, self.tz)?;
+                let set = match self.stored.range(start..end).next_back() {
+                    Some(&last) => customers(&block_on(
+                        self.cumulative.read_hours(&BTreeSet::from([last])),
+                    )??)?,
+                    None => BTreeSet::new(),
+                };
+                slot.insert(set)
+            }
+        })
+    }
+
+    /// What `hourly_usage` rewrites of `hour`, whose customers `changed` got new usage.
+    pub(super) fn hourly(&mut self, hour: i64, changed: &BTreeSet<String>) -> Result<Hourly> {
+        let fits = match self.side_set(hour)? {
+            None => return Ok(Hourly::Whole),
+            Some(side) => changed.iter().all(|c| side.contains(c)),
+        };
+        if fits {
+            return Ok(Hourly::Side);
+        }
+        let side = self.side_set(hour)?.cloned();
+        let month = self.month_customers(hour)?;
+        Ok(layout::hourly(
+            side.as_ref(),
+            changed.iter().map(String::as_str),
+            |c| month.contains(c),
+        ))
+    }
+}
+
+/// The distinct `customer_id`s of `rows`.
+pub(super) fn customers(rows: &polars::prelude::DataFrame) -> Result<BTreeSet<String>> {
+    if rows.width() == 0 {
+        return Ok(BTreeSet::new());
+    }
+    let ids = rows
+        .column(col::CUSTOMER_ID)
+        .and_then(|c| c.str().cloned())
+        .map_err(Error::polars("layout"))?;
+    Ok(ids.iter().flatten().map(str::to_owned).collect())
+}

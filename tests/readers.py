@@ -1,0 +1,69 @@
+"""The Delta readers users have, each reading a table into sorted row tuples: the Python
+`deltalake` package (pyarrow, pandas and its SQL `QueryBuilder`), Polars (`read_delta`,
+`scan_delta`) and DuckDB's `delta_scan` (the extension from the `duckdb-ext-delta` wheel, loaded
+from its file: no download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import duckdb_ext
+import polars as pl
+import pyarrow as pa
+from deltalake import DeltaTable, QueryBuilder
+
+Rows = list[tuple]
+
+
+def _sorted(rows: list[dict]) -> Rows:
+    return sorted(tuple(sorted(r.items())) for r in rows)
+
+
+def delta_extension() -> Path:
+    """The DuckDB `delta` extension shipped in the `duckdb-ext-delta` wheel."""
+    found = sorted(Path(next(iter(duckdb_ext.__path__))).rglob('delta.duckdb_extension'))
+    if not found:
+        raise FileNotFoundError('delta.duckdb_extension is not in the duckdb-ext-delta wheel')
+    return found[0]
+
+
+def duckdb_with_delta() -> duckdb.DuckDBPyConnection:
+    con = duckdb.connect(config={'allow_unsigned_extensions': 'true'})
+    con.execute(f"LOAD '{delta_extension()}'")
+    return con
+
+
+def with_pyarrow(path: Path) -> Rows:
+    return _sorted(DeltaTable(str(path)).to_pyarrow_table().to_pylist())
+
+
+def with_pandas(path: Path) -> Rows:
+    return _sorted(DeltaTable(str(path)).to_pandas().to_dict('records'))
+
+
+def with_query_builder(path: Path) -> Rows:
+    reader = QueryBuilder().register('t', DeltaTable(str(path))).execute('select * from t')
+    return _sorted(pa.table(reader).to_pylist())
+
+
+def with_polars(path: Path) -> Rows:
+    return _sorted(pl.read_delta(str(path)).to_dicts())
+
+
+def with_polars_scan(path: Path, where: pl.Expr | None = None) -> Rows:
+    frame = pl.scan_delta(str(path))
+    if where is not None:
+        frame = frame.filter(where)
+    return _sorted(frame.collect().to_dicts())
+
+
+def with_duckdb(path: Path, where: str = 'true') -> Rows:
+    rel = duckdb_with_delta().execute(f"select * from delta_scan('{path}') where {where}")
+    columns = [d[0] for d in rel.description]
+    return _sorted([dict(zip(columns, row)) for row in rel.fetchall()])
+
+
+READERS = {'pyarrow': with_pyarrow, 'pandas': with_pandas, 'QueryBuilder': with_query_builder,
+           'polars read_delta': with_polars, 'polars scan_delta': with_polars_scan,
+           'duckdb delta_scan': with_duckdb}
