@@ -71,13 +71,13 @@ fn run(params: &Params<'_>) -> aquabill::Result<()> {
     run.dedup()?;
     run.write_hourly()?;
     run.write_cumulative()?;
-    let taken = run.plan_report().files.len();
+    let later = run.later_files();
     let metrics = run.finish()?;
     println!("{metrics}");
     if metrics.files > 0 {
         println!("  dedup state rows read {}", metrics.state_rows_read);
     }
-    println!("{}", aquabill::catch_up(&config, taken)?);
+    println!("{}", aquabill::catch_up(&config, later)?);
     // For benchmarks: bytes this process read and wrote through system calls (Linux).
     if let Ok(io) = std::fs::read_to_string("/proc/self/io") {
         let field = |name: &str| {

@@ -17,6 +17,7 @@ use std::sync::Mutex;
 use crate::config::Config;
 use crate::contract::{Answer, Op, Params, Request};
 use crate::error::{Error, Result};
+use crate::input::PlannedFile;
 use crate::present::{Settings, html, shown};
 use crate::rebuild::{RebuildReport, rebuild};
 use crate::run::{Run, catch_up};
@@ -26,8 +27,8 @@ use crate::view;
 struct Session {
     config: Config,
     run: Option<Run>,
-    /// Files the session's first batch took (the run's cap counts them).
-    taken: usize,
+    /// The files the run's first batch left for its later batches.
+    later: Vec<PlannedFile>,
 }
 
 static SESSIONS: Mutex<BTreeMap<u64, Session>> = Mutex::new(BTreeMap::new());
@@ -95,7 +96,7 @@ fn handle(request: &[u8]) -> Result<(u64, (String, String))> {
             Session {
                 config,
                 run: None,
-                taken: 0,
+                later: Vec::new(),
             },
         );
         return Ok((id, output));
@@ -121,10 +122,10 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
             // releases its lock; the new plan resumes the same batch.
             session.run = None;
             let run = Run::start(&session.config)?;
-            let report = run.plan_report();
-            session.taken = report.files.len();
+            let output = shown(&run.plan_report());
+            session.later = run.later_files();
             session.run = Some(run);
-            shown(&report)
+            output
         }
         Op::Parse => shown(&session.run.as_mut().ok_or(no_run("parse"))?.parse()?),
         Op::Dedup => shown(&session.run.as_mut().ok_or(no_run("dedup"))?.dedup()?),
@@ -150,7 +151,10 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
                     needs: "finish",
                 });
             }
-            shown(&catch_up(&session.config, session.taken)?)
+            shown(&catch_up(
+                &session.config,
+                std::mem::take(&mut session.later),
+            )?)
         }
         Op::Rebuild => {
             session.run = None;

@@ -51,6 +51,7 @@ pub use config::Config;
 pub use contract::{PARAMETERS, Params};
 pub use error::{Error, Result};
 pub use ffi::{aquabill_call, aquabill_free};
+pub use input::PlannedFile;
 pub use present::Shown;
 pub use rebuild::{RebuildReport, rebuild};
 pub use run::{

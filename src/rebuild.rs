@@ -76,7 +76,8 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
                 .len();
         }
         staged.save_plan(&plan)?;
-        let mut run = Run::start(&staging)?;
+        // The saved plan, resumed as is (no listing: the replay takes no other file).
+        let mut run = Run::start_next(&staging, &[])?;
         run.parse()?;
         run.dedup()?;
         run.write_hourly()?;

@@ -60,6 +60,7 @@ def state(out: Path) -> dict[str, object]:
     found: dict[str, object] = {t: rows(out / t, TIMING) for t in TABLES}
     found['dedup_readings'] = rows(out / '_checkpoint' / 'dedup_readings')
     found['dedup_keys'] = rows(out / '_checkpoint' / 'dedup_keys')
+    found['dedup_meters'] = rows(out / '_checkpoint' / 'dedup_meters')
     checkpoint = json.loads((out / '_checkpoint' / 'checkpoint.json').read_text())
     found['checkpoint'] = checkpoint
     return found
@@ -67,7 +68,8 @@ def state(out: Path) -> dict[str, object]:
 
 def batches_applied_once(out: Path) -> None:
     """Asserts that no table has two commits for one batch (app transaction version)."""
-    for table in (*TABLES, '_checkpoint/dedup_keys', '_checkpoint/dedup_readings'):
+    for table in (*TABLES, '_checkpoint/dedup_keys', '_checkpoint/dedup_meters',
+                  '_checkpoint/dedup_readings'):
         versions: Counter[int] = Counter()
         for commit in sorted((out / table / '_delta_log').glob('*.json')):
             for line in commit.read_text().splitlines():

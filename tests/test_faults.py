@@ -14,6 +14,7 @@ import pytest
 from aquabill_tools import nbexec
 from conftest import NOTEBOOK, KernelFactory
 from faults import TIMING, batches_applied_once, crashed, finish, rows, run_once, state
+from test_semantics import add, reading
 
 GEN = ('--meters', '12', '--seed', '21', '--duplicate-rate', '0.05', '--offline-share', '0.3',
        '--malformed-rate', '0.01', '--files-per-hour', '2')
@@ -70,7 +71,7 @@ def test_crash_at_every_durable_step(tmp_path: Path, run_once_binary: Path, log:
                      'hourly_usage: data files written', 'cumulative_usage: committed',
                      'quarantine: committed', 'run_metrics: committed',
                      'dedup_readings: committed', 'dedup_readings: created',
-                     'dedup_keys: committed'):
+                     'dedup_keys: committed', 'dedup_meters: committed'):
         assert expected in kinds, (expected, sorted(kinds))
     print(f'{k - 1} crash points, {len(covered)} crashes: {sorted(kinds)}')
 
@@ -220,3 +221,49 @@ def comparable(out: Path) -> dict[str, object]:
         'watermark': checkpoint['watermark_hour'],
         'files': checkpoint['files'],
     }
+
+
+def test_crash_in_a_batch_that_accepts_nothing(tmp_path: Path, run_once_binary: Path) -> None:
+    """A batch whose only records are a duplicate of a reading in the hour the watermark passes
+    in that batch, and a late one: nothing changes in hourly_usage, yet a crash after the dedup
+    state moved on must not let the rerun count the duplicate (the state no longer shows the
+    hour it is in)."""
+    log = tmp_path / 'log'
+    first = reading('M1', 'C1', '2026-03-01T10:50:00Z', '2')
+    add(log, '2026-03-01T10', 'a.jsonl', first, reading('M2', 'C2', '2026-03-01T10:20:00Z', '1'))
+    add(log, '2026-03-08T10', 'b.jsonl', first)
+    add(log, '2026-03-08T11', 'c.jsonl', reading('M1', 'C1', '2026-02-20T10:00:00Z', '5'))
+
+    def runs(out: Path, crash_at: int | None) -> str | None:
+        """Batch 0 (the first file), then batch 1 (the other two), crashed after its
+        `crash_at`-th durable step and rerun; returns the step crashed after."""
+        done = run_once(run_once_binary, log, out, cap=1)
+        assert done.returncode == 0, done.stderr
+        armed = run_once(run_once_binary, log, out, cap=2, crash_at=crash_at)
+        step = crashed(armed)
+        if step is None:
+            assert armed.returncode == 0, armed.stderr
+        else:
+            again = run_once(run_once_binary, log, out, cap=2)
+            assert again.returncode == 0, again.stderr
+        return step
+
+    reference = tmp_path / 'reference'
+    runs(reference, None)
+    expected = state(reference)
+    # The duplicate did not count: 2 L once, in one reading.
+    c1 = [dict(r) for r in rows(reference / 'hourly_usage') if ('customer_id', 'C1') in r]
+    assert c1 == [{'customer_id': 'C1', 'usage_hour': '2026-03-01T10', 'usage_ml': 2000,
+                   'reading_count': 1, 'meter_count': 1}]
+    steps = []
+    k = 0
+    while True:
+        k += 1
+        out = tmp_path / f'crash-{k}'
+        step = runs(out, k)
+        if step is None:
+            break
+        steps.append(step)
+        assert state(out) == expected, f'a crash after {step} changed the result'
+        batches_applied_once(out)
+    assert 'dedup_meters: committed' in steps and 'dedup_readings: committed' in steps, steps

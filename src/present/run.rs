@@ -39,8 +39,16 @@ impl fmt::Display for PlanReport {
         for (path, why) in &self.ignored {
             writeln!(f, "  ignored {path}: {why}")?;
         }
+        if self.later > 0 {
+            writeln!(f, "{}", later_files(self.later))?;
+        }
         Ok(())
     }
+}
+
+/// What the plan says of the files beyond its batch.
+fn later_files(n: usize) -> String {
+    format!("{n} more new files wait for this run's later batches (the \"Catch up\" cell)")
 }
 
 impl Shown for PlanReport {
@@ -71,6 +79,9 @@ impl Shown for PlanReport {
         }
         if !rows.is_empty() {
             out += &html::table(&["file", "bytes"], &rows);
+        }
+        if self.later > 0 {
+            out += &html::para(&later_files(self.later));
         }
         if !self.ignored.is_empty() {
             let rows: Vec<Vec<&str>> = self
@@ -334,15 +345,9 @@ impl BacklogReport {
     fn headline(&self) -> String {
         let lines: u64 = self.batches.iter().map(|b| b.lines_read).sum();
         let ms: u128 = self.batches.iter().map(|b| b.duration_ms).sum();
-        let rest = if self.capped {
-            "; stopped at batch_cap, the rest waits for the next run"
-        } else {
-            ""
-        };
         match self.batches.len() {
-            0 if self.capped => "nothing more: the run took batch_cap files".to_owned(),
-            0 => "nothing left: the first batch took every new file".to_owned(),
-            n => format!("{n} more batches, {lines} lines in {ms} ms{rest}"),
+            0 => "nothing left: the first batch took every file of this run".to_owned(),
+            n => format!("{n} more batches, {lines} lines in {ms} ms"),
         }
     }
 

@@ -3,8 +3,8 @@
 //!
 //! [`watermark`] and [`dedup`] decide which parsed records count, with what [`meters`] knows of
 //! each meter; [`hourly`] and [`cumulative`] turn them into the two tables' rows (with
-//! [`merge`]); [`cumulative::plan_months`] decides which hours of which billing months a run
-//! rewrites, and [`layout`] which files of an hour.
+//! [`merge`], and [`month`] for the running totals); [`cumulative::plan_months`] decides which
+//! hours of which billing months a run rewrites, and [`layout`] which files of an hour.
 
 pub mod cumulative;
 mod dedup;
@@ -12,6 +12,7 @@ pub mod hourly;
 pub mod layout;
 mod merge;
 pub mod meters;
+pub mod month;
 mod watermark;
 
 pub use dedup::{ReadingKey, classify};

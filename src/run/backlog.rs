@@ -9,6 +9,7 @@ use std::time::Instant;
 use super::Run;
 use crate::config::Config;
 use crate::error::Result;
+use crate::input::PlannedFile;
 
 /// What one batch of a backlog did.
 #[derive(Debug, Clone)]
@@ -32,32 +33,26 @@ pub struct BacklogBatch {
 pub struct BacklogReport {
     /// One entry per batch, in order.
     pub batches: Vec<BacklogBatch>,
-    /// Whether it stopped at the run's cap on files (`batch_cap`) with files left.
-    pub capped: bool,
 }
 
-/// Processes the new files left, batch after batch, until none is left or the run has taken
-/// `batch_cap` files in all (`taken` by its batches so far).
-pub fn catch_up(config: &Config, mut taken: usize) -> Result<BacklogReport> {
+/// Processes `later`, the files a run's first batch left (see [`Run::later_files`]), batch
+/// after batch, until none is left. Files that arrived after the run listed the log wait for
+/// the next run.
+pub fn catch_up(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogReport> {
     let mut report = BacklogReport::default();
     loop {
-        let left = config.batch_cap.map(|cap| cap.saturating_sub(taken));
-        if left == Some(0) {
-            report.capped = true;
-            return Ok(report);
-        }
         let started = Instant::now();
-        let mut run = Run::start_within(config, left)?;
+        let mut run = Run::start_next(config, &later)?;
         if !run.has_files() {
             return Ok(report);
         }
+        later = run.later_files();
         let plan = run.plan_report();
         run.parse()?;
         run.dedup()?;
         run.write_hourly()?;
         run.write_cumulative()?;
         let metrics = run.finish()?;
-        taken += plan.files.len();
         report.batches.push(BacklogBatch {
             batch_id: plan.batch_id,
             files: plan.files.len(),

@@ -16,10 +16,9 @@ use super::stream::RowsWritten;
 use super::{Run, TableReport};
 use crate::error::{Error, Result};
 use crate::hours::format_hour;
-use crate::query::cumulative::{
-    HourRows, HourUsage, MonthPlan, MonthWalk, final_rewrites, plan_months,
-};
+use crate::query::cumulative::{MonthPlan, final_rewrites, plan_months};
 use crate::query::layout::{self, Cumulative, Hourly};
+use crate::query::month::{HourRows, HourUsage, MonthWalk};
 use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, Role, Table, block_on, col, split_by_hour};
 
 /// What the step removes when it commits.
@@ -39,6 +38,10 @@ impl Run {
     /// the watermark passed are rewritten as final.
     pub fn write_cumulative(&mut self) -> Result<TableReport> {
         let t = Instant::now();
+        self.classified("cumulative")?;
+        if self.batch.plan.files.is_empty() {
+            return Ok(TableReport::no_files(CUMULATIVE_USAGE.name));
+        }
         let batch = self.batch.plan.batch_id;
         let tz = self.config.billing_timezone;
         let hourly = self.open(&HOURLY_USAGE)?;

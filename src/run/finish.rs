@@ -65,9 +65,11 @@ impl Run {
         append_compacting(&mut self.open(&RUN_METRICS)?, batch, &metrics.frame()?)?;
         let p = crate::trace::phase("finish/metrics", p);
         // The keys before the readings that use them; the meters' index (rewritten whole) before
-        // the readings too: a rerun after a crash between the two reads the index after the
-        // batch, which only makes dedup read more stored rows, never other ones, so it
-        // classifies the batch as the crashed attempt did (every table before is skipped).
+        // the readings too. A rerun after a crash between the two reads the index after the
+        // batch: it may classify records of the hours the watermark just passed differently,
+        // but every table before has recorded the batch and is skipped, and the readings it
+        // commits are those of the hours after the watermark, whose stored readings it reads
+        // as the crashed attempt did.
         append_compacting(&mut self.open(&DEDUP_KEYS)?, batch, &new_keys)?;
         let mut meter_table = self.open(&DEDUP_METERS)?;
         let old = meter_table.appended_files(0);

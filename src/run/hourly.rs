@@ -22,6 +22,10 @@ impl Run {
     /// replaces those rows of `hourly_usage`, hour by hour.
     pub fn write_hourly(&mut self) -> Result<TableReport> {
         let t = Instant::now();
+        self.classified("hourly")?;
+        if self.batch.plan.files.is_empty() {
+            return Ok(TableReport::no_files(HOURLY_USAGE.name));
+        }
         let batch = self.batch.plan.batch_id;
         let mut table = self.open(&HOURLY_USAGE)?;
         if block_on(table.has_batch(batch))?? {

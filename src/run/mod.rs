@@ -42,7 +42,7 @@ pub use report::{DedupReport, ParseReport, PlanReport, TableReport};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::input::Parsed;
+use crate::input::{Parsed, PlannedFile};
 use crate::quarantine::Quarantined;
 use crate::query::meters::MeterIndex;
 use crate::state::{Checkpoint, Plan, RunLock, Store};
@@ -71,6 +71,8 @@ struct Batch {
     ignored: Vec<(String, &'static str)>,
     watermark_after: Option<i64>,
     latest_ingest_after: Option<i64>,
+    /// Files the run's listing found beyond this batch: its later batches.
+    later: Vec<PlannedFile>,
 }
 
 /// When the run started and how long each step took.

@@ -10,15 +10,31 @@ use crate::hours::{WATERMARK_HOURS, format_hour};
 use crate::input::{PlannedFile, list_new_files};
 use crate::state::{Plan, RunLock, Store, marker};
 
+/// Where a run's batch comes from.
+enum Candidates<'a> {
+    /// The files of the log that no run committed, listed now (a run's first batch).
+    Listed,
+    /// What the run's first listing left for later batches.
+    Later(&'a [PlannedFile]),
+}
+
 impl Run {
     /// Plans the batch: resumes the planned batch of a run that did not finish, or takes the
-    /// files no run committed yet (up to the batch cap, one chunk's bytes).
+    /// files no run committed yet, in ingestion order, up to one chunk (`chunk_mb`). The files
+    /// present now beyond it, up to `batch_cap` files in all, are the run's later batches
+    /// ([`Run::later_files`], for [`super::catch_up`]); files that arrive after this listing
+    /// wait for the next run.
     pub fn start(config: &Config) -> Result<Self> {
-        Self::start_within(config, config.batch_cap)
+        Self::plan(config, Candidates::Listed)
     }
 
-    /// [`Run::start`], taking at most `files_left` new files.
-    pub(super) fn start_within(config: &Config, files_left: Option<usize>) -> Result<Self> {
+    /// The next batch of a run from the files its first listing left (`later`): the unfinished
+    /// plan of a batch that crashed, or the next chunk of `later` not committed since.
+    pub(crate) fn start_next(config: &Config, later: &[PlannedFile]) -> Result<Self> {
+        Self::plan(config, Candidates::Later(later))
+    }
+
+    fn plan(config: &Config, candidates: Candidates<'_>) -> Result<Self> {
         let started = Instant::now();
         let lock = RunLock::acquire(&config.checkpoint_dir)?;
         if marker::in_progress(&config.output_root) {
@@ -26,11 +42,33 @@ impl Run {
         }
         let store = Store::new(&config.checkpoint_dir);
         let checkpoint = store.load()?;
-        let (plan, resumed, ignored) = match store.load_plan(checkpoint.next_batch)? {
-            Some(plan) => (plan, true, Vec::new()),
-            None => {
+        let saved = store.load_plan(checkpoint.next_batch)?;
+        let (candidates, ignored) = match candidates {
+            Candidates::Listed => {
                 let listing = list_new_files(&config.input_root, &checkpoint.files)?;
-                let files = batch_of(listing.new_files, files_left, config.chunk_bytes);
+                let mut files = listing.new_files;
+                if let Some(cap) = config.batch_cap {
+                    files.truncate(cap.saturating_sub(saved.as_ref().map_or(0, |p| p.files.len())));
+                }
+                (files, listing.ignored)
+            }
+            Candidates::Later(files) => (files.to_vec(), Vec::new()),
+        };
+        // Not committed since (another run may have taken some between two batches of this
+        // one), nor in the plan being resumed.
+        let in_saved = |f: &PlannedFile| {
+            saved
+                .as_ref()
+                .is_some_and(|p| p.files.iter().any(|s| s.rel_path == f.rel_path))
+        };
+        let candidates: Vec<PlannedFile> = candidates
+            .into_iter()
+            .filter(|f| !checkpoint.files.contains_key(&f.rel_path) && !in_saved(f))
+            .collect();
+        let (plan, resumed, later) = match saved {
+            Some(plan) => (plan, true, candidates),
+            None => {
+                let (files, later) = batch_of(candidates, config.chunk_bytes);
                 let plan = Plan {
                     batch_id: checkpoint.next_batch,
                     watermark_before: checkpoint.watermark_hour,
@@ -39,7 +77,7 @@ impl Run {
                 if !plan.files.is_empty() {
                     store.save_plan(&plan)?;
                 }
-                (plan, false, listing.ignored)
+                (plan, false, later)
             }
         };
         let latest_ingest_after = plan
@@ -64,6 +102,7 @@ impl Run {
                 ignored,
                 watermark_after,
                 latest_ingest_after,
+                later,
             },
             clock: Clock {
                 started,
@@ -83,6 +122,11 @@ impl Run {
         !self.batch.plan.files.is_empty()
     }
 
+    /// The files the run's listing found beyond this batch, for its later batches.
+    pub fn later_files(&self) -> Vec<PlannedFile> {
+        self.batch.later.clone()
+    }
+
     /// What the run will process.
     pub fn plan_report(&self) -> PlanReport {
         let plan = &self.batch.plan;
@@ -96,29 +140,28 @@ impl Run {
                 .collect(),
             ignored: self.batch.ignored.clone(),
             watermark_before: plan.watermark_before.map(format_hour),
+            later: self.batch.later.len(),
         }
     }
 }
 
-/// The first new files, in ingestion order, up to `cap` files and `max_bytes` bytes (at least
-/// one file, however large).
+/// The first files of `files` (in ingestion order) up to `max_bytes` bytes, at least one
+/// however large, and the rest.
 fn batch_of(
-    files: Vec<PlannedFile>,
-    cap: Option<usize>,
+    mut files: Vec<PlannedFile>,
     max_bytes: Option<u64>,
-) -> Vec<PlannedFile> {
+) -> (Vec<PlannedFile>, Vec<PlannedFile>) {
     let mut bytes = 0u64;
-    let mut batch = Vec::new();
-    for file in files {
+    let mut take = 0;
+    for file in &files {
         bytes = bytes.saturating_add(file.size);
-        let full = cap.is_some_and(|c| batch.len() >= c)
-            || max_bytes.is_some_and(|m| bytes > m && !batch.is_empty());
-        if full {
+        if max_bytes.is_some_and(|m| bytes > m) && take > 0 {
             break;
         }
-        batch.push(file);
+        take += 1;
     }
-    batch
+    let later = files.split_off(take);
+    (files, later)
 }
 
 #[cfg(test)]
@@ -139,14 +182,18 @@ mod tests {
     }
 
     #[test]
-    fn batches_are_bounded_by_count_and_bytes() {
-        let sizes = |b: Vec<PlannedFile>| b.iter().map(|f| f.size).collect::<Vec<_>>();
-        assert_eq!(sizes(batch_of(files(&[5, 5, 5]), None, None)), [5, 5, 5]);
-        assert_eq!(sizes(batch_of(files(&[5, 5, 5]), Some(2), None)), [5, 5]);
-        assert_eq!(sizes(batch_of(files(&[5, 5, 5]), None, Some(10))), [5, 5]);
-        assert_eq!(sizes(batch_of(files(&[5, 5, 5]), None, Some(9))), [5]);
+    fn batches_are_bounded_by_bytes() {
+        let sizes = |b: &[PlannedFile]| b.iter().map(|f| f.size).collect::<Vec<_>>();
+        let split = |s: &[u64], max| {
+            let (batch, later) = batch_of(files(s), max);
+            (sizes(&batch), sizes(&later))
+        };
+        assert_eq!(split(&[5, 5, 5], None), (vec![5, 5, 5], vec![]));
+        assert_eq!(split(&[5, 5, 5], Some(10)), (vec![5, 5], vec![5]));
+        assert_eq!(split(&[5, 5, 5], Some(9)), (vec![5], vec![5, 5]));
         // One file larger than the bound is a batch of its own.
-        assert_eq!(sizes(batch_of(files(&[50, 5]), None, Some(10))), [50]);
-        assert_eq!(sizes(batch_of(files(&[5, 50]), Some(3), Some(10))), [5]);
+        assert_eq!(split(&[50, 5], Some(10)), (vec![50], vec![5]));
+        assert_eq!(split(&[5, 50], Some(10)), (vec![5], vec![50]));
+        assert_eq!(split(&[], Some(10)), (vec![], vec![]));
     }
 }

@@ -20,6 +20,8 @@ pub struct PlanReport {
     pub ignored: Vec<(String, &'static str)>,
     /// Watermark before the run.
     pub watermark_before: Option<String>,
+    /// New files beyond this batch, for the run's later batches.
+    pub later: usize,
 }
 
 /// What parsing found.
@@ -72,9 +74,19 @@ pub struct TableReport {
 impl TableReport {
     /// A table step skipped because the batch already committed to the table.
     pub(super) fn skipped(table: &'static str) -> Self {
+        Self::untouched(table, Committed::AlreadyCommitted)
+    }
+
+    /// A table step of a run without files: the table is not touched (no version records a
+    /// batch that took nothing).
+    pub(super) fn no_files(table: &'static str) -> Self {
+        Self::untouched(table, Committed::Nothing)
+    }
+
+    fn untouched(table: &'static str, committed: Committed) -> Self {
         Self {
             table,
-            committed: Committed::AlreadyCommitted,
+            committed,
             rows: 0,
             partitions: 0,
             side_only: 0,

@@ -359,3 +359,66 @@ fn a_replay_rewrites_side_files_only() -> Result<()> {
     assert_eq!(cumulative, expected_cumulative);
     std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
 }
+
+/// A run takes what its listing found, in chunks; files that arrive meanwhile wait for the
+/// next run.
+#[test]
+fn a_backlog_runs_in_chunks_of_what_was_there() -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("aquabill-chunks-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let log = dir.join("log");
+    for (folder, reading) in [("00", "00:10"), ("01", "01:10"), ("02", "02:10")] {
+        add_file(
+            &log,
+            &format!("2026-03-01T{folder}"),
+            "a.jsonl",
+            &[line("M1", "C1", reading, "1")],
+        )?;
+    }
+    let (log_s, out_s) = (
+        log.to_string_lossy().into_owned(),
+        dir.join("out").to_string_lossy().into_owned(),
+    );
+    let mut config = Config::new(&Params {
+        input_root: &log_s,
+        output_root: &out_s,
+        ..Params::default()
+    })?;
+    // Chunks of one file: each file is about 150 bytes.
+    config.chunk_bytes = Some(100);
+    let mut run = Run::start(&config)?;
+    assert_eq!(run.plan_report().files.len(), 1);
+    assert_eq!(run.plan_report().later, 2);
+    let later = run.later_files();
+    run.parse()?;
+    run.dedup()?;
+    run.write_hourly()?;
+    run.write_cumulative()?;
+    run.finish()?;
+    // A file that arrives during the run is not part of it.
+    add_file(
+        &log,
+        "2026-03-01T03",
+        "a.jsonl",
+        &[line("M1", "C1", "03:10", "1")],
+    )?;
+    let backlog = catch_up(&config, later)?;
+    let batches: Vec<(i64, usize)> = backlog
+        .batches
+        .iter()
+        .map(|b| (b.batch_id, b.files))
+        .collect();
+    assert_eq!(batches, [(1, 1), (2, 1)]);
+    assert_eq!(
+        cumulative_rows(&config)?[&key("C1", "02")],
+        vec![1000, 3000]
+    );
+    // The next run takes it.
+    let next = Run::start(&config)?;
+    assert_eq!(
+        next.plan_report().files[0].0,
+        "ingest_hour=2026-03-01T03/a.jsonl"
+    );
+    drop(next);
+    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+}

@@ -22,7 +22,8 @@ pub enum Committed {
     Version(u64),
     /// The batch had already committed to this table (a rerun); nothing was written.
     AlreadyCommitted,
-    /// The batch had nothing to change in this table.
+    /// The batch had nothing to change in this table (its transaction alone was committed,
+    /// recording it as done).
     Nothing,
 }
 
@@ -123,9 +124,10 @@ impl Table {
             .map(|f| Action::Remove(f.view.remove_action(true)))
             .collect();
         actions.extend(written.0.into_iter().map(Action::Add));
-        if actions.is_empty() {
-            return Ok(Committed::Nothing);
-        }
+        // A batch with nothing to change here still commits (its application transaction
+        // alone), so that a rerun after a crash finds the table done and skips it: a rerun may
+        // classify records differently once the dedup state moved on.
+        let changed = !actions.is_empty();
         let predicate = (!replace.is_empty()).then(|| {
             let hours: Vec<String> = replace
                 .iter()
@@ -157,6 +159,10 @@ impl Table {
         let version = finalized.version();
         crate::faults::durable(&format!("{name}: committed"));
         self.refresh().await?;
-        Ok(Committed::Version(version))
+        Ok(if changed {
+            Committed::Version(version)
+        } else {
+            Committed::Nothing
+        })
     }
 }
