@@ -16,7 +16,7 @@
 //! set or new to the month can rewrite the side files alone; any other change rewrites the whole
 //! hour of both tables, split afresh by who is quiet now.
 
-use std::collections::BTreeSet;
+use crate::hashing::FastSet;
 
 /// What a run rewrites of one hour partition of `hourly_usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub enum Cumulative {
 /// Whether a change can stay in the side files: every changed customer is in the side set or
 /// new to the month.
 fn fits_side<'a>(
-    side_set: &BTreeSet<String>,
+    side_set: &FastSet<String>,
     changed: impl IntoIterator<Item = &'a str>,
     in_month: impl Fn(&str) -> bool,
 ) -> bool {
@@ -58,7 +58,7 @@ fn fits_side<'a>(
 /// `side_set` is the hour's side set (`None` when `cumulative_usage` has no such hour yet: a new
 /// hour is written whole); `in_month` says whether a customer has rows in the hour's month.
 pub fn hourly<'a>(
-    side_set: Option<&BTreeSet<String>>,
+    side_set: Option<&FastSet<String>>,
     changed: impl IntoIterator<Item = &'a str>,
     in_month: impl Fn(&str) -> bool,
 ) -> Hourly {
@@ -74,7 +74,7 @@ pub fn hourly<'a>(
 pub fn cumulative<'a>(
     is_final: bool,
     hourly: Option<Hourly>,
-    side_set: Option<&BTreeSet<String>>,
+    side_set: Option<&FastSet<String>>,
     changed: impl IntoIterator<Item = &'a str>,
     in_month: impl Fn(&str) -> bool,
 ) -> Cumulative {
@@ -92,7 +92,7 @@ pub fn cumulative<'a>(
 mod tests {
     use super::*;
 
-    fn set(ids: &[&str]) -> BTreeSet<String> {
+    fn set(ids: &[&str]) -> FastSet<String> {
         ids.iter().map(|s| s.to_string()).collect()
     }
 

@@ -4,142 +4,180 @@
 //! Only the rows of customers whose usage changed are recomputed: a stored row's total through
 //! the hour before is its total less its usage, so a customer's recomputation starts at its
 //! first changed hour without reading any earlier one, and every other customer's row is kept
-//! as stored. Sums are exact `i64` milliliters, overflow-checked.
+//! as stored (its values are copied as columns, never row by row). Sums are exact `i64`
+//! milliliters, overflow-checked.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
-use polars::prelude::{Column, DataFrame};
+use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::hashing::FastMap;
 use crate::hours::format_hour;
-use crate::table::{CUMULATIVE_USAGE, Values, col};
+use crate::table::{CUMULATIVE_USAGE, col};
 
 /// Rows of one hour of a billing month (`customer_id`, `usage_ml`, `cumulative_ml`), sorted by
 /// customer, one row per customer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct HourRows {
-    /// `customer_id`.
-    pub customers: Vec<String>,
-    /// The hour's usage.
-    pub usage_ml: Vec<i64>,
-    /// The running total through the hour.
-    pub cumulative_ml: Vec<i64>,
+    frame: DataFrame,
 }
 
+fn bad(column: &str, reason: impl Into<String>) -> Error {
+    Error::table_data(CUMULATIVE_USAGE.name, column, reason)
+}
+
+const COLUMNS: [&str; 3] = [col::CUSTOMER_ID, col::USAGE_ML, col::CUMULATIVE_ML];
+
 impl HourRows {
-    /// The rows of a `cumulative_usage` frame (one hour's, any order).
-    pub fn from_frame(rows: &DataFrame) -> Result<Self> {
-        let err = Error::polars("cumulative");
-        let ids = rows
-            .column(col::CUSTOMER_ID)
-            .and_then(|c| c.str().cloned())
-            .map_err(err)?;
-        let long = |name: &str| -> Result<Vec<i64>> {
-            let c = rows
-                .column(name)
-                .and_then(|c| c.i64().cloned())
-                .map_err(err)?;
-            if c.null_count() > 0 {
-                return Err(Error::table_data(
-                    CUMULATIVE_USAGE.name,
-                    name,
-                    "null values",
-                ));
-            }
-            Ok(c.into_no_null_iter().collect())
-        };
-        if ids.null_count() > 0 {
-            return Err(Error::table_data(
-                CUMULATIVE_USAGE.name,
-                col::CUSTOMER_ID,
-                "null values",
-            ));
+    /// No rows.
+    pub fn empty() -> Self {
+        Self::from_parts(Vec::new(), Vec::new(), Vec::new())
+    }
+
+    fn from_parts(customers: Vec<String>, usage_ml: Vec<i64>, cumulative_ml: Vec<i64>) -> Self {
+        let n = customers.len();
+        let frame = DataFrame::new(
+            n,
+            vec![
+                Column::new(col::CUSTOMER_ID.into(), customers),
+                Column::new(col::USAGE_ML.into(), usage_ml),
+                Column::new(col::CUMULATIVE_ML.into(), cumulative_ml),
+            ],
+        );
+        // Three columns of one length and distinct names: cannot fail.
+        Self {
+            frame: frame.unwrap_or_default(),
         }
-        let rows = Self {
-            customers: ids.iter().flatten().map(str::to_owned).collect(),
-            usage_ml: long(col::USAGE_ML)?,
-            cumulative_ml: long(col::CUMULATIVE_ML)?,
-        };
-        rows.sorted()
+    }
+
+    /// The rows of a `cumulative_usage` frame (one hour's, any order); nulls, or two rows of
+    /// one customer, are an error.
+    pub fn from_frame(rows: &DataFrame) -> Result<Self> {
+        let frame = rows.select(COLUMNS).map_err(|e| bad("*", e.to_string()))?;
+        for name in COLUMNS {
+            let nulls = frame.column(name).map_or(0, Column::null_count);
+            if nulls > 0 {
+                return Err(bad(name, format!("{nulls} null values")));
+            }
+        }
+        Self { frame }.sorted()
+    }
+
+    fn ids(&self) -> Result<&StringChunked> {
+        self.frame
+            .column(col::CUSTOMER_ID)
+            .and_then(Column::str)
+            .map_err(|e| bad(col::CUSTOMER_ID, e.to_string()))
+    }
+
+    fn values(&self, name: &str) -> Result<Vec<i64>> {
+        let c = self
+            .frame
+            .column(name)
+            .and_then(Column::i64)
+            .map_err(|e| bad(name, e.to_string()))?;
+        Ok(c.into_no_null_iter().collect())
     }
 
     /// The rows sorted by customer; two rows of one customer are an error.
     fn sorted(self) -> Result<Self> {
-        let mut order: Vec<usize> = (0..self.customers.len()).collect();
-        order.sort_unstable_by(|&a, &b| self.customers[a].cmp(&self.customers[b]));
-        if let Some(pair) = order
-            .windows(2)
-            .find(|w| self.customers[w[0]] == self.customers[w[1]])
-        {
-            return Err(Error::table_data(
-                CUMULATIVE_USAGE.name,
-                col::CUSTOMER_ID,
-                format!(
-                    "customer {} has two rows in one hour",
-                    self.customers[pair[0]]
-                ),
-            ));
+        let ids = self.ids()?;
+        let mut previous: Option<&str> = None;
+        let mut in_order = true;
+        for id in ids.iter() {
+            if id <= previous && previous.is_some() {
+                in_order = false;
+                break;
+            }
+            previous = id;
         }
-        if order.iter().enumerate().all(|(i, &o)| i == o) {
+        let frame = if in_order {
             return Ok(self);
+        } else {
+            self.frame
+                .sort([col::CUSTOMER_ID], SortMultipleOptions::default())
+                .map_err(|e| bad(col::CUSTOMER_ID, e.to_string()))?
+        };
+        let sorted = Self { frame };
+        let ids = sorted.ids()?;
+        let mut previous: Option<&str> = None;
+        for id in ids.iter() {
+            if id == previous {
+                return Err(bad(
+                    col::CUSTOMER_ID,
+                    format!(
+                        "customer {} has two rows in one hour",
+                        id.unwrap_or_default()
+                    ),
+                ));
+            }
+            previous = id;
         }
-        Ok(Self {
-            customers: order.iter().map(|&i| self.customers[i].clone()).collect(),
-            usage_ml: order.iter().map(|&i| self.usage_ml[i]).collect(),
-            cumulative_ml: order.iter().map(|&i| self.cumulative_ml[i]).collect(),
-        })
+        Ok(sorted)
     }
 
     /// These rows and `other`'s, sorted; a customer in both is an error.
-    pub fn with(mut self, other: Self) -> Result<Self> {
-        self.customers.extend(other.customers);
-        self.usage_ml.extend(other.usage_ml);
-        self.cumulative_ml.extend(other.cumulative_ml);
-        self.sorted()
+    pub fn with(self, other: Self) -> Result<Self> {
+        if other.frame.height() == 0 {
+            return Ok(self);
+        }
+        let frame = self
+            .frame
+            .vstack(&other.frame)
+            .map_err(|e| bad("*", e.to_string()))?;
+        Self { frame }.sorted()
     }
 
     fn len(&self) -> usize {
-        self.customers.len()
-    }
-
-    fn push(&mut self, customer: &str, usage_ml: i64, cumulative_ml: i64) {
-        self.customers.push(customer.to_owned());
-        self.usage_ml.push(usage_ml);
-        self.cumulative_ml.push(cumulative_ml);
+        self.frame.height()
     }
 
     /// The rows of customers for which `side` holds, and the others (in that order).
-    pub fn split(self, side: impl Fn(&str) -> bool) -> (Self, Self) {
-        let (mut a, mut b) = (Self::default(), Self::default());
-        for i in 0..self.customers.len() {
-            let to = if side(&self.customers[i]) {
-                &mut a
-            } else {
-                &mut b
-            };
-            to.push(&self.customers[i], self.usage_ml[i], self.cumulative_ml[i]);
-        }
-        (a, b)
+    pub fn split(self, side: impl Fn(&str) -> bool) -> Result<(Self, Self)> {
+        let mask: BooleanChunked = self
+            .ids()?
+            .iter()
+            .map(|c| Some(c.is_some_and(&side)))
+            .collect();
+        let pick = |mask: &BooleanChunked| -> Result<Self> {
+            let frame = self
+                .frame
+                .filter(mask)
+                .map_err(|e| bad("*", e.to_string()))?;
+            Ok(Self { frame })
+        };
+        Ok((pick(&mask)?, pick(&!&mask)?))
     }
 
     /// The rows as `cumulative_usage` rows of `hour` in `billing_month`.
     pub fn to_frame(&self, hour: i64, billing_month: &str, is_final: bool) -> Result<DataFrame> {
-        let n = self.customers.len();
-        CUMULATIVE_USAGE.frame(vec![
-            Values::Built(Column::new(col::CUSTOMER_ID.into(), &self.customers)),
-            Values::Long(vec![hour; n]),
-            Values::Str(vec![billing_month.into(); n]),
-            Values::Long(self.usage_ml.clone()),
-            Values::Long(self.cumulative_ml.clone()),
-            Values::Bool(vec![is_final; n]),
-        ])
+        let n = self.len();
+        let mut frame = self.frame.clone();
+        let columns = [
+            Column::new(col::USAGE_HOUR.into(), [hour]).new_from_index(0, n),
+            Column::new(col::BILLING_MONTH.into(), [billing_month]).new_from_index(0, n),
+            Column::new(col::IS_FINAL.into(), [is_final]).new_from_index(0, n),
+        ];
+        for column in columns {
+            frame
+                .with_column(column)
+                .map_err(|e| bad("*", e.to_string()))?;
+        }
+        let order: Vec<&str> = CUMULATIVE_USAGE.columns.iter().map(|c| c.0).collect();
+        frame.select(order).map_err(|e| bad("*", e.to_string()))
+    }
+}
+
+impl PartialEq for HourRows {
+    fn eq(&self, other: &Self) -> bool {
+        self.frame.equals(&other.frame)
     }
 }
 
 fn add(a: i64, b: i64) -> Result<i64> {
     a.checked_add(b).ok_or_else(|| {
-        Error::table_data(
-            CUMULATIVE_USAGE.name,
+        bad(
             col::CUMULATIVE_ML,
             "a running total overflows Int64 milliliters",
         )
@@ -147,20 +185,21 @@ fn add(a: i64, b: i64) -> Result<i64> {
 }
 
 /// New usage by customer in one hour.
-pub type HourUsage<'a> = HashMap<&'a str, i64>;
+pub type HourUsage<'a> = FastMap<&'a str, i64>;
 
 /// One billing month's rows rewritten hour by hour, from its first changed hour on.
 #[derive(Debug)]
 pub struct MonthWalk {
-    /// Each customer with new usage in the month: its first hour with some.
-    first_change: HashMap<String, i64>,
-    /// Customers with new usage that the month had no rows of: they get a row in every hour
-    /// of the month (zero before their first usage).
+    /// Each customer with new usage in the month: its first hour with some, and whether the
+    /// month had no rows of it (it then gets a row in every hour of the month, zero before its
+    /// first usage).
+    first_change: FastMap<String, (i64, bool)>,
+    /// The customers new to the month, in order.
     newcomers: BTreeSet<String>,
     /// Total through the previous hour of each customer being recomputed.
-    carry: HashMap<String, i64>,
-    /// Past the month's stored hours: every customer's total through the previous hour.
-    all: BTreeMap<String, i64>,
+    carry: FastMap<String, i64>,
+    /// Past the month's stored hours: every customer's row of the hour before.
+    all: Option<HourRows>,
 }
 
 impl MonthWalk {
@@ -170,23 +209,25 @@ impl MonthWalk {
         added: impl IntoIterator<Item = (&'a str, i64)>,
         in_month: impl Fn(&str) -> bool,
     ) -> Self {
-        let mut first_change: HashMap<String, i64> = HashMap::new();
+        let mut first_change: FastMap<String, (i64, bool)> = FastMap::default();
         for (customer, hour) in added {
             first_change
                 .entry(customer.to_owned())
-                .and_modify(|h| *h = (*h).min(hour))
-                .or_insert(hour);
+                .and_modify(|(h, _)| *h = (*h).min(hour))
+                .or_insert((hour, false));
         }
-        let newcomers = first_change
-            .keys()
-            .filter(|c| !in_month(c))
-            .cloned()
-            .collect();
+        let mut newcomers = BTreeSet::new();
+        for (customer, (_, new)) in &mut first_change {
+            if !in_month(customer) {
+                *new = true;
+                newcomers.insert(customer.clone());
+            }
+        }
         Self {
             first_change,
             newcomers,
-            carry: HashMap::new(),
-            all: BTreeMap::new(),
+            carry: FastMap::default(),
+            all: None,
         }
     }
 
@@ -198,17 +239,17 @@ impl MonthWalk {
     /// Whether `customer`'s row in `hour` changes: it got new usage in or before the hour, or
     /// it is new to the month.
     fn changes(&self, customer: &str, hour: i64) -> bool {
-        self.first_change.get(customer).is_some_and(|&h| h <= hour)
-            || self.newcomers.contains(customer)
+        self.first_change
+            .get(customer)
+            .is_some_and(|&(first, new)| new || first <= hour)
     }
 
     /// The customers whose rows in `hour` change.
     pub fn changed(&self, hour: i64) -> impl Iterator<Item = &str> {
         self.first_change
             .iter()
-            .filter(move |&(_, &h)| h <= hour)
+            .filter(move |&(_, &(first, new))| new || first <= hour)
             .map(|(c, _)| c.as_str())
-            .chain(self.newcomers.iter().map(String::as_str))
     }
 
     /// Rows of a stored hour after the run. `stored` holds the hour's stored rows (all of them,
@@ -222,31 +263,26 @@ impl MonthWalk {
         added: &HourUsage<'_>,
         all_rows: bool,
     ) -> Result<HourRows> {
-        let mut out = HourRows::default();
+        let ids = stored.ids()?;
+        let mut usage_ml = stored.values(col::USAGE_ML)?;
+        let mut cumulative_ml = stored.values(col::CUMULATIVE_ML)?;
         let mut seen: BTreeSet<&str> = BTreeSet::new();
-        for i in 0..stored.len() {
-            let customer = stored.customers[i].as_str();
-            if self.changes(customer, hour) {
-                let before = match self.carry.get(customer) {
-                    Some(&total) => total,
-                    // The stored total through the hour before: this row's less its usage.
-                    None => stored.cumulative_ml[i]
-                        .checked_sub(stored.usage_ml[i])
-                        .ok_or_else(|| {
-                            Error::table_data(CUMULATIVE_USAGE.name, col::CUMULATIVE_ML, "overflow")
-                        })?,
-                };
-                let usage = add(
-                    stored.usage_ml[i],
-                    added.get(customer).copied().unwrap_or(0),
-                )?;
-                let total = add(before, usage)?;
-                self.carry.insert(customer.to_owned(), total);
-                out.push(customer, usage, total);
-                seen.insert(customer);
-            } else {
-                out.push(customer, stored.usage_ml[i], stored.cumulative_ml[i]);
+        for (i, customer) in ids.iter().enumerate() {
+            let customer = customer.unwrap_or_default();
+            if !self.changes(customer, hour) {
+                continue;
             }
+            let before = match self.carry.get(customer) {
+                Some(&total) => total,
+                // The stored total through the hour before: this row's less its usage.
+                None => cumulative_ml[i]
+                    .checked_sub(usage_ml[i])
+                    .ok_or_else(|| bad(col::CUMULATIVE_ML, "overflow"))?,
+            };
+            usage_ml[i] = add(usage_ml[i], added.get(customer).copied().unwrap_or(0))?;
+            cumulative_ml[i] = add(before, usage_ml[i])?;
+            self.carry.insert(customer.to_owned(), cumulative_ml[i]);
+            seen.insert(customer);
         }
         // Customers without a stored row: those new to the month, from their first usage.
         let missing: BTreeSet<String> = self
@@ -254,11 +290,10 @@ impl MonthWalk {
             .filter(|c| !seen.contains(c))
             .map(str::to_owned)
             .collect();
-        for customer in &missing {
-            let customer = customer.as_str();
-            if !self.newcomers.contains(customer) {
-                return Err(Error::table_data(
-                    CUMULATIVE_USAGE.name,
+        let mut joining = (Vec::new(), Vec::new(), Vec::new());
+        for customer in missing {
+            if !self.newcomers.contains(&customer) {
+                return Err(bad(
                     col::CUSTOMER_ID,
                     format!(
                         "customer {customer} has no row in hour {} of a month it has rows in",
@@ -266,19 +301,25 @@ impl MonthWalk {
                     ),
                 ));
             }
-            let usage = added.get(customer).copied().unwrap_or(0);
-            let total = add(self.carry.get(customer).copied().unwrap_or(0), usage)?;
-            self.carry.insert(customer.to_owned(), total);
-            out.push(customer, usage, total);
+            let usage = added.get(customer.as_str()).copied().unwrap_or(0);
+            let total = add(self.carry.get(&customer).copied().unwrap_or(0), usage)?;
+            self.carry.insert(customer.clone(), total);
+            joining.0.push(customer);
+            joining.1.push(usage);
+            joining.2.push(total);
         }
-        let out = out.sorted()?;
+        let mut frame = stored.frame.clone();
+        for (name, values) in [
+            (col::USAGE_ML, usage_ml),
+            (col::CUMULATIVE_ML, cumulative_ml),
+        ] {
+            frame
+                .with_column(Column::new(name.into(), values))
+                .map_err(|e| bad(name, e.to_string()))?;
+        }
+        let out = HourRows { frame }.with(HourRows::from_parts(joining.0, joining.1, joining.2))?;
         if all_rows {
-            self.all = out
-                .customers
-                .iter()
-                .cloned()
-                .zip(out.cumulative_ml.iter().copied())
-                .collect();
+            self.all = Some(out.clone());
         }
         Ok(out)
     }
@@ -286,44 +327,84 @@ impl MonthWalk {
     /// Starts the walk past the month's stored hours, after the last of them, whose rows
     /// (`stored`, all of them) did not change.
     pub fn continue_from(&mut self, stored: &HourRows) {
-        self.all = stored
-            .customers
-            .iter()
-            .cloned()
-            .zip(stored.cumulative_ml.iter().copied())
-            .collect();
+        self.all = Some(stored.clone());
     }
 
     /// Rows of an hour the month had no rows for: every customer of the month, with its total
     /// carried from the hour before and the hour's usage (0 when none).
     pub fn new_hour(&mut self, added: &HourUsage<'_>) -> Result<HourRows> {
-        let joining = added
+        let base = self.all.take().unwrap_or_else(HourRows::empty);
+        let ids = base.ids()?;
+        let before = base.values(col::CUMULATIVE_ML)?;
+        let mut usage_ml = Vec::with_capacity(before.len());
+        let mut cumulative_ml = Vec::with_capacity(before.len());
+        for (customer, total) in ids.iter().zip(before) {
+            let usage = added
+                .get(customer.unwrap_or_default())
+                .copied()
+                .unwrap_or(0);
+            usage_ml.push(usage);
+            cumulative_ml.push(add(total, usage)?);
+        }
+        // Customers the hour before did not have: new to the month (zero until they use some).
+        let mut joining = (Vec::new(), Vec::new(), Vec::new());
+        let candidates: BTreeSet<&str> = added
             .keys()
             .copied()
-            .chain(self.newcomers.iter().map(String::as_str));
-        for customer in joining {
-            if !self.all.contains_key(customer) {
-                self.all.insert(customer.to_owned(), 0);
-            }
+            .chain(self.newcomers.iter().map(String::as_str))
+            .collect();
+        let present = sorted_members(ids, &candidates);
+        for customer in candidates.into_iter().filter(|c| !present.contains(c)) {
+            let usage = added.get(customer).copied().unwrap_or(0);
+            joining.0.push(customer.to_owned());
+            joining.1.push(usage);
+            joining.2.push(usage);
         }
-        let mut out = HourRows::default();
-        for (customer, total) in &mut self.all {
-            let usage = added.get(customer.as_str()).copied().unwrap_or(0);
-            *total = add(*total, usage)?;
-            out.push(customer, usage, *total);
+        let mut frame = base.frame.clone();
+        for (name, values) in [
+            (col::USAGE_ML, usage_ml),
+            (col::CUMULATIVE_ML, cumulative_ml),
+        ] {
+            frame
+                .with_column(Column::new(name.into(), values))
+                .map_err(|e| bad(name, e.to_string()))?;
         }
+        let out = HourRows { frame }.with(HourRows::from_parts(joining.0, joining.1, joining.2))?;
+        self.all = Some(out.clone());
         Ok(out)
     }
 
     /// Zero rows, in an hour before the month's rewritten range, for the customers new to the
     /// month (their first usage comes later).
     pub fn zero_rows(&self) -> HourRows {
-        let mut out = HourRows::default();
-        for customer in &self.newcomers {
-            out.push(customer, 0, 0);
-        }
-        out
+        let n = self.newcomers.len();
+        HourRows::from_parts(
+            self.newcomers.iter().cloned().collect(),
+            vec![0; n],
+            vec![0; n],
+        )
     }
+}
+
+/// Which of `candidates` are among the sorted `ids` (binary search: the candidates are few).
+fn sorted_members<'a>(ids: &StringChunked, candidates: &BTreeSet<&'a str>) -> BTreeSet<&'a str> {
+    let n = ids.len();
+    candidates
+        .iter()
+        .copied()
+        .filter(|c| {
+            let (mut lo, mut hi) = (0, n);
+            while lo < hi {
+                let mid = (lo + hi) / 2;
+                match ids.get(mid) {
+                    Some(id) if id < *c => lo = mid + 1,
+                    Some(id) if id == *c => return true,
+                    _ => hi = mid,
+                }
+            }
+            false
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -331,11 +412,11 @@ mod tests {
     use super::*;
 
     fn rows(list: &[(&str, i64, i64)]) -> HourRows {
-        let mut out = HourRows::default();
-        for &(c, u, t) in list {
-            out.push(c, u, t);
-        }
-        out
+        HourRows::from_parts(
+            list.iter().map(|r| r.0.to_owned()).collect(),
+            list.iter().map(|r| r.1).collect(),
+            list.iter().map(|r| r.2).collect(),
+        )
     }
 
     #[test]
@@ -380,7 +461,7 @@ mod tests {
         let mut walk = MonthWalk::new([("A", 1)], |c| c == "A");
         // A has rows in the month, but not in this hour.
         assert!(matches!(
-            walk.stored_hour(1, &rows(&[("B", 0, 0)]), &HourUsage::new(), false),
+            walk.stored_hour(1, &rows(&[("B", 0, 0)]), &HourUsage::default(), false),
             Err(Error::TableData { .. })
         ));
         assert!(matches!(

@@ -15,6 +15,7 @@ use super::layout::Sides;
 use super::stream::RowsWritten;
 use super::{Run, TableReport};
 use crate::error::{Error, Result};
+use crate::hashing::FastSet;
 use crate::hours::format_hour;
 use crate::query::cumulative::{MonthPlan, final_rewrites, plan_months};
 use crate::query::layout::{self, Cumulative, Hourly};
@@ -72,7 +73,7 @@ impl Run {
         let mut sides = Sides::new(&cumulative, tz);
         let mut hourly_layouts = BTreeMap::new();
         for (&hour, usage) in &by_hour {
-            let changed: BTreeSet<String> = usage.iter().map(|(c, _)| c.clone()).collect();
+            let changed: FastSet<String> = usage.iter().map(|(c, _)| c.clone()).collect();
             hourly_layouts.insert(hour, sides.hourly(hour, &changed)?);
         }
         let p = crate::trace::phase("cumulative/layouts", p);
@@ -129,7 +130,7 @@ impl Run {
 /// What one run's cumulative step works from.
 struct Step<'a> {
     cumulative: &'a Table,
-    quiet: &'a BTreeSet<String>,
+    quiet: &'a FastSet<String>,
     watermark: Option<i64>,
     stored: &'a BTreeSet<i64>,
     /// Stored hours the watermark passes in this run.
@@ -234,7 +235,7 @@ impl Step<'_> {
             match layout {
                 Cumulative::Side => {
                     // Only the side part is written (the main rows did not change).
-                    let (side, _) = rows.split(kept_apart);
+                    let (side, _) = rows.split(kept_apart)?;
                     emit(side.to_frame(hour, &plan.month, false)?, Role::Side)?;
                     rewrites.side_paths.extend(side_paths);
                     rewrites.side_hours.insert(hour);
@@ -270,7 +271,7 @@ impl Step<'_> {
         if is_final {
             return emit(rows.to_frame(hour, month, true)?, Role::Main);
         }
-        let (side, main) = rows.split(side);
+        let (side, main) = rows.split(side)?;
         emit(main.to_frame(hour, month, false)?, Role::Main)?;
         emit(side.to_frame(hour, month, false)?, Role::Side)
     }

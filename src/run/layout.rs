@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono_tz::Tz;
 
 use crate::error::{Error, Result};
+use crate::hashing::FastSet;
 use crate::hours::{month_end_hour, month_start_hour};
 use crate::query::layout::{self, Hourly};
 use crate::table::{Role, Table, block_on, col};
@@ -17,8 +18,8 @@ pub(super) struct Sides<'a> {
     cumulative: &'a Table,
     tz: Tz,
     stored: BTreeSet<i64>,
-    side_sets: BTreeMap<i64, Option<BTreeSet<String>>>,
-    months: BTreeMap<i64, BTreeSet<String>>,
+    side_sets: BTreeMap<i64, Option<FastSet<String>>>,
+    months: BTreeMap<i64, FastSet<String>>,
 }
 
 impl<'a> Sides<'a> {
@@ -33,7 +34,7 @@ impl<'a> Sides<'a> {
     }
 
     /// The side set of `hour`; `None` when `cumulative_usage` has no such hour.
-    pub(super) fn side_set(&mut self, hour: i64) -> Result<Option<&BTreeSet<String>>> {
+    pub(super) fn side_set(&mut self, hour: i64) -> Result<Option<&FastSet<String>>> {
         if !self.side_sets.contains_key(&hour) {
             let set = if self.stored.contains(&hour) {
                 let paths = self.cumulative.files_of(hour, Role::Side);
@@ -53,7 +54,7 @@ impl<'a> Sides<'a> {
 
     /// The customers with rows in `hour`'s billing month: those of the month's latest stored
     /// hour (the table is dense).
-    pub(super) fn month_customers(&mut self, hour: i64) -> Result<&BTreeSet<String>> {
+    pub(super) fn month_customers(&mut self, hour: i64) -> Result<&FastSet<String>> {
         let start = month_start_hour(hour, self.tz)?;
         Ok(match self.months.entry(start) {
             Entry::Occupied(known) => known.into_mut(),
@@ -63,7 +64,7 @@ impl<'a> Sides<'a> {
                     Some(&last) => customers(&block_on(
                         self.cumulative.read_hours(&BTreeSet::from([last])),
                     )??)?,
-                    None => BTreeSet::new(),
+                    None => FastSet::default(),
                 };
                 slot.insert(set)
             }
@@ -71,7 +72,7 @@ impl<'a> Sides<'a> {
     }
 
     /// What `hourly_usage` rewrites of `hour`, whose customers `changed` got new usage.
-    pub(super) fn hourly(&mut self, hour: i64, changed: &BTreeSet<String>) -> Result<Hourly> {
+    pub(super) fn hourly(&mut self, hour: i64, changed: &FastSet<String>) -> Result<Hourly> {
         let fits = match self.side_set(hour)? {
             None => return Ok(Hourly::Whole),
             Some(side) => changed.iter().all(|c| side.contains(c)),
@@ -90,9 +91,9 @@ impl<'a> Sides<'a> {
 }
 
 /// The distinct `customer_id`s of `rows`.
-pub(super) fn customers(rows: &polars::prelude::DataFrame) -> Result<BTreeSet<String>> {
+pub(super) fn customers(rows: &polars::prelude::DataFrame) -> Result<FastSet<String>> {
     if rows.width() == 0 {
-        return Ok(BTreeSet::new());
+        return Ok(FastSet::default());
     }
     let ids = rows
         .column(col::CUSTOMER_ID)

@@ -42,6 +42,7 @@ pub use report::{DedupReport, ParseReport, PlanReport, TableReport};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::hashing::FastSet;
 use crate::input::{Parsed, PlannedFile};
 use crate::quarantine::Quarantined;
 use crate::query::meters::MeterIndex;
@@ -118,7 +119,7 @@ struct Classified {
     /// What the dedup state knows of each meter after the run.
     meters: MeterIndex,
     /// Customers with a meter gone quiet: the side files take their rows.
-    quiet: BTreeSet<String>,
+    quiet: FastSet<String>,
     /// What the batch adds to each customer's hour (`hourly_usage` additions), once computed.
     additions: Option<DataFrame>,
 }
