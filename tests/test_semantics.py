@@ -76,7 +76,9 @@ def test_hand_worked_log(tmp_path: Path, run_notebook: RunNotebook) -> None:
     run_notebook(input_root=str(log), output_root=str(out))
     m = max(table(out, 'run_metrics'), key=lambda r: r['batch_id'])
     assert (m['lines_read'], m['accepted'], m['duplicates'], m['conflicts']) == (2, 0, 1, 1)
-    assert m['state_rows_read'] == 3, 'only hour 03-08T10 was read: M1, M2, M3'
+    # Only hour 03-08T10 can hold a collision, and only the batch's meters can collide:
+    # M1's and M2's rows are read, not M3's.
+    assert m['state_rows_read'] == 2, 'only hour 03-08T10 of meters M1 and M2 was read'
     conflict = [q for q in table(out, 'quarantine') if q['reason'] == 'conflict']
     assert len(conflict) == 1 and json.loads(conflict[0]['raw_line'])['usage_liters'] == 2.5
     assert cumulative(out)[('C1', '2026-03-08T10')]['cumulative_ml'] == 3500, 'first copy kept'
