@@ -59,7 +59,9 @@ def main() -> None:
                  args.meters)
         for days in sorted(args.days):
             log = log_view(work / 'log', start, start + timedelta(days=days))
-            size = sum(f.stat().st_size for f in log.rglob('*.jsonl')) / 1e9
+            # The view's hour folders are links, which rglob does not follow.
+            size = sum(f.stat().st_size for hour in log.iterdir()
+                       for f in hour.glob('*.jsonl')) / 1e9
             wall, peak, text = catch_up(bins['run_once'], log, work / 'backlog-run')
             first = re.search(r'batch \d+: \d+ files, (\d+) lines', text)
             later = re.search(r'(\d+) more batches, (\d+) lines', text)

@@ -7,7 +7,8 @@ Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/month_of_hourly_runs.py [--meters 200] [--hours 720]
 
 Each hour the generator adds one ingestion hour of log (with duplicates and week-long outage
-replays), then `examples/run_once` processes it. Not part of the test suite.
+replays), then `examples/run_once` processes it. `day ms` is the mean run time of the 24 runs
+up to that row (the first row: the first run alone). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ def main() -> None:
     log, out = work / 'log', work / 'out'
     start = datetime(2026, 6, 1)
     print(f'{args.meters} meters, {args.hours} hourly runs, in {work}')
-    print(f"{'run':>4} {'run ms':>6} {'hourly files':>12} {'cumul. files':>12} "
+    print(f"{'run':>4} {'day ms':>6} {'hourly files':>12} {'cumul. files':>12} "
           f"{'log json':>8} {'checkpoints':>11} {'open ms':>7} {'state files':>11}")
     slowest = 0.0
+    day: list[float] = []  # this day's run times, ms
+    days: list[float] = []  # the mean run time of each whole day, ms
     for i in range(args.hours):
         hour = start + timedelta(hours=i)
         subprocess.run([str(gen), '--output', str(log), '--start-hour',
@@ -64,12 +67,20 @@ def main() -> None:
                        check=True, capture_output=True)
         ms = (time.monotonic() - began) * 1000
         slowest = max(slowest, ms)
+        day.append(ms)
+        if (i + 1) % 24 == 0:
+            days.append(sum(day) / len(day))
+            day = []
         if (i + 1) % 24 == 0 or i == 0:
             h, c, s = count(out / 'hourly_usage'), count(out / 'cumulative_usage'), \
                 count(out / '_checkpoint' / 'dedup_readings')
-            print(f'{i + 1:>4} {ms:>6.0f} {h[0]:>12} {c[0]:>12} {c[1]:>8} {c[2]:>11} '
+            shown = days[-1] if (i + 1) % 24 == 0 else ms
+            print(f'{i + 1:>4} {shown:>6.0f} {h[0]:>12} {c[0]:>12} {c[1]:>8} {c[2]:>11} '
                   f'{c[3]:>7.0f} {s[0]:>11}', flush=True)
     print(f'slowest run {slowest:.0f} ms')
+    if len(days) >= 2:
+        print(f'mean run of the last day / of the first day: {days[-1]:.0f} / {days[0]:.0f} ms '
+              f'= {days[-1] / days[0]:.2f}')
 
 
 if __name__ == '__main__':
