@@ -4,6 +4,7 @@ poisons the next one."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import random
 import shutil
@@ -88,13 +89,39 @@ def test_kernels_run_side_by_side(tmp_path: Path, kernels: Path, generate: Gener
         assert_tables_match(tmp_path / name, exp)
 
 
+def kernel_folder(kernel: nbexec.Kernel) -> Path:
+    """The folder a running kernel compiles in: its launcher's child's `EVCXR_TMPDIR`."""
+    launcher = kernel.km.provisioner.process.pid
+    for child in Path(f'/proc/{launcher}/task/{launcher}/children').read_text().split():
+        for var in Path(f'/proc/{child}/environ').read_bytes().split(b'\0'):
+            if var.startswith(b'EVCXR_TMPDIR='):
+                return Path(var.split(b'=', 1)[1].decode())
+    raise AssertionError(f'no kernel under launcher {launcher}')
+
+
+def wait_until_free(folder: Path, timeout: float = 60) -> None:
+    """Waits until no process holds the folder's slot lock (a killed kernel's processes end
+    a moment after the signal)."""
+    deadline = time.monotonic() + timeout
+    with open(folder.parent / f'{folder.name}.lock', 'a') as lock:
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                assert time.monotonic() < deadline, f'{folder} still held after the kill'
+                time.sleep(0.1)
+                continue
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            return
+
+
 def test_a_killed_kernel_never_poisons_the_next(tmp_path: Path, kernels: Path) -> None:
     slots = kernels
     env = dict(os.environ, AQUABILL_KERNELS=str(slots))
     rng = random.Random(12)
     for attempt in range(5):
         kernel = nbexec.Kernel(cwd=NOTEBOOK.parent, env=env)
-        slot = slots / '0'
+        slot = kernel_folder(kernel)
         assert (slot / '.in-use').exists()
         # Whatever a kill leaves in the kernel's folder must not reach the next kernel.
         (slot / 'left-by-a-killed-kernel').write_text(str(attempt))
@@ -107,8 +134,12 @@ def test_a_killed_kernel_never_poisons_the_next(tmp_path: Path, kernels: Path) -
         os.killpg(os.getpgid(pid), signal.SIGKILL)
         kernel.kc.stop_channels()
         kernel.km.cleanup_resources()
+        # Once the killed kernel's processes are gone, the next kernel takes its folder (the
+        # first free one).
+        wait_until_free(slot)
         again = nbexec.Kernel(cwd=NOTEBOOK.parent, env=env)
         try:
+            assert kernel_folder(again) == slot
             assert not (slot / 'left-by-a-killed-kernel').exists(), 'the slot was reused as is'
             assert again.execute('let m: i64 = 21;\nm * 2').text.strip() == '42'
         finally:
