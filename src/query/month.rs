@@ -35,6 +35,26 @@ impl HourRows {
         Self::from_parts(Vec::new(), Vec::new(), Vec::new())
     }
 
+    /// These rows with new `usage_ml` and `cumulative_ml` columns (one value per row, in
+    /// order), followed by the rows of the customers `joining` (ids, usage, totals).
+    fn updated(
+        &self,
+        usage_ml: Vec<i64>,
+        cumulative_ml: Vec<i64>,
+        joining: (Vec<String>, Vec<i64>, Vec<i64>),
+    ) -> Result<Self> {
+        let mut frame = self.frame.clone();
+        for (name, values) in [
+            (col::USAGE_ML, usage_ml),
+            (col::CUMULATIVE_ML, cumulative_ml),
+        ] {
+            frame
+                .with_column(Column::new(name.into(), values))
+                .map_err(|e| bad(name, e.to_string()))?;
+        }
+        HourRows { frame }.with(Self::from_parts(joining.0, joining.1, joining.2))
+    }
+
     fn from_parts(customers: Vec<String>, usage_ml: Vec<i64>, cumulative_ml: Vec<i64>) -> Self {
         let n = customers.len();
         let frame = DataFrame::new(
@@ -308,16 +328,7 @@ impl MonthWalk {
             joining.1.push(usage);
             joining.2.push(total);
         }
-        let mut frame = stored.frame.clone();
-        for (name, values) in [
-            (col::USAGE_ML, usage_ml),
-            (col::CUMULATIVE_ML, cumulative_ml),
-        ] {
-            frame
-                .with_column(Column::new(name.into(), values))
-                .map_err(|e| bad(name, e.to_string()))?;
-        }
-        let out = HourRows { frame }.with(HourRows::from_parts(joining.0, joining.1, joining.2))?;
+        let out = stored.updated(usage_ml, cumulative_ml, joining)?;
         if all_rows {
             self.all = Some(out.clone());
         }
@@ -360,16 +371,7 @@ impl MonthWalk {
             joining.1.push(usage);
             joining.2.push(usage);
         }
-        let mut frame = base.frame.clone();
-        for (name, values) in [
-            (col::USAGE_ML, usage_ml),
-            (col::CUMULATIVE_ML, cumulative_ml),
-        ] {
-            frame
-                .with_column(Column::new(name.into(), values))
-                .map_err(|e| bad(name, e.to_string()))?;
-        }
-        let out = HourRows { frame }.with(HourRows::from_parts(joining.0, joining.1, joining.2))?;
+        let out = base.updated(usage_ml, cumulative_ml, joining)?;
         self.all = Some(out.clone());
         Ok(out)
     }
