@@ -1,6 +1,7 @@
 //! Small HTML fragments for the notebook's outputs: escaped text, key/value tables, the first
-//! rows of a frame. Plain strings, no styling beyond what Jupyter applies to tables, so the
-//! executed notebook stays small and reads the same in any front end.
+//! rows of a frame. Plain strings with inline styles only where Jupyter's own would mislead
+//! (cell alignment, preformatted plans), so the executed notebook stays small and reads the same
+//! in any front end.
 
 use std::fmt::Write;
 
@@ -26,32 +27,48 @@ pub fn para(text: &str) -> String {
     format!("<p>{}</p>", escape(text))
 }
 
-/// Preformatted, escaped text (query plans).
+/// Preformatted, escaped text (query plans): a monospace block that keeps its indentation and
+/// scrolls rather than wraps, in JupyterLab and in an nbconvert export alike.
 pub fn pre(text: &str) -> String {
-    format!("<pre>{}</pre>", escape(text))
+    format!("<pre {PRE_STYLE}>{}</pre>", escape(text))
 }
 
-/// A table with a header row and rows of cells (all escaped); numbers are right-aligned.
+const PRE_STYLE: &str = "style=\"white-space:pre;overflow-x:auto;text-align:left;\
+                         font-family:monospace\"";
+/// Jupyter's stylesheets right-align every table cell: each cell says how it is aligned.
+const LEFT: &str = " style=\"text-align:left\"";
+const RIGHT: &str = " style=\"text-align:right\"";
+
+/// A table with a header row and rows of cells (all escaped); columns of numbers are
+/// right-aligned, the others left-aligned, headers as their column.
 pub fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+    let is_number = |cell: &str| {
+        !cell.is_empty()
+            && cell
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | ','))
+    };
+    let align: Vec<&str> = (0..header.len())
+        .map(|i| {
+            let cells = rows.iter().filter_map(|r| r.get(i)).map(AsRef::as_ref);
+            let mut filled = cells.filter(|c| !c.is_empty()).peekable();
+            if filled.peek().is_some() && filled.all(is_number) {
+                RIGHT
+            } else {
+                LEFT
+            }
+        })
+        .collect();
     let mut out = String::from("<table><thead><tr>");
-    for h in header {
-        let _ = write!(out, "<th>{}</th>", escape(h));
+    for (h, a) in header.iter().zip(&align) {
+        let _ = write!(out, "<th{a}>{}</th>", escape(h));
     }
     out.push_str("</tr></thead><tbody>");
     for row in rows {
         out.push_str("<tr>");
-        for cell in row {
-            let cell = cell.as_ref();
-            let numeric = !cell.is_empty()
-                && cell
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | ','));
-            let align = if numeric {
-                " style=\"text-align:right\""
-            } else {
-                ""
-            };
-            let _ = write!(out, "<td{align}>{}</td>", escape(cell));
+        for (i, cell) in row.iter().enumerate() {
+            let a = align.get(i).copied().unwrap_or(LEFT);
+            let _ = write!(out, "<td{a}>{}</td>", escape(cell.as_ref()));
         }
         out.push_str("</tr>");
     }
@@ -105,9 +122,12 @@ mod tests {
         )?;
         assert_eq!(
             frame(&df),
-            "<table><thead><tr><th>customer_id</th><th>usage_ml</th></tr></thead><tbody>\
-             <tr><td>C&lt;1&gt;</td><td style=\"text-align:right\">1500</td></tr>\
-             <tr><td>C2</td><td></td></tr></tbody></table>"
+            "<table><thead><tr><th style=\"text-align:left\">customer_id</th>\
+             <th style=\"text-align:right\">usage_ml</th></tr></thead><tbody>\
+             <tr><td style=\"text-align:left\">C&lt;1&gt;</td>\
+             <td style=\"text-align:right\">1500</td></tr>\
+             <tr><td style=\"text-align:left\">C2</td><td style=\"text-align:right\"></td></tr>\
+             </tbody></table>"
         );
         Ok(())
     }
