@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 /// Version of the request protocol; bump it whenever a request or answer changes shape.
-pub const PROTOCOL: u32 = 4;
+pub const PROTOCOL: u32 = 5;
 
 /// The Rust type of a parameter as the notebook's first cell declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +220,10 @@ operations! {
     Bills = "bills",
     /// One customer's month as a chart (the argument: the customer; empty: `chart_customer`).
     Chart = "chart",
+    /// A SQL query over the output tables (the argument: the query).
+    Sql = "sql",
+    /// The output tables: version, files, rows, columns.
+    Tables = "tables",
     /// Ends the session.
     Close = "close",
 }

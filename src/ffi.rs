@@ -175,6 +175,8 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
                 None => ("no usage yet".to_owned(), html::para("no usage yet")),
             }
         }
+        Op::Sql => shown(&view::sql(&session.config, argument, view::SQL_ROW_LIMIT)?),
+        Op::Tables => shown(&view::tables(&session.config)?),
         Op::Configure | Op::Close => {
             return Err(Error::Request(format!(
                 "`{}` is not a step of a session",

@@ -55,11 +55,11 @@ pub use input::PlannedFile;
 pub use present::Shown;
 pub use rebuild::{RebuildReport, rebuild};
 pub use run::{
-    BacklogBatch, BacklogReport, Counts, DedupReport, ParseReport, PlanReport, Run, RunMetrics,
-    TableReport, catch_up,
+    BacklogBatch, BacklogReport, BillsWritten, ClosedMonth, Counts, DedupReport, ParseReport,
+    PlanReport, Run, RunMetrics, TableReport, catch_up,
 };
 pub use table::Committed;
-pub use view::{BillsReport, CustomerMonth, MonthBills, bills, customer_month};
+pub use view::{BillsReport, CustomerMonth, MonthBills, MonthStatus, bills, customer_month};
 
 /// Polars, as this crate compiles it, for callers that work with the frames it returns.
 pub use polars;

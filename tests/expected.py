@@ -142,3 +142,51 @@ def recompute(root: Path, skew_minutes: int = 5, tz: str = 'UTC') -> Expected:
                 exp.cumulative[(customer, hour)] = (month, usage, total)
                 t += HOUR
     return exp
+
+
+@dataclass(frozen=True)
+class Bill:
+    """A `monthly_bills` row, without the batch that wrote it."""
+    total_ml: int
+    last_hour: str
+    hours_with_readings: int
+    hours_since_first_reading: int
+    meters_reported: int
+
+
+def watermark(root: Path) -> datetime:
+    """The first hour not final after every file of the log is committed: the latest ingestion
+    hour minus 7 days."""
+    return max(hour for hour, _ in log_files(root)) - timedelta(days=7)
+
+
+def closed_bills(exp: Expected, root: Path, tz: str = 'UTC') -> dict[tuple[str, str], Bill]:
+    """(customer_id, billing month) -> bill, for the months whose end the watermark passed."""
+    zone = ZoneInfo(tz)
+    wm = watermark(root)
+    by_month: dict[tuple[str, str], list[tuple[datetime, int, int]]] = defaultdict(list)
+    ends: dict[str, datetime] = {}
+    for (customer, hour), (ml, _, meters) in exp.hourly.items():
+        t = datetime.strptime(hour, '%Y-%m-%dT%H').replace(tzinfo=timezone.utc)
+        local = t.astimezone(zone)
+        month = f'{local.year:04d}-{local.month:02d}'
+        by_month[(customer, month)].append((t, ml, meters))
+        next_first = (local.replace(day=28) + timedelta(days=4)).replace(
+            day=1, hour=0, minute=0, second=0, microsecond=0)
+        # Local midnight of the next month's first day, whatever the offset then.
+        ends[month] = datetime(next_first.year, next_first.month, 1, tzinfo=zone).astimezone(
+            timezone.utc)
+    bills = {}
+    for (customer, month), hours in by_month.items():
+        end = ends[month]
+        if end > wm:
+            continue
+        first = min(t for t, _, _ in hours)
+        bills[(customer, month)] = Bill(
+            total_ml=sum(ml for _, ml, _ in hours),
+            last_hour=hour_name(end - HOUR),
+            hours_with_readings=len(hours),
+            hours_since_first_reading=int((end - first) / HOUR),
+            meters_reported=max(m for _, _, m in hours),
+        )
+    return bills

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
-TABLES = ('hourly_usage', 'cumulative_usage', 'quarantine', 'run_metrics')
+TABLES = ('hourly_usage', 'cumulative_usage', 'monthly_bills', 'quarantine', 'run_metrics')
 # run_metrics columns that differ between two runs of the same batch (times; table versions and
 # file counts, which vacuum and compaction commits move).
 TIMING = ('started_at', 'duration_ms', 'plan_ms', 'parse_ms', 'dedup_ms', 'hourly_usage_ms',
@@ -31,10 +31,11 @@ def run_once(binary: Path, log: Path, out: Path, cap: int = 0, crash_at: int | N
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-def finish(binary: Path, log: Path, out: Path, cap: int = 0, attempts: int = 200) -> None:
+def finish(binary: Path, log: Path, out: Path, cap: int = 0, attempts: int = 200,
+           tz: str = 'UTC') -> None:
     """Runs until no new files are left."""
     for _ in range(attempts):
-        done = run_once(binary, log, out, cap)
+        done = run_once(binary, log, out, cap, tz=tz)
         assert done.returncode == 0, done.stderr
         if 'no new files' in done.stdout:
             return

@@ -192,6 +192,24 @@ impl Pipeline {
     pub fn chart_of(&self, customer: &str) -> Report {
         self.step(Op::Chart, customer)
     }
+
+    /// Runs a SQL query (Polars' SQL) over the output tables: `hourly_usage`,
+    /// `cumulative_usage`, `monthly_bills`, `quarantine`, `run_metrics`. A filter on
+    /// `usage_hour` (text `YYYY-MM-DDTHH`, UTC) reads only the hours it admits. Shows at most
+    /// 100 rows and says when it cut some. A bad query shows its error here and stops nothing:
+    /// the kernel and the pipeline keep their state.
+    pub fn sql(&self, query: &str) -> Report {
+        match call(Op::Sql, self.session, query) {
+            Ok((_, report)) => report,
+            // Shown as the cell's output, not as an error: a runner would stop the notebook.
+            Err(e) => Report::text(format!("the query failed: {e}")),
+        }
+    }
+
+    /// The output tables `sql` queries: version, data files, rows and columns.
+    pub fn tables(&self) -> Report {
+        self.step(Op::Tables, "")
+    }
 }
 
 impl Drop for Pipeline {

@@ -9,7 +9,8 @@ use super::{Shown, html};
 use crate::hours::format_hour;
 use crate::input::{INGEST_HOUR, SEQ};
 use crate::run::{BacklogReport, DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
-use crate::table::{Committed, col};
+use crate::table::{Committed, MONTHLY_BILLS, col};
+use crate::view::cubic_meters;
 
 impl fmt::Display for PlanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -201,9 +202,44 @@ fn summary(report: &TableReport) -> String {
     )
 }
 
+/// What the step wrote to `monthly_bills`, when it closed a month or skipped the table.
+fn bills_summary(report: &TableReport) -> Vec<String> {
+    let Some(bills) = &report.bills else {
+        return Vec::new();
+    };
+    let version = match bills.committed {
+        Committed::Version(v) => format!("committed version {v}"),
+        Committed::AlreadyCommitted => {
+            return vec![format!(
+                "{}: already committed by an earlier attempt of this batch: skipped",
+                MONTHLY_BILLS.name
+            )];
+        }
+        Committed::Nothing => return Vec::new(),
+    };
+    bills
+        .months
+        .iter()
+        .map(|m| {
+            format!(
+                "{}: {version}; closed {}: {} bills, {} m³ in all, {} with an hour without \
+                 readings since the customer's first",
+                MONTHLY_BILLS.name,
+                m.month,
+                m.customers,
+                cubic_meters(m.total_ml),
+                m.with_gaps
+            )
+        })
+        .collect()
+}
+
 impl fmt::Display for TableReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", summary(self))?;
+        for line in bills_summary(self) {
+            writeln!(f, "{line}")?;
+        }
         write_head(f, &readable(&self.head))
     }
 }
@@ -211,6 +247,9 @@ impl fmt::Display for TableReport {
 impl Shown for TableReport {
     fn html(&self) -> String {
         let mut out = html::para(&summary(self));
+        for line in bills_summary(self) {
+            out += &html::para(&line);
+        }
         if let Some(plan) = &self.plan {
             out += &html::para("Aggregation plan (optimized):");
             out += &html::pre(plan);
@@ -362,13 +401,26 @@ impl BacklogReport {
                     b.lines_read.to_string(),
                     b.accepted.to_string(),
                     b.duration_ms.to_string(),
+                    b.closed
+                        .iter()
+                        .map(|m| format!("{} ({} bills)", m.month, m.customers))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 ]
             })
             .collect()
     }
 }
 
-const BACKLOG_COLUMNS: [&str; 6] = ["batch", "files", "bytes", "lines", "accepted", "ms"];
+const BACKLOG_COLUMNS: [&str; 7] = [
+    "batch",
+    "files",
+    "bytes",
+    "lines",
+    "accepted",
+    "ms",
+    "months closed",
+];
 
 impl fmt::Display for BacklogReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

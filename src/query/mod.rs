@@ -4,8 +4,10 @@
 //! [`watermark`] and [`dedup`] decide which parsed records count, with what [`meters`] knows of
 //! each meter; [`hourly`] and [`cumulative`] turn them into the two tables' rows (with
 //! [`merge`], and [`month`] for the running totals); [`cumulative::plan_months`] decides which
-//! hours of which billing months a run rewrites, and [`layout`] which files of an hour.
+//! hours of which billing months a run rewrites, and [`layout`] which files of an hour;
+//! [`bills`] which months a run closes and their `monthly_bills` rows.
 
+pub mod bills;
 pub mod cumulative;
 mod dedup;
 pub mod hourly;

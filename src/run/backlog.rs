@@ -6,7 +6,7 @@
 
 use std::time::Instant;
 
-use super::Run;
+use super::{ClosedMonth, Run};
 use crate::config::Config;
 use crate::error::Result;
 use crate::input::PlannedFile;
@@ -26,6 +26,8 @@ pub struct BacklogBatch {
     pub accepted: u64,
     /// Wall time, ms.
     pub duration_ms: u128,
+    /// The billing months it closed (their bills written to `monthly_bills`).
+    pub closed: Vec<ClosedMonth>,
 }
 
 /// The batches a catch-up processed.
@@ -51,7 +53,7 @@ pub fn catch_up(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogR
         run.parse()?;
         run.dedup()?;
         run.write_hourly()?;
-        run.write_cumulative()?;
+        let cumulative = run.write_cumulative()?;
         let metrics = run.finish()?;
         report.batches.push(BacklogBatch {
             batch_id: plan.batch_id,
@@ -60,6 +62,7 @@ pub fn catch_up(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogR
             lines_read: metrics.counts.lines_read,
             accepted: metrics.counts.accepted,
             duration_ms: started.elapsed().as_millis(),
+            closed: cumulative.bills.map(|b| b.months).unwrap_or_default(),
         });
     }
 }

@@ -20,7 +20,9 @@ use crate::hours::format_hour;
 use crate::query::cumulative::{MonthPlan, final_rewrites, plan_months};
 use crate::query::layout::{self, Cumulative, Hourly};
 use crate::query::month::{HourRows, HourUsage, MonthWalk};
-use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, Role, Table, block_on, col, split_by_hour};
+use crate::table::{
+    CUMULATIVE_USAGE, Committed, HOURLY_USAGE, Role, Table, block_on, col, split_by_hour,
+};
 
 /// What the step removes when it commits.
 #[derive(Default)]
@@ -36,8 +38,25 @@ struct Rewrites {
 impl Run {
     /// Updates `cumulative_usage` from the earliest changed hour of each billing month on (the
     /// first hour that got new usage, or the first hour new to the month), hour by hour; hours
-    /// the watermark passed are rewritten as final.
+    /// the watermark passed are rewritten as final. Then, when the watermark passed a month's
+    /// end, writes its bills to `monthly_bills`.
     pub fn write_cumulative(&mut self) -> Result<TableReport> {
+        let t = Instant::now();
+        let mut report = self.write_running_totals()?;
+        if self.batch.plan.files.is_empty() {
+            return Ok(report);
+        }
+        let bills = self.write_bills()?;
+        let skipped = Committed::AlreadyCommitted;
+        if report.committed != skipped || bills.committed != skipped {
+            self.step_done("cumulative_usage", t);
+        }
+        report.bills = Some(bills);
+        Ok(report)
+    }
+
+    /// `cumulative_usage` itself.
+    fn write_running_totals(&mut self) -> Result<TableReport> {
         let t = Instant::now();
         self.classified("cumulative")?;
         if self.batch.plan.files.is_empty() {
@@ -115,7 +134,6 @@ impl Run {
         crate::trace::phase("cumulative/commit", p);
         self.keep(hourly);
         self.keep(cumulative);
-        self.step_done("cumulative_usage", t);
         let side_only = rewrites.side_hours.difference(&rewrites.whole).count();
         let mut report = written_rows.report(
             CUMULATIVE_USAGE.name,

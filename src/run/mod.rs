@@ -9,13 +9,15 @@
 //! already holds the batch):
 //!
 //! 1. the plan file (`batches/<id>.json`), before any table is touched;
-//! 2. `hourly_usage`, then `cumulative_usage`: data files, then one commit each;
+//! 2. `hourly_usage`, then `cumulative_usage`, then `monthly_bills` (only when the batch's
+//!    watermark passes a billing month's end): data files, then one commit each;
 //! 3. `quarantine`, then `run_metrics`;
 //! 4. the dedup state: the keys of ids new in the batch, then the readings, after every table,
 //!    so a rerun classifies records exactly as the crashed attempt did;
 //! 5. the checkpoint, last; then (every 24th batch) the vacuum.
 
 mod backlog;
+mod bills;
 mod compaction;
 mod cumulative;
 mod dedup;
@@ -38,7 +40,7 @@ use polars::prelude::DataFrame;
 
 pub use backlog::{BacklogBatch, BacklogReport, catch_up};
 pub use metrics::{Counts, RunMetrics};
-pub use report::{DedupReport, ParseReport, PlanReport, TableReport};
+pub use report::{BillsWritten, ClosedMonth, DedupReport, ParseReport, PlanReport, TableReport};
 
 use crate::config::Config;
 use crate::error::{Error, Result};

@@ -69,6 +69,30 @@ pub struct TableReport {
     pub head: DataFrame,
     /// Polars' optimized plan of the aggregation, when there is one to show.
     pub plan: Option<String>,
+    /// The billing months the step closed (`cumulative_usage` only).
+    pub bills: Option<BillsWritten>,
+}
+
+/// What the cumulative step wrote to `monthly_bills`: the months whose end the watermark passed.
+#[derive(Debug, Clone)]
+pub struct BillsWritten {
+    /// The commit (one for every month the batch closed).
+    pub committed: Committed,
+    /// The months closed, oldest first.
+    pub months: Vec<ClosedMonth>,
+}
+
+/// One billing month closed by a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedMonth {
+    /// `YYYY-MM` in the billing time zone.
+    pub month: String,
+    /// Customers billed.
+    pub customers: usize,
+    /// Sum of the bills, ml.
+    pub total_ml: i64,
+    /// Bills with an hour without readings since the customer's first reading of the month.
+    pub with_gaps: usize,
 }
 
 impl TableReport {
@@ -92,6 +116,7 @@ impl TableReport {
             side_only: 0,
             head: DataFrame::empty(),
             plan: None,
+            bills: None,
         }
     }
 }

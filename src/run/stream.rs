@@ -80,6 +80,7 @@ impl RowsWritten {
             side_only: 0,
             head: self.head.unwrap_or_default(),
             plan: None,
+            bills: None,
         }
     }
 }

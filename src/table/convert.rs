@@ -6,13 +6,13 @@
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, StringBuilder,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, BooleanArray, Decimal128Array, Int64Array, RecordBatch, StringArray,
+    StringBuilder, TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
 use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
 
-use super::schema::{Kind, Spec};
+use super::schema::{CUBIC_METERS_DECIMAL, Kind, Spec};
 use crate::error::{Error, Result};
 use crate::hours::{format_hour, parse_hour};
 
@@ -50,6 +50,19 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
             Kind::Bool => {
                 let a = downcast::<BooleanArray>(array, spec, name)?;
                 Series::new(name.into(), a.iter().flatten().collect::<Vec<_>>())
+            }
+            Kind::CubicMeters => {
+                let a = downcast::<Decimal128Array>(array, spec, name)?;
+                let (_, scale) = CUBIC_METERS_DECIMAL;
+                if a.scale() != scale as i8 {
+                    return Err(bad(format!("has scale {} in a data file", a.scale())));
+                }
+                let ml = a
+                    .values()
+                    .iter()
+                    .map(|&v| i64::try_from(v).map_err(|_| bad(format!("{v} ml is out of range"))))
+                    .collect::<Result<Vec<i64>>>()?;
+                Series::new(name.into(), ml)
             }
             Kind::Hour => {
                 let a = downcast::<StringArray>(array, spec, name)?;
@@ -132,6 +145,18 @@ pub(super) fn to_record_batch(
                     .iter()
                     .collect::<BooleanArray>(),
             ),
+            Kind::CubicMeters => {
+                let (precision, scale) = CUBIC_METERS_DECIMAL;
+                let ml = column
+                    .i64()
+                    .map_err(wrong_type)?
+                    .iter()
+                    .map(|v| v.map(i128::from))
+                    .collect::<Decimal128Array>()
+                    .with_precision_and_scale(precision, scale as i8)
+                    .map_err(|e| bad(e.to_string()))?;
+                Arc::new(ml)
+            }
         };
         if array.null_count() > 0 {
             return Err(bad(format!(
@@ -174,6 +199,7 @@ mod tests {
                         Kind::Long => DataType::Int64,
                         Kind::Bool => DataType::Boolean,
                         Kind::Timestamp => DataType::Int64,
+                        Kind::CubicMeters => DataType::Decimal128(19, 6),
                     };
                     Field::new(name, dtype, false)
                 })

@@ -1,5 +1,6 @@
 //! Delta tables: opening them with their fixed layout, reading hour partitions into Polars,
-//! writing data files and committing them idempotently, and keeping them compact.
+//! writing data files and committing them idempotently, keeping them compact, and scanning
+//! them lazily for people's queries.
 //!
 //! This is the only module that talks to `deltalake`. Every commit carries the application
 //! transaction `(APP_ID, batch id)`; before committing, a table's last committed batch id is
@@ -15,6 +16,7 @@ mod convert;
 mod maintain;
 mod read;
 mod runtime;
+mod scan;
 pub mod schema;
 mod write;
 
@@ -27,11 +29,12 @@ use futures::TryStreamExt as _;
 
 pub use commit::Committed;
 pub use runtime::block_on;
+pub use scan::Shape;
 pub use schema::{
-    ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE, QUARANTINE,
-    RUN_METRICS,
+    ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE, MONTHLY_BILLS,
+    QUARANTINE, RUN_METRICS,
 };
-pub use schema::{Kind, Spec, Values, col};
+pub use schema::{Kind, Spec, Values, col, output_tables};
 pub use write::{Role, split_by_hour};
 
 use crate::error::{Error, Result};
@@ -73,15 +76,21 @@ impl Table {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
         let existed = dir.join("_delta_log").is_dir();
         let url = deltalake::ensure_table_uri(dir.to_string_lossy()).map_err(err)?;
-        let fields = spec.columns.iter().map(|&(name, kind)| {
+        let mut fields = Vec::with_capacity(spec.columns.len());
+        for &(name, kind) in spec.columns {
             let dtype = match kind {
                 Kind::Str | Kind::Hour => DataType::STRING,
                 Kind::Long => DataType::LONG,
                 Kind::Bool => DataType::BOOLEAN,
                 Kind::Timestamp => DataType::TIMESTAMP,
+                Kind::CubicMeters => {
+                    let (precision, scale) = schema::CUBIC_METERS_DECIMAL;
+                    DataType::decimal(precision, scale)
+                        .map_err(|e| Error::table_data(spec.name, name, e.to_string()))?
+                }
             };
-            StructField::new(name, dtype, false)
-        });
+            fields.push(StructField::new(name, dtype, false));
+        }
         let table = DeltaTable::try_from_url(url)
             .await
             .map_err(err)?
@@ -200,6 +209,12 @@ impl Table {
             self.table.version().map_or(-1, |v| v as i64),
             self.files.len(),
         )
+    }
+
+    /// Rows in the table's current version, from its files' statistics (`None` when a file
+    /// has none).
+    pub fn rows(&self) -> Option<usize> {
+        self.files.iter().map(|f| f.rows).sum()
     }
 
     /// Hour partitions present in the table.

@@ -15,11 +15,13 @@ use crate::error::{Error, Result};
 
 /// The keys wanted from one hour partition, in a column of strings or of integers.
 #[derive(Clone, Copy)]
-enum Wanted<'a> {
+pub(super) enum Wanted<'a> {
     /// Every row.
     All,
     Text(&'a BTreeSet<String>),
     Long(&'a BTreeSet<i64>),
+    /// Texts from this one on (row groups only: the rows are not filtered).
+    TextFrom(&'a str),
 }
 
 impl Table {
@@ -52,6 +54,19 @@ impl Table {
         self.read(&keys, column, None).await
     }
 
+    /// Reads the hour partitions `hours` (every file of an unpartitioned table), skipping the
+    /// row groups whose statistics of text `column` rule out `wanted`; the rows of the row
+    /// groups read are not filtered.
+    pub(super) async fn read_row_groups(
+        &self,
+        hours: &BTreeSet<i64>,
+        column: &str,
+        wanted: Wanted<'_>,
+    ) -> Result<DataFrame> {
+        let keys: BTreeMap<i64, Wanted<'_>> = hours.iter().map(|&h| (h, wanted)).collect();
+        self.read_with(&keys, column, None, wanted).await
+    }
+
     /// Reads the rows of the files `paths`, which lie in the hour partitions `hours`.
     pub async fn read_files(
         &self,
@@ -68,6 +83,17 @@ impl Table {
         column: &str,
         paths: Option<&BTreeSet<String>>,
     ) -> Result<DataFrame> {
+        self.read_with(hours, column, paths, Wanted::All).await
+    }
+
+    /// [`Table::read`], with what is wanted of the files of an unpartitioned table.
+    async fn read_with(
+        &self,
+        hours: &BTreeMap<i64, Wanted<'_>>,
+        column: &str,
+        paths: Option<&BTreeSet<String>>,
+        unpartitioned: Wanted<'_>,
+    ) -> Result<DataFrame> {
         let name = self.spec.name;
         let err = delta_error(name);
         let store = self.table.log_store().object_store(None);
@@ -81,7 +107,7 @@ impl Table {
                     Some(wanted) => *wanted,
                     None => continue,
                 },
-                None => Wanted::All,
+                None => unpartitioned,
             };
             let bytes = store
                 .get(&file.view.object_store_path())
@@ -164,6 +190,7 @@ fn matching_row_groups(
                         .next()
                         .is_some_and(|k| k.as_str() <= max)
                 }
+                Wanted::TextFrom(from) => !std::str::from_utf8(max).is_ok_and(|max| max < from),
                 Wanted::Long(keys) => {
                     let long = |b: &[u8]| Some(i64::from_le_bytes(b.try_into().ok()?));
                     let (Some(min), Some(max)) = (long(min), long(max)) else {
@@ -220,6 +247,15 @@ mod tests {
             matching_row_groups(metadata, "no_such_column", Wanted::Text(&keys(&["M3"]))),
             vec![0, 1, 2]
         );
+        // From a text on: the groups whose largest text is not before it.
+        for (from, groups) in [("M4", vec![1, 2]), ("M5", vec![2]), ("M0", vec![0, 1, 2])] {
+            assert_eq!(
+                matching_row_groups(metadata, "meter_id", Wanted::TextFrom(from)),
+                groups,
+                "{from}"
+            );
+        }
+        assert!(matching_row_groups(metadata, "meter_id", Wanted::TextFrom("M7")).is_empty());
         Ok(())
     }
 }

@@ -55,6 +55,20 @@ pub mod col {
     /// The words of a bitmap of hours, bit `i` of word `w` standing for hour
     /// `64 * (first_word + w) + i`.
     pub const HOUR_WORDS: [&str; 4] = ["hours_0", "hours_1", "hours_2", "hours_3"];
+    /// A customer's bill for a month, ml.
+    pub const TOTAL_ML: &str = "total_ml";
+    /// The same bill in cubic meters (exact: a decimal with 6 places).
+    pub const TOTAL_M3: &str = "total_m3";
+    /// The billing month's last hour (UTC): the `cumulative_usage` hour a bill is the total of.
+    pub const LAST_HOUR: &str = "last_hour";
+    /// The batch whose watermark passed the month's end and wrote its bills.
+    pub const CLOSED_BY_BATCH: &str = "closed_by_batch";
+    /// Hours of the month with at least one reading of the customer.
+    pub const HOURS_WITH_READINGS: &str = "hours_with_readings";
+    /// Hours from the customer's first reading of the month to the month's end.
+    pub const HOURS_SINCE_FIRST_READING: &str = "hours_since_first_reading";
+    /// The most of the customer's meters that reported in one hour of the month.
+    pub const METERS_REPORTED: &str = "meters_reported";
 }
 
 /// How a column is typed in Delta and in Polars.
@@ -70,7 +84,13 @@ pub enum Kind {
     Hour,
     /// Delta `timestamp` (UTC, µs), Polars `Int64` µs since the epoch.
     Timestamp,
+    /// Delta `decimal(19,6)` in cubic meters, Polars `Int64` milliliters: the decimal's unscaled
+    /// value, so the two are the same integer and any `i64` fits.
+    CubicMeters,
 }
+
+/// Precision and scale of [`Kind::CubicMeters`]: 19 digits hold every `i64` of milliliters.
+pub const CUBIC_METERS_DECIMAL: (u8, u8) = (19, 6);
 
 /// Which folder a table lives under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +152,28 @@ pub const CUMULATIVE_USAGE: Spec = Spec {
     home: Home::Output,
 };
 
+/// `monthly_bills`: one row per customer and closed billing month, written once by the run whose
+/// watermark passes the month's end (later records for the month are late, so nothing changes
+/// it after), with how complete the month's readings are.
+pub const MONTHLY_BILLS: Spec = Spec {
+    name: "monthly_bills",
+    columns: &[
+        (col::CUSTOMER_ID, Kind::Str),
+        (col::BILLING_MONTH, Kind::Str),
+        (col::TOTAL_ML, Kind::Long),
+        (col::TOTAL_M3, Kind::CubicMeters),
+        (col::LAST_HOUR, Kind::Hour),
+        (col::CLOSED_BY_BATCH, Kind::Long),
+        (col::HOURS_WITH_READINGS, Kind::Long),
+        (col::HOURS_SINCE_FIRST_READING, Kind::Long),
+        (col::METERS_REPORTED, Kind::Long),
+    ],
+    partition: None,
+    row_group_rows: None,
+    sorted_by: None,
+    home: Home::Output,
+};
+
 /// `quarantine`: every line or record kept out of the totals, with its reason.
 pub const QUARANTINE: Spec = Spec {
     name: "quarantine",
@@ -144,7 +186,9 @@ pub const QUARANTINE: Spec = Spec {
         ("raw_line", Kind::Str),
     ],
     partition: None,
-    row_group_rows: None,
+    // Rows arrive in ingestion order: row groups of a narrow `source_file` range let a query
+    // of the latest hours skip the rest.
+    row_group_rows: Some(16_384),
     sorted_by: None,
     home: Home::Output,
 };
@@ -239,9 +283,10 @@ pub const DEDUP_METERS: Spec = Spec {
 };
 
 /// Every table the pipeline writes, in commit order.
-pub const ALL: [&Spec; 7] = [
+pub const ALL: [&Spec; 8] = [
     &HOURLY_USAGE,
     &CUMULATIVE_USAGE,
+    &MONTHLY_BILLS,
     &QUARANTINE,
     &RUN_METRICS,
     &DEDUP_KEYS,
@@ -249,12 +294,17 @@ pub const ALL: [&Spec; 7] = [
     &DEDUP_STATE,
 ];
 
+/// The tables readers use (those under `output_root`), in commit order.
+pub fn output_tables() -> impl Iterator<Item = &'static Spec> {
+    ALL.into_iter().filter(|spec| spec.home == Home::Output)
+}
+
 /// The values of one column of a frame being built for a table.
 #[derive(Debug)]
 pub enum Values<'a> {
     /// For [`Kind::Str`] columns.
     Str(Vec<std::borrow::Cow<'a, str>>),
-    /// For [`Kind::Long`], [`Kind::Hour`] and [`Kind::Timestamp`] columns.
+    /// For [`Kind::Long`], [`Kind::Hour`], [`Kind::Timestamp`] and [`Kind::CubicMeters`] columns.
     Long(Vec<i64>),
     /// For [`Kind::Bool`] columns.
     Bool(Vec<bool>),
@@ -276,7 +326,7 @@ impl Values<'_> {
         use polars::prelude::DataType;
         match (self, kind) {
             (Values::Str(_), Kind::Str)
-            | (Values::Long(_), Kind::Long | Kind::Hour | Kind::Timestamp)
+            | (Values::Long(_), Kind::Long | Kind::Hour | Kind::Timestamp | Kind::CubicMeters)
             | (Values::Bool(_), Kind::Bool) => true,
             (Values::Built(c), kind) => {
                 c.name().as_str() == name
@@ -285,7 +335,9 @@ impl Values<'_> {
                         == match kind {
                             Kind::Str => DataType::String,
                             Kind::Bool => DataType::Boolean,
-                            Kind::Long | Kind::Hour | Kind::Timestamp => DataType::Int64,
+                            Kind::Long | Kind::Hour | Kind::Timestamp | Kind::CubicMeters => {
+                                DataType::Int64
+                            }
                         }
             }
             _ => false,
@@ -352,7 +404,9 @@ impl Spec {
             .map(|&(_, kind)| match kind {
                 Kind::Str => Values::Str(Vec::new()),
                 Kind::Bool => Values::Bool(Vec::new()),
-                Kind::Long | Kind::Hour | Kind::Timestamp => Values::Long(Vec::new()),
+                Kind::Long | Kind::Hour | Kind::Timestamp | Kind::CubicMeters => {
+                    Values::Long(Vec::new())
+                }
             })
             .collect();
         self.frame(values)

@@ -8,7 +8,7 @@ use super::cumulative_usage;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{billing_month, month_end_hour, month_start_hour};
-use crate::table::{block_on, col};
+use crate::table::{Table, block_on, col};
 
 /// One hour of a customer's month.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,22 +52,9 @@ pub fn customer_month(config: &Config, customer: &str) -> Result<Option<Customer
     let start = month_start_hour(latest, tz)?;
     let end = month_end_hour(start, tz)?;
     let customer = if customer.is_empty() {
-        let rows = block_on(table.read_hours(&BTreeSet::from([latest])))??;
-        let top = rows
-            .lazy()
-            .sort_by_exprs(
-                [col(col::CUMULATIVE_ML), col(col::CUSTOMER_ID)],
-                SortMultipleOptions::default().with_order_descending_multi([true, false]),
-            )
-            .first()
-            .collect()
-            .map_err(Error::polars("chart"))?;
-        match top.column(col::CUSTOMER_ID).and_then(|c| c.str().cloned()) {
-            Ok(ids) => match ids.iter().flatten().next() {
-                Some(id) => id.to_owned(),
-                None => return Ok(None),
-            },
-            Err(e) => return Err(Error::polars("chart")(e)),
+        match largest_customer(&table, latest)? {
+            Some(id) => id,
+            None => return Ok(None),
         }
     } else {
         customer.to_owned()
@@ -111,4 +98,23 @@ pub fn customer_month(config: &Config, customer: &str) -> Result<Option<Customer
         last_hour: end - 1,
         points,
     }))
+}
+
+/// The customer with the largest running total at hour `hour` (ties: the smallest id).
+pub(super) fn largest_customer(table: &Table, hour: i64) -> Result<Option<String>> {
+    let rows = block_on(table.read_hours(&BTreeSet::from([hour])))??;
+    let top = rows
+        .lazy()
+        .sort_by_exprs(
+            [col(col::CUMULATIVE_ML), col(col::CUSTOMER_ID)],
+            SortMultipleOptions::default().with_order_descending_multi([true, false]),
+        )
+        .first()
+        .collect()
+        .map_err(Error::polars("chart"))?;
+    let ids = top
+        .column(col::CUSTOMER_ID)
+        .and_then(|c| c.str().cloned())
+        .map_err(Error::polars("chart"))?;
+    Ok(ids.iter().flatten().next().map(str::to_owned))
 }

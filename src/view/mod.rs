@@ -1,19 +1,25 @@
 //! What the notebook shows after a run, read back from the committed tables: the bills of the
-//! latest billing months ([`bills`]) and one customer's month ([`customer_month`]).
+//! latest billing months ([`bills`], from `monthly_bills` and the month to date), one customer's
+//! month ([`customer_month`]), and SQL over the tables for people exploring them ([`sql`],
+//! [`tables`]).
 //! Read-only: a missing table means "nothing yet", never a table created.
 
 mod bills;
 mod customer;
+mod sql;
+mod tables;
 
 use std::path::Path;
 
-pub use bills::{BillsReport, MonthBills, bills};
+pub use bills::{BillsReport, MonthBills, MonthStatus, bills};
 pub use customer::{CustomerMonth, Point, customer_month};
+pub use sql::{SQL_ROW_LIMIT, SqlResult, sql};
+pub use tables::{TableInfo, TablesReport, tables};
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::state::Store;
-use crate::table::{CUMULATIVE_USAGE, Table, block_on};
+use crate::table::{CUMULATIVE_USAGE, Spec, Table, block_on};
 
 /// `ml` in cubic meters, exact (up to 6 decimals, trailing zeros dropped).
 pub fn cubic_meters(ml: i64) -> String {
@@ -30,14 +36,16 @@ pub fn cubic_meters(ml: i64) -> String {
 
 /// `cumulative_usage`, if it exists.
 fn cumulative_usage(config: &Config) -> Result<Option<Table>> {
-    let dir = CUMULATIVE_USAGE.dir(config);
+    open_if_exists(config, &CUMULATIVE_USAGE)
+}
+
+/// The table of `spec`, if it exists (a view never creates one).
+fn open_if_exists(config: &Config, spec: &'static Spec) -> Result<Option<Table>> {
+    let dir = spec.dir(config);
     if !dir.join("_delta_log").is_dir() {
         return Ok(None);
     }
-    Ok(Some(block_on(Table::open_or_create(
-        &dir,
-        &CUMULATIVE_USAGE,
-    ))??))
+    Ok(Some(block_on(Table::open_or_create(&dir, spec))??))
 }
 
 /// The tables' watermark (first hour not yet final).

@@ -1,0 +1,113 @@
+"""Exploring the tables from the notebook: `pipeline.sql` and `pipeline.tables` through the kernel,
+checked against the plain-Python recomputation; a failing query leaves the kernel usable; the
+row limit says when it cut rows; a filter on `usage_hour` reads only the hours it admits."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from aquabill_tools import nbexec
+from conftest import Generate, RunNotebook
+from expected import Expected, recompute
+
+Table = list[list[str]]
+
+
+def html_rows(result: nbexec.CellResult) -> Table:
+    """The cells of the HTML table a query showed (header row excluded)."""
+    shown = ''.join(o['data'].get('text/html', '') for o in result.outputs if 'data' in o)
+    body = shown.split('<tbody>', 1)[1] if '<tbody>' in shown else ''
+    return [[html.unescape(c) for c in re.findall(r'<td[^>]*>(.*?)</td>', row)]
+            for row in re.findall(r'<tr>(.*?)</tr>', body)]
+
+
+def sql(kernel: nbexec.Kernel, query: str) -> nbexec.CellResult:
+    escaped = query.replace('\\', '\\\\').replace('"', '\\"')
+    return kernel.execute(f'pipeline.sql("{escaped}")')
+
+
+@pytest.fixture
+def explored(tmp_path: Path, generate: Generate, run_notebook: RunNotebook
+             ) -> tuple[Path, Expected, list[nbexec.CellResult]]:
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    generate(log, '2026-03-01T00', '2026-03-02T00', '--meters', '12', '--seed', '8',
+             '--malformed-rate', '0.02', '--files-per-hour', '1')
+    results = run_notebook(input_root=str(log), output_root=str(out))
+    return out, recompute(log), results
+
+
+def test_sql_answers_as_the_recomputation(explored: tuple[Path, Expected, list],
+                                          kernel: nbexec.Kernel) -> None:
+    out, exp, results = explored
+    # The notebook's own examples ran: the largest running totals at the latest hour.
+    latest = max(h for _, h in exp.cumulative)
+    top = sorted(((-v[2], c) for (c, h), v in exp.cumulative.items() if h == latest))[:5]
+    shown = html_rows(next(r for r in results if 'explore_largest' in r.tags))
+    assert [(r[0], int(r[2])) for r in shown] == [(c, -v) for v, c in top]
+
+    # A query over six hours, summed per customer.
+    got = html_rows(sql(kernel, "SELECT customer_id, SUM(usage_ml) AS ml, SUM(reading_count) AS n "
+                                "FROM hourly_usage WHERE usage_hour >= '2026-03-01T06' "
+                                "AND usage_hour < '2026-03-01T12' GROUP BY customer_id "
+                                "ORDER BY customer_id"))
+    want: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for (customer, hour), (ml, n, _) in exp.hourly.items():
+        if '2026-03-01T06' <= hour < '2026-03-01T12':
+            want[customer][0] += ml
+            want[customer][1] += n
+    assert [(r[0], int(r[1]), int(r[2])) for r in got] == \
+        [(c, ml, n) for c, (ml, n) in sorted(want.items())]
+
+    # The quarantine by reason, as the recomputation counts malformed lines.
+    got = html_rows(sql(kernel, 'SELECT COUNT(*) FROM quarantine'))
+    assert int(got[0][0]) == exp.quarantined
+
+
+def test_a_failing_query_leaves_the_kernel_usable(explored: tuple[Path, Expected, list],
+                                                  kernel: nbexec.Kernel) -> None:
+    out, exp, _ = explored
+    failed = sql(kernel, 'SELECT no_such_column FROM hourly_usage')
+    assert 'the query failed' in failed.text and 'no_such_column' in failed.text, failed.text
+    failed = sql(kernel, 'SELEKT 1')
+    assert 'the query failed' in failed.text, failed.text
+    # The session goes on: another query, and the bills view.
+    got = html_rows(sql(kernel, 'SELECT COUNT(*) FROM hourly_usage'))
+    assert int(got[0][0]) == len(exp.hourly)
+    assert 'to date' in kernel.execute('pipeline.bills()').text
+
+
+def test_the_row_limit_says_when_it_cut(explored: tuple[Path, Expected, list],
+                                        kernel: nbexec.Kernel) -> None:
+    _, exp, _ = explored
+    assert len(exp.cumulative) > 100
+    cut = sql(kernel, 'SELECT * FROM cumulative_usage')
+    assert len(html_rows(cut)) == 100
+    assert 'the first 100 rows; the query returned more' in cut.text
+    whole = sql(kernel, "SELECT customer_id FROM cumulative_usage WHERE usage_hour = '2026-03-01T05'")
+    n = sum(1 for _, h in exp.cumulative if h == '2026-03-01T05')
+    assert len(html_rows(whole)) == n and f'{n} rows' in whole.text
+
+
+def test_tables_and_pruned_reads(explored: tuple[Path, Expected, list],
+                                 kernel: nbexec.Kernel) -> None:
+    out, exp, results = explored
+    listed = nbexec.text_of(results, 'tables')
+    assert re.search(rf'hourly_usage: version \d+, \d+ files, {len(exp.hourly)} rows', listed)
+    assert re.search(rf'cumulative_usage: version \d+, \d+ files, {len(exp.cumulative)} rows',
+                     listed), listed
+    assert 'monthly_bills: version 0, 0 files, 0 rows' in listed
+    assert 'total_m3 str' in listed, listed
+    # Remove the data files of an hour: a query whose filter rules the hour out never reads them,
+    # one that needs them fails with an error naming the table, and the kernel goes on.
+    for f in (out / 'hourly_usage' / 'usage_hour=2026-03-01T00').glob('*.parquet'):
+        f.unlink()
+    later = html_rows(sql(kernel, "SELECT COUNT(*) FROM hourly_usage "
+                                  "WHERE usage_hour >= '2026-03-01T01'"))
+    assert int(later[0][0]) == sum(1 for _, h in exp.hourly if h >= '2026-03-01T01')
+    every = sql(kernel, 'SELECT COUNT(*) FROM hourly_usage')
+    assert 'the query failed' in every.text and 'hourly_usage' in every.text, every.text
