@@ -42,11 +42,13 @@ const RIGHT: &str = " style=\"text-align:right\"";
 /// A table with a header row and rows of cells (all escaped); columns of numbers are
 /// right-aligned, the others left-aligned, headers as their column.
 pub fn table<S: AsRef<str>>(header: &[&str], rows: &[Vec<S>]) -> String {
+    // A sign, then digits with separators: `-1,500.25` is a number, `2026-04` is not.
     let is_number = |cell: &str| {
-        !cell.is_empty()
-            && cell
+        let digits = cell.strip_prefix('-').unwrap_or(cell);
+        digits.starts_with(|c: char| c.is_ascii_digit())
+            && digits
                 .chars()
-                .all(|c| c.is_ascii_digit() || matches!(c, '-' | '.' | ','))
+                .all(|c| c.is_ascii_digit() || matches!(c, '.' | ','))
     };
     let align: Vec<&str> = (0..header.len())
         .map(|i| {
@@ -108,6 +110,27 @@ mod tests {
         assert_eq!(
             escape(r#"<a href="x">&</a>"#),
             "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
+        );
+    }
+
+    #[test]
+    fn numbers_align_right_and_dates_left() {
+        let rows = vec![
+            vec!["-1,500.25", "2026-04", "C1"],
+            vec!["3", "2026-05", "7"],
+        ];
+        let shown = table(&["ml", "month", "customer"], &rows);
+        assert!(
+            shown.contains("<th style=\"text-align:right\">ml</th>"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("<th style=\"text-align:left\">month</th>"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("<th style=\"text-align:left\">customer</th>"),
+            "{shown}"
         );
     }
 
