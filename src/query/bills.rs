@@ -167,6 +167,21 @@ pub fn bill_rows(
     MONTHLY_BILLS.frame(rows.columns().iter().cloned().map(Values::Built).collect())
 }
 
+/// How many of `monthly_bills` rows have an hour without readings since the customer's first
+/// reading of the month (fewer hours with readings than hours since the first).
+pub fn bills_with_gaps(rows: &DataFrame) -> Result<usize> {
+    let long = |name: &str| {
+        rows.column(name)
+            .and_then(|c| c.i64().cloned())
+            .map_err(Error::polars("monthly_bills gaps"))
+    };
+    let (with, since) = (
+        long(col::HOURS_WITH_READINGS)?,
+        long(col::HOURS_SINCE_FIRST_READING)?,
+    );
+    Ok(with.iter().zip(since.iter()).filter(|(w, s)| w < s).count())
+}
+
 #[cfg(test)]
 mod tests {
     use polars::df;
@@ -291,6 +306,7 @@ mod tests {
         let last = hour("2026-03-31T23");
         assert_eq!(long(col::LAST_HOUR)?, [last, last]);
         assert_eq!(long(col::CLOSED_BY_BATCH)?, [42, 42]);
+        assert_eq!(bills_with_gaps(&rows)?, 2);
         Ok(())
     }
 

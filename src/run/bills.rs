@@ -9,7 +9,7 @@ use polars::prelude::*;
 
 use super::{BillsWritten, ClosedMonth, Run};
 use crate::error::{Error, Result};
-use crate::query::bills::{ClosingMonth, Completeness, bill_rows, closing_months};
+use crate::query::bills::{ClosingMonth, Completeness, bill_rows, bills_with_gaps, closing_months};
 use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, MONTHLY_BILLS, Table, block_on, col};
 
 /// Hour partitions of `hourly_usage` read at a time to fold a month's completeness: a day.
@@ -92,20 +92,14 @@ fn month_bills(
 
 /// What the report says of a month closed with `rows`.
 fn closed(month: &ClosingMonth, rows: &DataFrame) -> Result<ClosedMonth> {
-    let err = Error::polars("monthly_bills report");
-    let long = |name: &str| {
-        rows.column(name)
-            .and_then(|c| c.i64().cloned())
-            .map_err(err)
-    };
-    let (with, since) = (
-        long(col::HOURS_WITH_READINGS)?,
-        long(col::HOURS_SINCE_FIRST_READING)?,
-    );
+    let totals = rows
+        .column(col::TOTAL_ML)
+        .and_then(|c| c.i64().cloned())
+        .map_err(Error::polars("monthly_bills report"))?;
     Ok(ClosedMonth {
         month: month.month.clone(),
         customers: rows.height(),
-        total_ml: long(col::TOTAL_ML)?.sum().unwrap_or(0),
-        with_gaps: with.iter().zip(since.iter()).filter(|(w, s)| w < s).count(),
+        total_ml: totals.sum().unwrap_or(0),
+        with_gaps: bills_with_gaps(rows)?,
     })
 }

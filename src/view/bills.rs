@@ -9,6 +9,7 @@ use super::{cumulative_usage, open_if_exists, watermark};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{billing_month, format_hour, month_end_hour, month_start_hour};
+use crate::query::bills::bills_with_gaps;
 use crate::table::{MONTHLY_BILLS, block_on, col};
 
 /// Closed months shown besides the open one.
@@ -207,21 +208,7 @@ fn summarize(bills: &DataFrame, completeness: Option<&DataFrame>) -> Result<Summ
         .map_err(err)?
         .get(0)
         .unwrap_or(0);
-    let with_gaps = match completeness {
-        None => None,
-        Some(rows) => {
-            let long = |name: &str| {
-                rows.column(name)
-                    .and_then(|c| c.i64().cloned())
-                    .map_err(err)
-            };
-            let (with, since) = (
-                long(col::HOURS_WITH_READINGS)?,
-                long(col::HOURS_SINCE_FIRST_READING)?,
-            );
-            Some(with.iter().zip(since.iter()).filter(|(w, s)| w < s).count())
-        }
-    };
+    let with_gaps = completeness.map(bills_with_gaps).transpose()?;
     Ok(Summary {
         customers: bills.height(),
         total_ml: totals.sum().unwrap_or(0),
