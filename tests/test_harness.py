@@ -1,7 +1,9 @@
-"""The notebook runner must fail loudly: on a bad parameter, a `?` error, a panic."""
+"""The notebook runner must fail loudly: on a bad parameter, a `?` error, a panic; and the notebook
+must run in the lean kernel of unattended runs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,12 @@ def test_parameters_keep_their_types() -> None:
         nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK), {'batch_cap': 'seven'})
     with pytest.raises(KeyError):
         nbexec.with_parameters(nbexec.load_notebook(NOTEBOOK), {'no_such_parameter': 1})
+
+
+def test_every_variable_of_the_notebook_declares_its_type() -> None:
+    # Unattended runs use a lean kernel that cannot infer a type from the standard library
+    # (scripts/kernel/launch), so a `let` without a type would fail only there.
+    untyped = re.compile(r'^\s*let\s+(mut\s+)?\w+\s*=')
+    for cell in nbexec.code_cells(nbexec.load_notebook(NOTEBOOK)):
+        for line in nbexec.source(cell).splitlines():
+            assert not untyped.match(line), f'give this variable a type: {line.strip()}'

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from aquabill_tools import nbexec
-from conftest import NOTEBOOK, ROOT, Generate
+from conftest import NOTEBOOK, ROOT, Generate, KernelFactory
 from expected import recompute
 from test_pipeline_e2e import assert_tables_match
 
@@ -37,8 +37,10 @@ def kernels(build_env: dict[str, str]) -> Iterator[Path]:
 
 def minimal_env(**extra: str) -> dict[str, str]:
     """What a desktop session starting JupyterLab or VS Code may give a kernel: no
-    LD_LIBRARY_PATH, none of the project's variables, not even cargo on the PATH."""
-    return {'HOME': os.environ['HOME'], 'PATH': '/usr/bin:/bin', **extra}
+    LD_LIBRARY_PATH, none of the project's variables, not even cargo on the PATH; a full kernel,
+    not the lean one of unattended runs (`AQUABILL_LEAN_KERNEL` unset means 0)."""
+    return {'HOME': os.environ['HOME'], 'PATH': '/usr/bin:/bin', 'AQUABILL_LEAN_KERNEL': '0',
+            **extra}
 
 
 def run_sample(kernel: nbexec.Kernel, out: Path, tmp: Path, name: str) -> None:
@@ -51,9 +53,23 @@ def test_kernel_starts_and_runs_in_a_minimal_environment(tmp_path: Path, kernels
     kernel = nbexec.Kernel(cwd=NOTEBOOK.parent, env=minimal_env(AQUABILL_KERNELS=str(kernels)))
     try:
         run_sample(kernel, tmp_path / 'out', tmp_path, 'minimal')
+        # A person's own cell: the full kernel infers a variable's type from the standard library.
+        kernel.execute('let readings = vec![3, 1, 2];')
+        assert kernel.execute('readings.len()').text == '3'
     finally:
         kernel.shutdown()
     assert_tables_match(tmp_path / 'out', recompute(SAMPLE))
+
+
+def test_a_lean_kernel_runs_typed_cells_and_asks_for_other_types(
+        kernel_factory: KernelFactory) -> None:
+    # The kernel of unattended runs skips the standard library's analysis: typed variables (all
+    # the notebook has) work as ever, an untyped one gets evcxr's request for its type.
+    with kernel_factory({'AQUABILL_LEAN_KERNEL': '1'}) as lean:
+        lean.execute('let count: usize = vec![3, 1, 2].len();')
+        assert lean.execute('count + 1').text == '4'
+        with pytest.raises(nbexec.CellError, match='explicit type'):
+            lean.execute('let readings = vec![3, 1, 2];')
 
 
 def test_kernels_run_side_by_side(tmp_path: Path, kernels: Path, generate: Generate) -> None:

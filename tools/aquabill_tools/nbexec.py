@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
 import queue
 import sys
 import time
@@ -25,7 +24,7 @@ from jupyter_client.manager import KernelManager
 
 from aquabill_tools.cells import (ANSI, code_cells, failure, load_notebook, source, tags,
                                   text_of_stream)
-from aquabill_tools.env import KERNEL_NAME
+from aquabill_tools.env import KERNEL_NAME, batch_kernel_env
 from aquabill_tools.rust import LET, binding, cli_value
 
 __all__ = ['CellError', 'CellResult', 'Kernel', 'load_notebook', 'code_cells', 'source', 'tags',
@@ -73,7 +72,7 @@ class Kernel:
     def __init__(self, cwd: Path, startup_timeout: float = 900,
                  env: dict[str, str] | None = None, kernel_name: str = KERNEL_NAME) -> None:
         self.km = KernelManager(kernel_name=kernel_name)
-        self.km.start_kernel(cwd=str(cwd), env=env if env is not None else dict(os.environ))
+        self.km.start_kernel(cwd=str(cwd), env=batch_kernel_env(env))
         self.kc = self.km.client()
         self.kc.start_channels()
         try:

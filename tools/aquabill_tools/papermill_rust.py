@@ -5,7 +5,9 @@ papermill has no Rust translator and no plugin hook for translators, so this mod
 one (for the kernel names `aquabill` and `rust` and the language names `rust` and `Rust`).
 `aquabill-papermill` takes papermill's own arguments (`aquabill-papermill IN.ipynb OUT.ipynb -p
 batch_cap 10`) and adds, unless given: the engine below, the notebook's folder as the kernel's
-working directory, and a start timeout long enough for a first compilation. The kernel carries
+working directory, a start timeout long enough for a first compilation, and a lean kernel
+(`AQUABILL_LEAN_KERNEL=1`, see `scripts/kernel/launch`: no analysis of the standard library,
+which an unattended run never needs and which costs 8-14 s). The kernel carries
 its own build environment, and any number of runs may go at once (each kernel compiles in a
 folder of its own; the tables' run lock keeps two runs off the same tables).
 
@@ -17,6 +19,7 @@ Parameters are typed as the notebook's `parameters` cell declares them (`let bat
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,7 +34,7 @@ from papermill.translators import Translator, papermill_translators
 from papermill.utils import merge_kwargs, remove_args
 
 from aquabill_tools.cells import failure
-from aquabill_tools.env import KERNEL_NAME
+from aquabill_tools.env import KERNEL_NAME, batch_kernel_env
 from aquabill_tools.rust import LET, binding, declared_parameters
 
 ENGINE = 'aquabill'
@@ -152,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = sys.argv[1:] if argv is None else argv
     register()
+    # papermill starts the kernel with this process's environment.
+    os.environ.update(batch_kernel_env())
     notebooks = [a for a in argv if a.endswith('.ipynb') and not a.startswith('-')]
     if notebooks:
         declare_from(Path(notebooks[0]))
