@@ -67,12 +67,45 @@ fn repository() -> &'static Path {
 }
 
 /// Builds the library if its sources changed, printing cargo's progress as it goes; returns
-/// whether anything was compiled. A library newer than every source needs no cargo at all
-/// ([`is_fresh`]): cargo's own check of the dependency graph takes 0.7 s of every run.
+/// whether anything was compiled. A library that this repository's last build vouched for and
+/// whose sources have not changed since needs no cargo at all ([`is_fresh`]): cargo's own check
+/// of the dependency graph takes 0.7 s of every run.
 pub(crate) fn build() -> Result<bool, String> {
-    if path().is_ok_and(|library| is_fresh(&library, repository())) {
+    let library = path()?;
+    if is_fresh(&library, repository()) {
         return Ok(false);
     }
+    let compiled = cargo_build()?;
+    vouch(&library, repository());
+    Ok(compiled)
+}
+
+/// The file beside the library that names the repository whose sources it was last checked
+/// against (by cargo, through [`build`]). The target folder is shared by every clone on the
+/// machine, so a library can come from another clone's sources.
+fn stamp_of(library: &Path) -> PathBuf {
+    let mut name = library.as_os_str().to_owned();
+    name.push(".checked-for");
+    PathBuf::from(name)
+}
+
+/// Records that cargo just brought `library` up to date with `repository`'s sources. Best
+/// effort: without the stamp, the next run asks cargo again.
+fn vouch(library: &Path, repository: &Path) {
+    let stamp = stamp_of(library);
+    let mut partial = stamp.as_os_str().to_owned();
+    partial.push(format!(".{}", std::process::id()));
+    let partial = PathBuf::from(partial);
+    let written = std::fs::write(&partial, repository.as_os_str().as_encoded_bytes())
+        .and_then(|()| std::fs::rename(&partial, &stamp));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+        let _ = std::fs::remove_file(&stamp);
+    }
+}
+
+/// Runs `cargo build -p aquabill --lib`, showing its progress; returns whether it compiled.
+fn cargo_build() -> Result<bool, String> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(&cargo);
     // Variables cargo sets for a crate being built or tested: inherited (as in this crate's own
@@ -120,11 +153,12 @@ pub(crate) fn build() -> Result<bool, String> {
     Ok(compiled)
 }
 
-/// Whether `library` was written after every input of its build in `repository` changed: the
-/// manifest, the lock file and every file and folder under `src/` (a folder's time changes when
-/// a file in it is added, removed or renamed). Anything unreadable counts as changed, so cargo
-/// decides. Dependencies come from the lock file; the toolchain is not an input here: a library
-/// built by an older compiler still works, through the same C ABI.
+/// Whether `library` needs no build: its stamp names `repository`, nothing rewrote the library
+/// since (another clone's build, `cargo test`), and every input of the build changed before the
+/// stamp was written: the manifest, the lock file and every file and folder under `src/` (a
+/// folder's time changes when a file in it is added, removed or renamed). Anything unreadable
+/// counts as changed, so cargo decides. Dependencies come from the lock file; the toolchain is
+/// not an input here: a library built by an older compiler still works, through the same C ABI.
 fn is_fresh(library: &Path, repository: &Path) -> bool {
     fn modified(path: &Path) -> Option<SystemTime> {
         std::fs::symlink_metadata(path)
@@ -144,14 +178,20 @@ fn is_fresh(library: &Path, repository: &Path) -> bool {
         }
         Some(newest_so_far)
     }
-    let Some(built) = modified(library) else {
+    let stamp = stamp_of(library);
+    let (Some(built), Some(checked)) = (modified(library), modified(&stamp)) else {
         return false;
     };
+    let checked_for = std::fs::read(&stamp).ok();
+    if built > checked || checked_for.as_deref() != Some(repository.as_os_str().as_encoded_bytes())
+    {
+        return false;
+    }
     let inputs = modified(&repository.join("Cargo.toml"))
         .zip(modified(&repository.join("Cargo.lock")))
         .map(|(manifest, lock)| manifest.max(lock))
         .and_then(|newest_file| newest(&repository.join("src"), newest_file));
-    inputs.is_some_and(|changed| changed < built)
+    inputs.is_some_and(|changed| changed < checked)
 }
 
 /// Whether cargo sets `name` for each crate it builds or runs (not a setting of the user's).
@@ -283,13 +323,31 @@ mod tests {
     }
 
     #[test]
-    fn the_library_is_fresh_only_when_newer_than_every_input() -> std::io::Result<()> {
+    fn the_library_is_fresh_only_when_this_repository_checked_it_since_every_change()
+    -> std::io::Result<()> {
         let root = std::env::temp_dir().join(format!("aquabill-fresh-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         repository_at(&root, 1_000)?;
         let library = root.join("libaquabill.so");
         assert!(!is_fresh(&library, &root), "no library yet");
         std::fs::write(&library, "")?;
+        touch(&library, 2_000)?;
+        assert!(
+            !is_fresh(&library, &root),
+            "a library no build of this repository vouched for"
+        );
+        vouch(&library, &root);
+        touch(&stamp_of(&library), 2_000)?;
+        assert!(is_fresh(&library, &root));
+        // Seen from another clone (here: the same sources under another path), the stamp names
+        // a repository that is not this one.
+        assert!(
+            !is_fresh(&library, &root.join("src/..")),
+            "another clone's library"
+        );
+        // The library rewritten after the stamp (cargo test, another clone's build).
+        touch(&library, 2_500)?;
+        assert!(!is_fresh(&library, &root), "rewritten since it was checked");
         touch(&library, 2_000)?;
         assert!(is_fresh(&library, &root));
         // An edited source, a changed lock file, a removed module: each is newer than the build.
