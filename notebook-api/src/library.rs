@@ -13,7 +13,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 /// The library's two entry points.
 #[derive(Clone, Copy)]
@@ -75,13 +75,15 @@ pub(crate) fn build() -> Result<bool, String> {
     if is_fresh(&library, repository()) {
         return Ok(false);
     }
+    let started = SystemTime::now();
     let compiled = cargo_build()?;
-    vouch(&library, repository());
+    vouch(&library, repository(), started);
     Ok(compiled)
 }
 
-/// The file beside the library that names the repository whose sources it was last checked
-/// against (by cargo, through [`build`]). The target folder is shared by every clone on the
+/// The file beside the library that says which build vouched for it: the repository whose
+/// sources cargo checked it against (through [`build`]), the time that build started, and the
+/// library's modification time it left. The target folder is shared by every clone on the
 /// machine, so a library can come from another clone's sources.
 fn stamp_of(library: &Path) -> PathBuf {
     let mut name = library.as_os_str().to_owned();
@@ -89,14 +91,39 @@ fn stamp_of(library: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Records that cargo just brought `library` up to date with `repository`'s sources. Best
-/// effort: without the stamp, the next run asks cargo again.
-fn vouch(library: &Path, repository: &Path) {
+/// What a stamp holds, one line each: the repository, the build's start and the library's
+/// modification time, both in nanoseconds since the epoch.
+fn stamp_text(repository: &Path, started: SystemTime, built: SystemTime) -> Option<Vec<u8>> {
+    let nanos = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_nanos())
+    };
+    let mut text = repository.as_os_str().as_encoded_bytes().to_vec();
+    text.extend(format!("\n{}\n{}\n", nanos(started)?, nanos(built)?).into_bytes());
+    Some(text)
+}
+
+/// The start of the build a stamp's text records, if the stamp names `repository` and the
+/// library's modification time is still `built`.
+fn vouched_start(stamp: &[u8], repository: &Path, built: SystemTime) -> Option<SystemTime> {
+    let rest = stamp.strip_prefix(repository.as_os_str().as_encoded_bytes())?;
+    let mut lines = std::str::from_utf8(rest.strip_prefix(b"\n")?).ok()?.lines();
+    let started = SystemTime::UNIX_EPOCH + Duration::from_nanos(lines.next()?.parse().ok()?);
+    (stamp_text(repository, started, built)? == stamp).then_some(started)
+}
+
+/// Records that cargo, started at `started`, brought `library` up to date with `repository`'s
+/// sources. Best effort: without the stamp, the next run asks cargo again.
+fn vouch(library: &Path, repository: &Path, started: SystemTime) {
     let stamp = stamp_of(library);
     let mut partial = stamp.as_os_str().to_owned();
     partial.push(format!(".{}", std::process::id()));
     let partial = PathBuf::from(partial);
-    let written = std::fs::write(&partial, repository.as_os_str().as_encoded_bytes())
+    let text = modified(library).and_then(|built| stamp_text(repository, started, built));
+    let written = text
+        .ok_or_else(|| std::io::Error::other("no library"))
+        .and_then(|text| std::fs::write(&partial, text))
         .and_then(|()| std::fs::rename(&partial, &stamp));
     if written.is_err() {
         let _ = std::fs::remove_file(&partial);
@@ -153,18 +180,21 @@ fn cargo_build() -> Result<bool, String> {
     Ok(compiled)
 }
 
+/// A file's modification time, if it can be read.
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::symlink_metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+}
+
 /// Whether `library` needs no build: its stamp names `repository`, nothing rewrote the library
-/// since (another clone's build, `cargo test`), and every input of the build changed before the
-/// stamp was written: the manifest, the lock file and every file and folder under `src/` (a
-/// folder's time changes when a file in it is added, removed or renamed). Anything unreadable
-/// counts as changed, so cargo decides. Dependencies come from the lock file; the toolchain is
-/// not an input here: a library built by an older compiler still works, through the same C ABI.
+/// since (another clone's build, `cargo test`), and every input of the build changed before
+/// that build started (an edit made while it ran is newer): the manifest, the lock file and
+/// every file and folder under `src/` (a folder's time changes when a file in it is added,
+/// removed or renamed). Anything unreadable counts as changed, so cargo decides. Dependencies
+/// come from the lock file; the toolchain is not an input here: a library built by an older
+/// compiler still works, through the same C ABI.
 fn is_fresh(library: &Path, repository: &Path) -> bool {
-    fn modified(path: &Path) -> Option<SystemTime> {
-        std::fs::symlink_metadata(path)
-            .and_then(|m| m.modified())
-            .ok()
-    }
     fn newest(folder: &Path, newest_so_far: SystemTime) -> Option<SystemTime> {
         let mut newest_so_far = newest_so_far.max(modified(folder)?);
         for entry in std::fs::read_dir(folder).ok()? {
@@ -178,20 +208,17 @@ fn is_fresh(library: &Path, repository: &Path) -> bool {
         }
         Some(newest_so_far)
     }
-    let stamp = stamp_of(library);
-    let (Some(built), Some(checked)) = (modified(library), modified(&stamp)) else {
+    let (Some(built), Ok(stamp)) = (modified(library), std::fs::read(stamp_of(library))) else {
         return false;
     };
-    let checked_for = std::fs::read(&stamp).ok();
-    if built > checked || checked_for.as_deref() != Some(repository.as_os_str().as_encoded_bytes())
-    {
+    let Some(started) = vouched_start(&stamp, repository, built) else {
         return false;
-    }
+    };
     let inputs = modified(&repository.join("Cargo.toml"))
         .zip(modified(&repository.join("Cargo.lock")))
         .map(|(manifest, lock)| manifest.max(lock))
         .and_then(|newest_file| newest(&repository.join("src"), newest_file));
-    inputs.is_some_and(|changed| changed < checked)
+    inputs.is_some_and(|changed| changed < started)
 }
 
 /// Whether cargo sets `name` for each crate it builds or runs (not a setting of the user's).
@@ -296,7 +323,6 @@ impl Library {
 mod tests {
     use super::*;
     use std::fs::{File, FileTimes};
-    use std::time::Duration;
 
     /// A repository with the library's inputs, each at `at` seconds after the epoch.
     fn repository_at(root: &Path, at: u64) -> std::io::Result<()> {
@@ -317,8 +343,12 @@ mod tests {
         Ok(())
     }
 
-    fn touch(path: &Path, at: u64) -> std::io::Result<()> {
-        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(at);
+    fn at(seconds: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    fn touch(path: &Path, seconds: u64) -> std::io::Result<()> {
+        let time = at(seconds);
         File::open(path)?.set_times(FileTimes::new().set_modified(time).set_accessed(time))
     }
 
@@ -336,8 +366,7 @@ mod tests {
             !is_fresh(&library, &root),
             "a library no build of this repository vouched for"
         );
-        vouch(&library, &root);
-        touch(&stamp_of(&library), 2_000)?;
+        vouch(&library, &root, at(1_500));
         assert!(is_fresh(&library, &root));
         // Seen from another clone (here: the same sources under another path), the stamp names
         // a repository that is not this one.
@@ -350,10 +379,13 @@ mod tests {
         assert!(!is_fresh(&library, &root), "rewritten since it was checked");
         touch(&library, 2_000)?;
         assert!(is_fresh(&library, &root));
-        // An edited source, a changed lock file, a removed module: each is newer than the build.
+        // An edited source, a changed lock file, a removed module: each is newer than the
+        // build's start, also when the change came while the build ran (before the library).
         for changed in ["src/table/mod.rs", "Cargo.lock", "src/table"] {
-            touch(&root.join(changed), 3_000)?;
-            assert!(!is_fresh(&library, &root), "{changed} changed");
+            for when in [3_000, 1_800] {
+                touch(&root.join(changed), when)?;
+                assert!(!is_fresh(&library, &root), "{changed} changed at {when}");
+            }
             touch(&root.join(changed), 1_000)?;
             assert!(is_fresh(&library, &root), "{changed} restored");
         }
