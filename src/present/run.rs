@@ -150,7 +150,7 @@ impl fmt::Display for DedupReport {
             "  {} recording hours touched; {} earlier readings of those hours read from the dedup state",
             self.hours_touched, self.prior_rows
         )?;
-        writeln!(f, "dedup plan (optimized):")?;
+        writeln!(f, "{}:", plan_heading(self.slices))?;
         write!(f, "{}", self.plan)
     }
 }
@@ -176,10 +176,21 @@ impl Shown for DedupReport {
         html::table(&["", "records"], &rows)
             + &html::para(&format!(
                 "{} recording hours touched; {} earlier readings of those hours read from the \
-                 dedup state. Dedup plan (optimized):",
-                self.hours_touched, self.prior_rows
+                 dedup state. {}:",
+                self.hours_touched,
+                self.prior_rows,
+                plan_heading(self.slices)
             ))
             + &html::pre(&self.plan)
+    }
+}
+
+/// What the dedup plan shown is: the whole query's, or the first slice's.
+fn plan_heading(slices: usize) -> String {
+    if slices > 1 {
+        format!("Classified in {slices} slices by meter; dedup plan (optimized) of the first")
+    } else {
+        "Dedup plan (optimized)".to_owned()
     }
 }
 

@@ -17,7 +17,7 @@ pub mod meters;
 pub mod month;
 mod watermark;
 
-pub use dedup::{ReadingKey, classify};
+pub use dedup::{ReadingKey, classify_in_slices, slice_count};
 pub use watermark::check_watermark;
 
 /// Column holding each record's outcome.

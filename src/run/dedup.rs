@@ -15,7 +15,9 @@ use crate::hours::HOUR_MICROS;
 use crate::input::SEQ;
 use crate::quarantine::{Quarantined, Reason};
 use crate::query::meters::MeterIndex;
-use crate::query::{OUTCOME, ReadingKey, check_watermark, classify, outcome};
+use crate::query::{
+    OUTCOME, ReadingKey, check_watermark, classify_in_slices, outcome, slice_count,
+};
 use crate::table::{DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, block_on, col};
 use crate::trace;
 
@@ -73,10 +75,10 @@ impl Run {
         let prior_rows = prior.height();
         let p = trace::phase("dedup/read state", p);
         let reading = reading_key(&[&in_time, &prior])?;
-        let query = classify(in_ingestion_order(in_time)?.lazy(), prior.lazy(), reading)
-            .map_err(err("dedup"))?;
-        let plan = query.explain(true).map_err(err("dedup"))?;
-        let classified = query.collect().map_err(err("dedup"))?;
+        let slices = slice_count(in_time.height());
+        let (classified, plan) =
+            classify_in_slices(in_ingestion_order(in_time)?, prior, reading, slices)
+                .map_err(err("dedup"))?;
         let p = trace::phase("dedup/classify", p);
         let only = |o: &str| with_outcome(&classified, o).map_err(err("dedup"));
         let accepted = only(outcome::ACCEPTED)?;
@@ -119,6 +121,7 @@ impl Run {
             counts: c,
             hours_touched: affected_hours.len(),
             prior_rows,
+            slices,
             plan,
         };
         self.stage = Stage::Classified(Box::new(Classified {

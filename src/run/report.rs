@@ -48,7 +48,10 @@ pub struct DedupReport {
     pub hours_touched: usize,
     /// Dedup-state rows read (the touched hours' earlier readings).
     pub prior_rows: usize,
-    /// Polars' optimized plan of the dedup query.
+    /// Slices by meter the batch was classified in, one query each (see
+    /// [`crate::query::classify_in_slices`]).
+    pub slices: usize,
+    /// Polars' optimized plan of the dedup query (of its first slice).
     pub plan: String,
 }
 
