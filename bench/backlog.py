@@ -5,7 +5,9 @@ ingestion hours at utility scale, with wall time, records per second, peak memor
 
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/backlog.py [--meters 100000] [--days 1 7]
-        [--start 2026-06-01T00] [--work DIR]
+        [--start 2026-06-01T00] [--work DIR] [-p chunk_mb 1024 ...]
+
+`-p NAME VALUE` passes a notebook parameter to the runs (default parameters otherwise).
 
 The log (about 170 MB per ingestion hour at the default scale: 29 GB for a week) is generated
 with the project's generator and kept in DIR/log with --work, shared with
@@ -26,12 +28,15 @@ from pathlib import Path
 from hourly_at_scale import HOUR, copy_binaries, generate, log_view
 
 
-def catch_up(binary: Path, log: Path, out: Path) -> tuple[float, int, str]:
-    """One run over the whole backlog, default parameters: wall seconds, peak RSS MB, report."""
+def catch_up(binary: Path, log: Path, out: Path,
+             params: list[list[str]]) -> tuple[float, int, str]:
+    """One run over the whole backlog with `params` (name, value) beside the folders: wall
+    seconds, peak RSS MB, report."""
     shutil.rmtree(out, ignore_errors=True)
+    extra = [arg for name, value in params for arg in ('-p', name, value)]
     began = time.monotonic()
     done = subprocess.run(['/usr/bin/time', '-f', '%M', str(binary), '-p', 'input_root',
-                           str(log), '-p', 'output_root', str(out)],
+                           str(log), '-p', 'output_root', str(out), *extra],
                           capture_output=True, text=True)
     wall = time.monotonic() - began
     if done.returncode != 0:
@@ -46,6 +51,8 @@ def main() -> None:
                         help='backlog lengths to measure, in days of ingestion hours')
     parser.add_argument('--start', default='2026-06-01T00', help='first ingestion hour (UTC)')
     parser.add_argument('--work', type=Path, help='keep and reuse the log here')
+    parser.add_argument('-p', dest='params', nargs=2, action='append', default=[],
+                        metavar=('NAME', 'VALUE'), help='a notebook parameter for the runs')
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix='aquabill-backlog-'))
     work.mkdir(parents=True, exist_ok=True)
@@ -62,7 +69,8 @@ def main() -> None:
             # The view's hour folders are links, which rglob does not follow.
             size = sum(f.stat().st_size for hour in log.iterdir()
                        for f in hour.glob('*.jsonl')) / 1e9
-            wall, peak, text = catch_up(bins['run_once'], log, work / 'backlog-run')
+            wall, peak, text = catch_up(bins['run_once'], log, work / 'backlog-run',
+                                        args.params)
             first = re.search(r'batch \d+: \d+ files, (\d+) lines', text)
             later = re.search(r'(\d+) more batches, (\d+) lines', text)
             lines = int(first.group(1)) if first else 0
