@@ -37,6 +37,7 @@ mod ffi;
 mod hashing;
 mod hours;
 mod input;
+mod memory;
 mod present;
 mod quarantine;
 mod query;

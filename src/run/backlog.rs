@@ -10,6 +10,7 @@ use super::{ClosedMonth, Run};
 use crate::config::Config;
 use crate::error::Result;
 use crate::input::PlannedFile;
+use crate::memory;
 
 /// What one batch of a backlog did.
 #[derive(Debug, Clone)]
@@ -43,6 +44,9 @@ pub struct BacklogReport {
 pub fn catch_up(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogReport> {
     let mut report = BacklogReport::default();
     loop {
+        // What the previous batch freed goes back to the system first, so that every batch
+        // starts from about the same resident floor.
+        memory::release_freed();
         let started = Instant::now();
         let mut run = Run::start_next(config, &later)?;
         if !run.has_files() {
