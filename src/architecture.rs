@@ -1,4 +1,5 @@
-//! A test of the crate's shape: no import cycles between modules.
+//! Tests of the crate's shape: no import cycles between modules, and the storage crates used
+//! only where the architecture puts them.
 //!
 //! It reads the crate's own sources (`src/**/*.rs`), takes every `crate::...` and `super::...`
 //! path in the production code (test modules are left out), resolves each to the module it names,
@@ -244,6 +245,39 @@ fn no_module_imports_itself_through_others() -> std::io::Result<()> {
         found.extend(cycles(&edges).into_iter().map(|c| format!("{folder}: {c}")));
     }
     assert!(found.is_empty(), "import cycles:\n{}", found.join("\n"));
+    Ok(())
+}
+
+/// The top-level modules whose production code names `krate` (as `krate::`).
+fn modules_naming(src: &Path, krate: &str) -> std::io::Result<BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files)?;
+    let needle = format!("{krate}::");
+    let mut found = BTreeSet::new();
+    for file in files {
+        let code = production_code(&std::fs::read_to_string(&file)?);
+        let names = code.match_indices(&needle).any(|(i, _)| {
+            i == 0 || (!is_ident(code.as_bytes()[i - 1]) && code.as_bytes()[i - 1] != b':')
+        });
+        if names {
+            found.insert(module_of(src, &file).first().cloned().unwrap_or_default());
+        }
+    }
+    Ok(found)
+}
+
+#[test]
+fn only_the_table_layer_uses_deltalake_and_only_storage_and_table_object_store()
+-> std::io::Result<()> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    assert_eq!(
+        modules_naming(&src, "deltalake")?,
+        BTreeSet::from(["table".to_owned()])
+    );
+    assert_eq!(
+        modules_naming(&src, "object_store")?,
+        BTreeSet::from(["storage".to_owned(), "table".to_owned()])
+    );
     Ok(())
 }
 

@@ -7,16 +7,17 @@ use chrono_tz::Tz;
 
 pub use crate::contract::Params;
 use crate::error::{Error, Result};
+use crate::storage::Location;
 
 /// Validated parameters of one run.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Root of the usage log (one folder per ingestion hour).
-    pub input_root: PathBuf,
+    pub input_root: Location,
     /// Folder that holds the output tables.
-    pub output_root: PathBuf,
+    pub output_root: Location,
     /// Folder of the run checkpoint and the dedup state.
-    pub checkpoint_dir: PathBuf,
+    pub checkpoint_dir: Location,
     /// Time zone billing months are computed in.
     pub billing_timezone: Tz,
     /// Most input files one run takes; `None` takes all.
@@ -35,17 +36,14 @@ pub struct Config {
 impl Config {
     /// Validates the parameters; writes nothing.
     pub fn new(p: &Params<'_>) -> Result<Self> {
-        let input_root = absolute(p.input_root, "input_root")?;
-        if !input_root.is_dir() {
-            return Err(param(
-                "input_root",
-                format!("{} is not a folder", input_root.display()),
-            ));
+        let input_root = location(p.input_root, "input_root")?;
+        if input_root.as_local().is_some_and(|dir| !dir.is_dir()) {
+            return Err(param("input_root", format!("{input_root} is not a folder")));
         }
-        let output_root = absolute(p.output_root, "output_root")?;
+        let output_root = location(p.output_root, "output_root")?;
         let checkpoint_dir = match p.checkpoint_location.trim() {
             "" => output_root.join("_checkpoint"),
-            dir => absolute(dir, "checkpoint_location")?,
+            dir => location(dir, "checkpoint_location")?,
         };
         for (name, dir) in [
             ("output_root", &output_root),
@@ -54,11 +52,7 @@ impl Config {
             if dir.starts_with(&input_root) || input_root.starts_with(dir) {
                 return Err(param(
                     name,
-                    format!(
-                        "{} overlaps the input log {}",
-                        dir.display(),
-                        input_root.display()
-                    ),
+                    format!("{dir} overlaps the input log {input_root}"),
                 ));
             }
         }
@@ -135,6 +129,15 @@ fn param(name: &'static str, reason: String) -> Error {
     Error::Parameter { name, reason }
 }
 
+/// `text` as a location: an `s3://bucket/prefix` URL, or a local path made absolute.
+fn location(text: &str, name: &'static str) -> Result<Location> {
+    match Location::parse_url(text) {
+        Ok(Some(location)) => Ok(location),
+        Ok(None) => absolute(text, name).map(Location::Local),
+        Err(reason) => Err(param(name, reason)),
+    }
+}
+
 /// An absolute, normalized form of `path` that need not exist yet: existing ancestors are
 /// resolved (symlinks included), the rest is appended as written.
 fn absolute(path: &str, name: &'static str) -> Result<PathBuf> {
@@ -195,7 +198,20 @@ mod tests {
         assert!(Config::new(&params(&i, &out)).is_ok());
         let missing = format!("{d}/missing");
         let inside = format!("{i}/out");
+        // Object storage: a bucket's prefix, whose overlap with the log is refused too.
+        let s3 = Config::new(&params("s3://log-bucket/usage", "s3://tables/prod"))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        assert_eq!(
+            s3.checkpoint_dir.to_string(),
+            "s3://tables/prod/_checkpoint"
+        );
         let cases = [
+            (
+                params("s3://log-bucket/usage", "s3://log-bucket/usage/out"),
+                "output_root",
+            ),
+            (params("gs://log-bucket/usage", &out), "input_root"),
+            (params(&i, "s3://Tables/prod"), "output_root"),
             (params(&missing, &out), "input_root"),
             (params(&i, &inside), "output_root"),
             (

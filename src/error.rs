@@ -24,6 +24,16 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// Reading, writing or listing on object storage failed (after the client's retries).
+    #[error("{action} {location}: {source}")]
+    Storage {
+        /// What was being done (`reading`, `writing`, ...).
+        action: &'static str,
+        /// The object or prefix (`s3://bucket/key`).
+        location: String,
+        /// The object store's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A checkpoint file (checkpoint, batch plan, rebuild marker) cannot be read as written.
     #[error(
         "checkpoint file {} is unreadable: {reason}. Nothing was changed; restore the file from \
@@ -84,6 +94,21 @@ pub enum Error {
     Delta {
         /// Table name.
         table: String,
+        /// The Delta (or object store) error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Writing a table's data file failed (a full disk, the store refused it); nothing of the
+    /// batch was committed to the table.
+    #[error(
+        "writing a data file of table `{table}` under {location} failed: {source}. Nothing was \
+         committed; fix the cause (free disk space, the store's permissions) and run again: the \
+         next run finishes the batch"
+    )]
+    WriteData {
+        /// Table name.
+        table: String,
+        /// The table's folder or URL.
+        location: String,
         /// The Delta (or object store) error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },

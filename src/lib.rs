@@ -44,6 +44,7 @@ mod query;
 mod rebuild;
 mod run;
 mod state;
+mod storage;
 mod table;
 mod trace;
 mod view;

@@ -6,6 +6,7 @@ use std::path::Path;
 use polars::prelude::DataFrame;
 
 use crate::error::{Error, Result};
+use crate::storage::Location;
 use crate::table::{QUARANTINE, Values};
 
 /// Why a line or record is in quarantine.
@@ -104,7 +105,7 @@ pub fn fill_raw_lines(quarantined: &mut [Quarantined], paths: &[&Path]) -> Resul
                 paths.len()
             ))
         })?;
-        let bytes = std::fs::read(path).map_err(|e| Error::io("reading", *path, e))?;
+        let bytes = Location::of_path(path).read_existing()?;
         let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
         for i in indexes {
             let q = &mut quarantined[i];

@@ -13,12 +13,11 @@
 //! the staging folder and skips the replacements already committed (they carry the rebuild's
 //! batch id as their application transaction).
 
-use std::path::Path;
-
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::run::Run;
 use crate::state::{FORMAT_1_STATE, RunLock, Store, marker};
+use crate::storage::Location;
 use crate::table::{self, Committed, Spec, Table, block_on};
 
 /// What a rebuild did.
@@ -65,15 +64,14 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     for batch in staged.load()?.next_batch..rebuild_batch {
         let Some(mut plan) = store.load_plan(batch)? else {
             return Err(Error::Checkpoint {
-                path: config.checkpoint_dir.join("batches"),
+                path: config.checkpoint_dir.join("batches").display_path(),
                 reason: format!("the plan of batch {batch} is missing: cannot replay it"),
             });
         };
         for file in &mut plan.files {
-            file.path = config.input_root.join(&file.rel_path);
-            file.size = std::fs::metadata(&file.path)
-                .map_err(|e| Error::io("reading", &file.path, e))?
-                .len();
+            let input = config.input_root.join(&file.rel_path);
+            file.path = input.display_path();
+            file.size = input.size()?;
         }
         staged.save_plan(&plan)?;
         // The saved plan, resumed as is (no listing: the replay takes no other file).
@@ -106,10 +104,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     replayed.next_batch = rebuild_batch + 1;
     store.commit(&replayed)?;
     // The dedup state of the earlier layout, replaced by this version's tables above.
-    let old_state = config.checkpoint_dir.join(FORMAT_1_STATE);
-    if old_state.exists() {
-        std::fs::remove_dir_all(&old_state).map_err(|e| Error::io("removing", &old_state, e))?;
-    }
+    config.checkpoint_dir.join(FORMAT_1_STATE).remove_all()?;
     marker::finish(&config.output_root)?;
     Ok(RebuildReport {
         requested: true,
@@ -119,8 +114,8 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
 }
 
 fn replace_table(
-    live_dir: &Path,
-    staged_dir: &Path,
+    live_dir: &Location,
+    staged_dir: &Location,
     spec: &'static Spec,
     batch: i64,
 ) -> Result<(usize, Committed)> {

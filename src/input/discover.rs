@@ -3,6 +3,12 @@
 //! The log has one folder per ingestion hour (`ingest_hour=YYYY-MM-DDTHH`) holding `.jsonl`
 //! files. Hidden files are writes in progress and are skipped; anything else that does not fit
 //! the layout is reported as ignored (never silently).
+//!
+//! A local log is listed whole (one directory read per folder). A log on S3 is listed from the
+//! folder of the tables' watermark on (`ListObjectsV2` with `start-after`), so the listing does
+//! not grow with the log's history; every [`FULL_LISTING_EVERY_BATCHES`]th batch (about daily)
+//! lists it whole, so that a file put into a folder older than the watermark, which a local
+//! listing finds at once (and quarantines as too late), is found within a day, never lost.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -11,7 +17,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::hours::parse_hour;
+use crate::hours::{format_hour, parse_hour};
+use crate::storage::{Location, by_folder};
 
 /// Prefix of an ingestion-hour folder name.
 pub const FOLDER_PREFIX: &str = "ingest_hour=";
@@ -21,12 +28,19 @@ pub const FOLDER_PREFIX: &str = "ingest_hour=";
 pub struct PlannedFile {
     /// Path relative to the input root, with `/` separators: the file's identity.
     pub rel_path: String,
-    /// Absolute path.
+    /// Absolute path, or the object's `s3://` URL.
     pub path: PathBuf,
     /// Size in bytes when planned; a different size later is an error.
     pub size: u64,
     /// Hour index of the file's ingestion-hour folder.
     pub ingest_hour: i64,
+}
+
+impl PlannedFile {
+    /// The file's bytes; an error if it is gone.
+    pub fn read(&self) -> Result<Vec<u8>> {
+        Location::of_path(&self.path).read_existing()
+    }
 }
 
 /// What a listing of the log found.
@@ -38,9 +52,108 @@ pub struct Listing {
     pub ignored: Vec<(String, &'static str)>,
 }
 
-/// Lists the log's files not among `committed` (relative path -> size in bytes). Fails if a
+/// How often a log on S3 is listed whole: every this many batches (about daily).
+pub const FULL_LISTING_EVERY_BATCHES: i64 = 24;
+
+/// Lists the log's files not among `committed` (relative path -> size in bytes) for batch
+/// `batch`; on S3 from the folder of hour `watermark` on (see [`start_after`]). Fails if a
 /// committed file changed size.
-pub fn list_new_files(input_root: &Path, committed: &BTreeMap<String, u64>) -> Result<Listing> {
+pub fn list_new_files(
+    input_root: &Location,
+    committed: &BTreeMap<String, u64>,
+    watermark: Option<i64>,
+    batch: i64,
+) -> Result<Listing> {
+    match input_root.as_local() {
+        Some(dir) => list_folder(dir, committed),
+        None => list_objects(input_root, committed, start_after(watermark, batch)),
+    }
+}
+
+/// Where batch `batch` starts listing a log on S3: after the watermark's folder name (the
+/// folder itself sorts after it), or from the beginning (`None`) without a watermark and on
+/// every [`FULL_LISTING_EVERY_BATCHES`]th batch.
+fn start_after(watermark: Option<i64>, batch: i64) -> Option<String> {
+    if batch % FULL_LISTING_EVERY_BATCHES == 0 {
+        return None;
+    }
+    watermark.map(|hour| format!("{FOLDER_PREFIX}{}", format_hour(hour)))
+}
+
+fn list_objects(
+    input_root: &Location,
+    committed: &BTreeMap<String, u64>,
+    start_after: Option<String>,
+) -> Result<Listing> {
+    let mut listing = Listing::default();
+    let mut folders = Vec::new();
+    for (folder, files) in by_folder(input_root.list_files(start_after.as_deref())?) {
+        if folder.starts_with('.') {
+            continue;
+        }
+        match folder.strip_prefix(FOLDER_PREFIX).and_then(parse_hour) {
+            _ if files.iter().all(|f| f.rel_path == folder) => listing
+                .ignored
+                .push((folder, "file outside an ingestion-hour folder")),
+            Some(hour) => folders.push((hour, folder, files)),
+            None => listing
+                .ignored
+                .push((folder, "folder name is not an ingestion hour")),
+        }
+    }
+    folders.sort_by_key(|(hour, ..)| *hour);
+    for (hour, folder, files) in folders {
+        for file in files {
+            let name = &file.rel_path[folder.len() + 1..];
+            if name.starts_with('.') {
+                continue;
+            }
+            if !name.ends_with(".jsonl") || name.contains('/') {
+                listing.ignored.push((file.rel_path, "not a .jsonl file"));
+                continue;
+            }
+            let location = input_root.join(&file.rel_path);
+            if let Some(new) = check_committed(
+                location.display_path(),
+                file.rel_path,
+                file.size,
+                hour,
+                committed,
+            )? {
+                listing.new_files.push(new);
+            }
+        }
+    }
+    Ok(listing)
+}
+
+/// The file as a new file of the batch, `None` if it was committed with this size; an error if
+/// it was committed with another.
+fn check_committed(
+    path: PathBuf,
+    rel_path: String,
+    size: u64,
+    ingest_hour: i64,
+    committed: &BTreeMap<String, u64>,
+) -> Result<Option<PlannedFile>> {
+    match committed.get(&rel_path) {
+        Some(&before) if before == size => Ok(None),
+        Some(&before) => Err(Error::InputChanged {
+            path,
+            when: "committed",
+            before,
+            now: size,
+        }),
+        None => Ok(Some(PlannedFile {
+            rel_path,
+            path,
+            size,
+            ingest_hour,
+        })),
+    }
+}
+
+fn list_folder(input_root: &Path, committed: &BTreeMap<String, u64>) -> Result<Listing> {
     let mut listing = Listing::default();
     let mut folders = Vec::new();
     for entry in read_dir(input_root)? {
@@ -76,22 +189,8 @@ pub fn list_new_files(input_root: &Path, committed: &BTreeMap<String, u64>) -> R
                 .metadata()
                 .map_err(|e| Error::io("reading", entry.path(), e))?
                 .len();
-            match committed.get(&rel) {
-                Some(&before) if before == size => {}
-                Some(&before) => {
-                    return Err(Error::InputChanged {
-                        path: entry.path(),
-                        when: "committed",
-                        before,
-                        now: size,
-                    });
-                }
-                None => files.push(PlannedFile {
-                    rel_path: rel,
-                    path: entry.path(),
-                    size,
-                    ingest_hour: hour,
-                }),
+            if let Some(new) = check_committed(entry.path(), rel, size, hour, committed)? {
+                files.push(new);
             }
         }
         files.sort_by(|a, b| a.rel_path.cmp(&b.rel_path));
@@ -104,4 +203,33 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
     fs::read_dir(dir)
         .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
         .map_err(|e| Error::io("listing", dir, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_listings_start_at_the_watermark_and_are_whole_about_daily() {
+        let watermark = parse_hour("2026-03-25T11");
+        let folder = "ingest_hour=2026-03-25T11";
+        let from_watermark = Some(folder.to_owned());
+        assert_eq!(start_after(None, 1), None, "no watermark yet: everything");
+        assert_eq!(
+            start_after(watermark, 0),
+            None,
+            "the first batch: everything"
+        );
+        assert_eq!(start_after(watermark, 1), from_watermark);
+        assert_eq!(start_after(watermark, 23), from_watermark);
+        assert_eq!(
+            start_after(watermark, 24),
+            None,
+            "the 24th batch lists the log whole"
+        );
+        assert_eq!(start_after(watermark, 25), from_watermark);
+        assert_eq!(start_after(watermark, 48), None);
+        // The watermark's own folder sorts after the start: its files are listed.
+        assert!("ingest_hour=2026-03-25T11/part-0.jsonl" > folder);
+    }
 }

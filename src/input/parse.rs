@@ -8,7 +8,6 @@
 //! line that cannot be used becomes a [`Quarantined`] row with its file, line number, raw text
 //! and reason.
 
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use polars::prelude::{Column, DataFrame};
@@ -258,10 +257,7 @@ pub fn parse_files(files: &[PlannedFile], watermark_hour: Option<i64>) -> Result
 
 /// The bytes of a planned file; a file whose size changed since it was planned is an error.
 fn read_planned(f: &PlannedFile) -> Result<Vec<u8>> {
-    let mut file = std::fs::File::open(&f.path).map_err(|e| Error::io("reading", &f.path, e))?;
-    let mut bytes = Vec::with_capacity(usize::try_from(f.size).unwrap_or(0));
-    file.read_to_end(&mut bytes)
-        .map_err(|e| Error::io("reading", &f.path, e))?;
+    let bytes = f.read()?;
     if bytes.len() as u64 != f.size {
         return Err(Error::InputChanged {
             path: PathBuf::from(&f.path),

@@ -10,9 +10,9 @@ use crate::table::Committed;
 /// The settings a run uses, as (name, value) rows.
 fn settings(config: &Config) -> Vec<(&'static str, String)> {
     vec![
-        ("input_root", config.input_root.display().to_string()),
-        ("output_root", config.output_root.display().to_string()),
-        ("checkpoint", config.checkpoint_dir.display().to_string()),
+        ("input_root", config.input_root.to_string()),
+        ("output_root", config.output_root.to_string()),
+        ("checkpoint", config.checkpoint_dir.to_string()),
         ("billing_timezone", config.billing_timezone.to_string()),
         (
             "batch_cap",

@@ -37,7 +37,7 @@ impl Run {
     fn plan(config: &Config, candidates: Candidates<'_>) -> Result<Self> {
         let started = Instant::now();
         let lock = RunLock::acquire(&config.checkpoint_dir)?;
-        if marker::in_progress(&config.output_root) {
+        if marker::in_progress(&config.output_root)? {
             return Err(Error::RebuildUnfinished);
         }
         let store = Store::new(&config.checkpoint_dir);
@@ -45,7 +45,12 @@ impl Run {
         let saved = store.load_plan(checkpoint.next_batch)?;
         let (candidates, ignored) = match candidates {
             Candidates::Listed => {
-                let listing = list_new_files(&config.input_root, &checkpoint.files)?;
+                let listing = list_new_files(
+                    &config.input_root,
+                    &checkpoint.files,
+                    checkpoint.watermark_hour,
+                    checkpoint.next_batch,
+                )?;
                 let mut files = listing.new_files;
                 if let Some(cap) = config.batch_cap {
                     files.truncate(cap.saturating_sub(saved.as_ref().map_or(0, |p| p.files.len())));

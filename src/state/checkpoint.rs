@@ -41,7 +41,7 @@ impl Store {
             return Ok(cp);
         }
         Err(Error::Checkpoint {
-            path: self.checkpoint_path(),
+            path: self.checkpoint_path().display_path(),
             reason: format!(
                 "written by an earlier version of aquabill (format {}, this version reads \
                  {FORMAT}); run the notebook once with rebuild=true to recompute the tables and \
@@ -62,7 +62,7 @@ impl Store {
         };
         if cp.format != FORMAT && cp.format != FORMAT_REBUILDABLE {
             return Err(Error::Checkpoint {
-                path,
+                path: path.display_path(),
                 reason: format!("unknown format {} (this version reads {FORMAT})", cp.format),
             });
         }
@@ -86,7 +86,7 @@ mod tests {
     #[test]
     fn checkpoint_and_plan_round_trip() -> Result<()> {
         let dir = std::env::temp_dir().join(format!("aquabill-cp-{}", std::process::id()));
-        let store = Store::new(&dir);
+        let store = Store::new(&crate::storage::Location::Local(dir.clone()));
         assert_eq!(store.load()?.next_batch, 0);
         assert_eq!(store.load_plan(0)?, None);
         let plan = Plan {

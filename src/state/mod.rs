@@ -7,7 +7,7 @@ mod lock;
 pub mod marker;
 mod plan;
 
-use std::path::{Path, PathBuf};
+use crate::storage::Location;
 
 pub use checkpoint::{Checkpoint, FORMAT_1_STATE};
 pub use lock::RunLock;
@@ -16,22 +16,20 @@ pub use plan::Plan;
 /// The checkpoint folder's files.
 #[derive(Debug, Clone)]
 pub struct Store {
-    dir: PathBuf,
+    dir: Location,
 }
 
 impl Store {
     /// The checkpoint store in `dir` (created on first write).
-    pub fn new(dir: &Path) -> Self {
-        Self {
-            dir: dir.to_owned(),
-        }
+    pub fn new(dir: &Location) -> Self {
+        Self { dir: dir.clone() }
     }
 
-    fn checkpoint_path(&self) -> PathBuf {
+    fn checkpoint_path(&self) -> Location {
         self.dir.join("checkpoint.json")
     }
 
-    fn plan_path(&self, batch_id: i64) -> PathBuf {
-        self.dir.join("batches").join(format!("{batch_id:09}.json"))
+    fn plan_path(&self, batch_id: i64) -> Location {
+        self.dir.join(&format!("batches/{batch_id:09}.json"))
     }
 }

@@ -15,20 +15,18 @@ mod commit;
 mod convert;
 mod maintain;
 mod read;
-mod runtime;
 mod scan;
 pub mod schema;
+mod stores;
 mod write;
-
-use std::path::Path;
 
 use deltalake::kernel::{DataType, LogicalFileView, StructField};
 use deltalake::protocol::SaveMode;
 use deltalake::{DeltaTable, TableProperty};
 use futures::TryStreamExt as _;
 
+pub use crate::storage::block_on;
 pub use commit::Committed;
-pub use runtime::block_on;
 pub use scan::Shape;
 pub use schema::{
     ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE, MONTHLY_BILLS,
@@ -39,10 +37,13 @@ pub use write::{Role, split_by_hour};
 
 use crate::error::{Error, Result};
 use crate::hours::parse_hour;
+use crate::storage::Location;
 
 /// An open table and its active files.
 pub struct Table {
     spec: &'static Spec,
+    /// The table's folder or URL, for messages.
+    location: String,
     table: DeltaTable,
     files: Vec<FileEntry>,
 }
@@ -68,14 +69,16 @@ pub(crate) fn delta_error(table: &str) -> impl Fn(deltalake::DeltaTableError) ->
 }
 
 impl Table {
-    /// Opens the table in `dir`, creating it if it does not exist; fails if an existing table
-    /// has another layout.
-    pub async fn open_or_create(dir: &Path, spec: &'static Spec) -> Result<Self> {
+    /// Opens the table in `dir` (a local folder or an S3 prefix), creating it if it does not
+    /// exist; fails if an existing table has another layout.
+    pub async fn open_or_create(dir: &Location, spec: &'static Spec) -> Result<Self> {
         let started = std::time::Instant::now();
         let err = delta_error(spec.name);
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-        let existed = dir.join("_delta_log").is_dir();
-        let url = deltalake::ensure_table_uri(dir.to_string_lossy()).map_err(err)?;
+        if let Some(path) = dir.as_local() {
+            std::fs::create_dir_all(path).map_err(|e| Error::io("creating", path, e))?;
+        }
+        let existed = dir.join("_delta_log").exists_async().await?;
+        let url = stores::table_url(dir)?;
         let mut fields = Vec::with_capacity(spec.columns.len());
         for &(name, kind) in spec.columns {
             let dtype = match kind {
@@ -110,6 +113,7 @@ impl Table {
         }
         let mut table = Self {
             spec,
+            location: dir.to_string(),
             table,
             files: Vec::new(),
         };

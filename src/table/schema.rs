@@ -2,12 +2,11 @@
 //! partition column and where the table lives. Column names come from [`col`]; frames for a
 //! table are built with [`Spec::frame`], which checks them against the schema.
 
-use std::path::PathBuf;
-
 use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::storage::Location;
 
 /// Application id of every transaction the pipeline commits.
 pub const APP_ID: &str = "aquabill";
@@ -347,7 +346,7 @@ impl Values<'_> {
 
 impl Spec {
     /// The folder of this table for a run with `config`.
-    pub fn dir(&self, config: &Config) -> PathBuf {
+    pub fn dir(&self, config: &Config) -> Location {
         match self.home {
             Home::Output => config.output_root.join(self.name),
             Home::Checkpoint => config.checkpoint_dir.join(self.name),

@@ -10,7 +10,7 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use polars::prelude::{DataFrame, IdxCa, IdxSize, SortMultipleOptions};
 
 use super::schema::Spec;
-use super::{Table, convert, delta_error, runtime};
+use super::{Table, block_on, convert, delta_error};
 use crate::error::{Error, Result};
 
 /// Data files a batch wrote to a table, not committed yet.
@@ -76,12 +76,13 @@ impl Table {
         let (sender, receiver) = std::sync::mpsc::sync_channel::<(DataFrame, Role)>(threads);
         let receiver = std::sync::Mutex::new(receiver);
         let spec = self.spec;
+        let location = self.location.as_str();
         let (produced, written) = std::thread::scope(|scope| {
             let workers: Vec<_> = writers
                 .into_iter()
                 .map(|writer| {
                     let receiver = &receiver;
-                    scope.spawn(move || write_worker(spec, writer, receiver))
+                    scope.spawn(move || write_worker(spec, location, writer, receiver))
                 })
                 .collect();
             let mut emit = |frame: DataFrame, role: Role| {
@@ -146,20 +147,41 @@ pub fn split_by_hour(rows: &DataFrame, column: &str) -> Result<BTreeMap<i64, Dat
 }
 
 /// One writer thread of [`Table::write_frames`]: each frame it receives becomes one file.
+///
+/// A worker whose write fails (the store refused a file, the disk is full) goes on taking
+/// frames without writing them until the producer stops, so that the producer is never left
+/// waiting on a full channel, and returns the error.
 fn write_worker(
     spec: &'static Spec,
-    mut writer: RecordBatchWriter,
+    location: &str,
+    writer: RecordBatchWriter,
     frames: &std::sync::Mutex<std::sync::mpsc::Receiver<(DataFrame, Role)>>,
 ) -> Result<Vec<Add>> {
-    let err = delta_error(spec.name);
+    let next = || match frames.lock() {
+        Ok(frames) => frames.recv().ok(),
+        Err(_) => None,
+    };
+    let written = write_frames_from(spec, location, writer, next);
+    if written.is_err() {
+        while next().is_some() {}
+    }
+    written
+}
+
+fn write_frames_from(
+    spec: &'static Spec,
+    location: &str,
+    mut writer: RecordBatchWriter,
+    mut next: impl FnMut() -> Option<(DataFrame, Role)>,
+) -> Result<Vec<Add>> {
+    let err = |source: deltalake::DeltaTableError| Error::WriteData {
+        table: spec.name.to_owned(),
+        location: location.to_owned(),
+        source: Box::new(source),
+    };
     let schema = writer.arrow_schema();
     let mut adds = Vec::new();
-    loop {
-        let next = match frames.lock() {
-            Ok(frames) => frames.recv(),
-            Err(_) => break,
-        };
-        let Ok((frame, role)) = next else { break };
+    while let Some((frame, role)) = next() {
         let frame = match spec.sorted_by {
             Some(column) => frame
                 .sort(
@@ -171,7 +193,7 @@ fn write_worker(
         };
         let batch = convert::to_record_batch(spec, &frame, &schema)?;
         drop(frame);
-        let mut written = runtime::block_on(async {
+        let mut written = block_on(async {
             writer.write(batch).await.map_err(err)?;
             writer.flush().await.map_err(err)
         })??;
@@ -185,4 +207,52 @@ fn write_worker(
         adds.extend(written);
     }
     Ok(adds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::Location;
+    use crate::table::HOURLY_USAGE;
+    use crate::table::schema::Values;
+
+    /// A store that refuses every data file (here: a plain file where the hour's partition
+    /// folder must go) fails the write with an error, however many frames are still to come;
+    /// it never leaves the producer waiting on writers that stopped.
+    #[test]
+    fn a_refused_write_fails_instead_of_waiting() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("aquabill-refused-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let table = block_on(Table::open_or_create(
+            &Location::Local(dir.clone()),
+            &HOURLY_USAGE,
+        ))??;
+        let hour = crate::hours::parse_hour("2026-03-01T00").ok_or(Error::Hour { hour: 0 })?;
+        let blocked = dir.join("usage_hour=2026-03-01T00");
+        std::fs::write(&blocked, b"not a folder").map_err(|e| Error::io("w", &blocked, e))?;
+        let frame = HOURLY_USAGE.frame(vec![
+            Values::Str(vec!["C1".into()]),
+            Values::Long(vec![hour]),
+            Values::Long(vec![1500]),
+            Values::Long(vec![2]),
+            Values::Long(vec![1]),
+        ])?;
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let written = table
+                .write_frames(|emit| (0..50).try_for_each(|_| emit(frame.clone(), Role::Main)));
+            let _ = done.send(written.map(|w| w.0.len()));
+        });
+        match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(Err(Error::WriteData {
+                table, location, ..
+            })) => {
+                assert_eq!(table, "hourly_usage");
+                assert_eq!(location, dir.display().to_string());
+            }
+            Ok(other) => panic!("the refused write must fail, got {other:?}"),
+            Err(_) => panic!("the write waited for a minute instead of failing"),
+        }
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+    }
 }

@@ -9,8 +9,6 @@ mod customer;
 mod sql;
 mod tables;
 
-use std::path::Path;
-
 pub use bills::{BillsReport, MonthBills, MonthStatus, bills};
 pub use customer::{CustomerMonth, Point, customer_month};
 pub use sql::{SQL_ROW_LIMIT, SqlResult, sql};
@@ -42,7 +40,7 @@ fn cumulative_usage(config: &Config) -> Result<Option<Table>> {
 /// The table of `spec`, if it exists (a view never creates one).
 fn open_if_exists(config: &Config, spec: &'static Spec) -> Result<Option<Table>> {
     let dir = spec.dir(config);
-    if !dir.join("_delta_log").is_dir() {
+    if !dir.join("_delta_log").exists()? {
         return Ok(None);
     }
     Ok(Some(block_on(Table::open_or_create(&dir, spec))??))
@@ -50,9 +48,7 @@ fn open_if_exists(config: &Config, spec: &'static Spec) -> Result<Option<Table>>
 
 /// The tables' watermark (first hour not yet final).
 fn watermark(config: &Config) -> Result<Option<i64>> {
-    Ok(Store::new(Path::new(&config.checkpoint_dir))
-        .load()?
-        .watermark_hour)
+    Ok(Store::new(&config.checkpoint_dir).load()?.watermark_hour)
 }
 
 #[cfg(test)]

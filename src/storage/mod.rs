@@ -1,0 +1,521 @@
+//! Where the product's files live: a local folder, or a prefix of an S3-compatible bucket
+//! (`s3://bucket/prefix`: AWS S3, MinIO, Ceph, R2).
+//!
+//! A [`Location`] names a folder or a file in either, and offers the few operations the
+//! checkpoint, the batch plans, the rebuild marker, the run lock and the log need: read, replace
+//! atomically, create only if absent, replace only if unchanged, list, remove. A local file is
+//! replaced by writing a temporary file, syncing it and renaming it over the old one; an object
+//! is replaced by one PUT, which S3 makes atomic per object. "Create only if absent" is
+//! `O_EXCL` locally and a PUT with `If-None-Match: *` on S3; "replace only if unchanged" is a
+//! PUT with `If-Match: <etag>` (S3 only).
+//!
+//! S3 settings (endpoint, region, credentials) come from the standard `AWS_*` environment
+//! variables only, never from notebook parameters, and are never printed; the Delta tables use
+//! the same clients (`table::stores`).
+
+mod runtime;
+mod s3;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use object_store::path::Path as Key;
+use object_store::{
+    ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion,
+};
+
+pub use runtime::block_on;
+pub use s3::client as s3_client;
+
+use crate::error::{Error, Result};
+
+/// A folder or file, local or on S3.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// An absolute local path.
+    Local(PathBuf),
+    /// A key (or key prefix, for a folder) in a bucket; no leading or trailing `/`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key, `""` for the bucket's root.
+        key: String,
+    },
+}
+
+/// What [`Location::create_new`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The file did not exist and now holds the bytes.
+    Yes,
+    /// The file already existed; nothing was written.
+    AlreadyExists,
+}
+
+/// One file found by [`Location::list_files`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Path relative to the listed folder, with `/` separators.
+    pub rel_path: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+impl Location {
+    /// `text` as an S3 location if it is an `s3://` (or `s3a://`) URL, `None` if it has no
+    /// scheme (a local path); an error for any other scheme or a malformed bucket or key.
+    pub fn parse_url(text: &str) -> std::result::Result<Option<Self>, String> {
+        let text = text.trim();
+        let Some((scheme, rest)) = text.split_once("://") else {
+            return Ok(None);
+        };
+        if !matches!(scheme.to_ascii_lowercase().as_str(), "s3" | "s3a") {
+            return Err(format!(
+                "`{scheme}://` is not supported: use a local path or s3://bucket/prefix"
+            ));
+        }
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        let bucket_ok = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+        if !bucket_ok {
+            return Err(format!(
+                "`{bucket}` is not an S3 bucket name (3 to 63 lowercase letters, digits, `.`, `-`)"
+            ));
+        }
+        let key = key.trim_end_matches('/');
+        if key
+            .split('/')
+            .any(|part| matches!(part, "." | "..") || (part.is_empty() && !key.is_empty()))
+        {
+            return Err(format!("`{key}` has an empty, `.` or `..` part"));
+        }
+        Ok(Some(Self::S3 {
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+        }))
+    }
+
+    /// The location a planned input file's `path` names: an `s3://` URL or a local path.
+    pub fn of_path(path: &Path) -> Self {
+        match path.to_str().map(Self::parse_url) {
+            Some(Ok(Some(location))) => location,
+            _ => Self::Local(path.to_owned()),
+        }
+    }
+
+    /// `rel` (with `/` separators) below this folder.
+    pub fn join(&self, rel: &str) -> Self {
+        match self {
+            Self::Local(path) => Self::Local(path.join(rel)),
+            Self::S3 { bucket, key } => {
+                let rel = rel.trim_matches('/');
+                let key = match (key.is_empty(), rel.is_empty()) {
+                    (_, true) => key.clone(),
+                    (true, false) => rel.to_owned(),
+                    (false, false) => format!("{key}/{rel}"),
+                };
+                Self::S3 {
+                    bucket: bucket.clone(),
+                    key,
+                }
+            }
+        }
+    }
+
+    /// The local path, if the location is local.
+    pub fn as_local(&self) -> Option<&Path> {
+        match self {
+            Self::Local(path) => Some(path),
+            Self::S3 { .. } => None,
+        }
+    }
+
+    /// Whether `self` is `other` or lies below it.
+    pub fn starts_with(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Local(a), Self::Local(b)) => a.starts_with(b),
+            (Self::S3 { bucket: a, key: ka }, Self::S3 { bucket: b, key: kb }) => {
+                a == b && (kb.is_empty() || ka == kb || ka.starts_with(&format!("{kb}/")))
+            }
+            _ => false,
+        }
+    }
+
+    /// The location as a path for error messages (an S3 location as its URL).
+    pub fn display_path(&self) -> PathBuf {
+        match self {
+            Self::Local(path) => path.clone(),
+            Self::S3 { .. } => PathBuf::from(self.to_string()),
+        }
+    }
+
+    /// The bucket's client and the key, for an S3 location.
+    fn object(&self) -> Result<Option<(std::sync::Arc<dyn ObjectStore>, Key)>> {
+        match self {
+            Self::Local(_) => Ok(None),
+            Self::S3 { bucket, key } => {
+                let store = s3::client(bucket).map_err(self.storage_error("connecting to"))?;
+                Ok(Some((store, Key::from(key.as_str()))))
+            }
+        }
+    }
+
+    fn storage_error(&self, action: &'static str) -> impl Fn(object_store::Error) -> Error + '_ {
+        move |source| Error::Storage {
+            action,
+            location: self.to_string(),
+            source: Box::new(source),
+        }
+    }
+
+    /// The file's bytes, `None` if it does not exist.
+    pub fn read(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.read_versioned()?.map(|(bytes, _)| bytes))
+    }
+
+    /// The file's bytes; an error if it does not exist.
+    pub fn read_existing(&self) -> Result<Vec<u8>> {
+        self.read()?.ok_or_else(|| {
+            Error::io(
+                "reading",
+                self.display_path(),
+                std::io::Error::from(std::io::ErrorKind::NotFound),
+            )
+        })
+    }
+
+    /// The file's size in bytes; an error if it does not exist.
+    pub fn size(&self) -> Result<u64> {
+        let Some((store, key)) = self.object()? else {
+            let path = self.display_path();
+            return std::fs::metadata(&path)
+                .map(|m| m.len())
+                .map_err(|e| Error::io("reading", &path, e));
+        };
+        block_on(store.head(&key))?
+            .map(|meta| meta.size)
+            .map_err(self.storage_error("reading"))
+    }
+
+    /// The file's bytes and (on S3) its version for [`Location::replace_if_unchanged`].
+    pub fn read_versioned(&self) -> Result<Option<(Vec<u8>, UpdateVersion)>> {
+        let Some((store, key)) = self.object()? else {
+            let path = self.display_path();
+            return match std::fs::read(&path) {
+                Ok(bytes) => Ok(Some((
+                    bytes,
+                    UpdateVersion {
+                        e_tag: None,
+                        version: None,
+                    },
+                ))),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(Error::io("reading", &path, e)),
+            };
+        };
+        block_on(async {
+            match store.get(&key).await {
+                Ok(got) => {
+                    let version = UpdateVersion {
+                        e_tag: got.meta.e_tag.clone(),
+                        version: got.meta.version.clone(),
+                    };
+                    let bytes = got.bytes().await.map_err(self.storage_error("reading"))?;
+                    Ok(Some((bytes.to_vec(), version)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(self.storage_error("reading")(e)),
+            }
+        })?
+    }
+
+    /// Replaces the file with `bytes` atomically: readers see the old or the new bytes, and a
+    /// crash leaves one or the other.
+    pub fn write_atomic(&self, bytes: Vec<u8>) -> Result<()> {
+        let Some((store, key)) = self.object()? else {
+            return write_local_atomic(&self.display_path(), &bytes);
+        };
+        block_on(store.put(&key, PutPayload::from(bytes)))?
+            .map(drop)
+            .map_err(self.storage_error("writing"))
+    }
+
+    /// Writes `bytes` only if the file does not exist yet (on S3 `If-None-Match: *`).
+    pub fn create_new(&self, bytes: Vec<u8>) -> Result<Created> {
+        let Some((store, key)) = self.object()? else {
+            let path = self.display_path();
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+            }
+            let mut file = match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&path)
+            {
+                Ok(file) => file,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Ok(Created::AlreadyExists);
+                }
+                Err(e) => return Err(Error::io("creating", &path, e)),
+            };
+            file.write_all(&bytes)
+                .and_then(|()| file.sync_all())
+                .map_err(|e| Error::io("writing", &path, e))?;
+            return Ok(Created::Yes);
+        };
+        let options = PutOptions::from(PutMode::Create);
+        match block_on(store.put_opts(&key, PutPayload::from(bytes), options))? {
+            Ok(_) => Ok(Created::Yes),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
+            Err(e) => Err(self.storage_error("creating")(e)),
+        }
+    }
+
+    /// Replaces the object with `bytes` only if it is still at `version` (on S3 `If-Match`);
+    /// false if another writer changed it first. Local files have no versions: an error.
+    pub fn replace_if_unchanged(&self, bytes: Vec<u8>, version: UpdateVersion) -> Result<bool> {
+        let Some((store, key)) = self.object()? else {
+            return Err(Error::io(
+                "replacing only if unchanged",
+                self.display_path(),
+                std::io::Error::from(std::io::ErrorKind::Unsupported),
+            ));
+        };
+        let options = PutOptions::from(PutMode::Update(version));
+        match block_on(store.put_opts(&key, PutPayload::from(bytes), options))? {
+            Ok(_) => Ok(true),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) => Ok(false),
+            Err(e) => Err(self.storage_error("replacing")(e)),
+        }
+    }
+
+    /// Whether a file exists here, or (for a folder) anything below it.
+    pub fn exists(&self) -> Result<bool> {
+        block_on(self.exists_async())?
+    }
+
+    /// [`Location::exists`], for async callers.
+    pub async fn exists_async(&self) -> Result<bool> {
+        let Some((store, key)) = self.object()? else {
+            return Ok(self.display_path().exists());
+        };
+        if store.head(&key).await.is_ok() {
+            return Ok(true);
+        }
+        let mut below = store.list(Some(&key));
+        below
+            .try_next()
+            .await
+            .map(|first| first.is_some())
+            .map_err(self.storage_error("listing"))
+    }
+
+    /// Removes the file; a missing file is not an error.
+    pub fn remove(&self) -> Result<()> {
+        let Some((store, key)) = self.object()? else {
+            let path = self.display_path();
+            return match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("removing", &path, e))
+                }
+                _ => Ok(()),
+            };
+        };
+        match block_on(store.delete(&key))? {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.storage_error("removing")(e)),
+        }
+    }
+
+    /// Removes the folder and everything below it; a missing folder is not an error.
+    pub fn remove_all(&self) -> Result<()> {
+        let Some((store, key)) = self.object()? else {
+            let path = self.display_path();
+            return match std::fs::remove_dir_all(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(Error::io("removing", &path, e))
+                }
+                _ => Ok(()),
+            };
+        };
+        block_on(async {
+            let keys = store.list(Some(&key)).map_ok(|meta| meta.location).boxed();
+            store
+                .delete_stream(keys)
+                .try_for_each(|_| async { Ok(()) })
+                .await
+                .map_err(self.storage_error("removing"))
+        })?
+    }
+
+    /// The files below this S3 folder whose relative path sorts after `start_after` (all of
+    /// them if `None`), in key order: one paged `ListObjectsV2` from that key on, so the
+    /// listing does not grow with what sorts before it.
+    pub fn list_files(&self, start_after: Option<&str>) -> Result<Vec<Listed>> {
+        let Some((store, key)) = self.object()? else {
+            return Err(Error::io(
+                "listing by key",
+                self.display_path(),
+                std::io::Error::from(std::io::ErrorKind::Unsupported),
+            ));
+        };
+        let prefix = if key.as_ref().is_empty() {
+            String::new()
+        } else {
+            format!("{key}/")
+        };
+        block_on(async {
+            let listing = match start_after {
+                Some(after) => {
+                    store.list_with_offset(Some(&key), &Key::from(format!("{prefix}{after}")))
+                }
+                None => store.list(Some(&key)),
+            };
+            let metas: Vec<_> = listing
+                .try_collect()
+                .await
+                .map_err(self.storage_error("listing"))?;
+            Ok(metas
+                .into_iter()
+                .filter_map(|meta| {
+                    let rel = meta.location.as_ref().strip_prefix(&prefix)?.to_owned();
+                    Some(Listed {
+                        rel_path: rel,
+                        size: meta.size,
+                    })
+                })
+                .collect())
+        })?
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Local(path) => write!(f, "{}", path.display()),
+            Self::S3 { bucket, key } if key.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
+        }
+    }
+}
+
+/// Groups `files` (paths relative to one folder) by their first path part.
+pub fn by_folder(files: Vec<Listed>) -> BTreeMap<String, Vec<Listed>> {
+    let mut folders: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
+    for file in files {
+        let folder = file
+            .rel_path
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        folders.entry(folder).or_default().push(file);
+    }
+    folders
+}
+
+/// Replaces `path` atomically with `bytes`: a temporary file, fsync, rename, fsync the folder.
+fn write_local_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming", &tmp, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        // Persist the rename itself; not every file system supports syncing a folder.
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn s3_urls_parse_and_join() {
+        let loc = Location::parse_url("s3://my-bucket/tables/prod/").unwrap_or_default();
+        assert_eq!(
+            loc,
+            Some(Location::S3 {
+                bucket: "my-bucket".into(),
+                key: "tables/prod".into()
+            })
+        );
+        let loc = loc.unwrap_or_else(|| Location::Local("/".into()));
+        assert_eq!(
+            loc.join("_checkpoint/checkpoint.json").to_string(),
+            "s3://my-bucket/tables/prod/_checkpoint/checkpoint.json"
+        );
+        assert!(loc.join("x").starts_with(&loc));
+        assert!(!loc.starts_with(&loc.join("x")));
+        let sibling = Location::parse_url("s3://my-bucket/tables/production");
+        assert!(
+            !sibling
+                .unwrap_or_default()
+                .is_some_and(|s| s.starts_with(&loc))
+        );
+        let root = Location::parse_url("s3a://bkt").unwrap_or_default();
+        assert_eq!(
+            root.as_ref().map(|r| r.join("a/b").to_string()),
+            Some("s3://bkt/a/b".into())
+        );
+        assert_eq!(Location::parse_url("/data/log"), Ok(None));
+        for bad in [
+            "gs://bucket/x",
+            "s3://B/x",
+            "s3://ab/x",
+            "s3://bucket/a/../b",
+            "s3://bucket//a",
+        ] {
+            assert!(Location::parse_url(bad).is_err(), "{bad} must be refused");
+        }
+    }
+
+    #[test]
+    fn planned_paths_name_their_location() {
+        assert_eq!(
+            Location::of_path(Path::new("s3://bkt/log/ingest_hour=2026-03-01T00/a.jsonl")),
+            Location::S3 {
+                bucket: "bkt".into(),
+                key: "log/ingest_hour=2026-03-01T00/a.jsonl".into()
+            }
+        );
+        assert_eq!(
+            Location::of_path(Path::new("/log/a.jsonl")),
+            Location::Local("/log/a.jsonl".into())
+        );
+    }
+
+    #[test]
+    fn local_files_are_created_once_and_replaced_atomically() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("aquabill-storage-{}", std::process::id()));
+        let file = Location::Local(dir.join("sub/f.json"));
+        assert_eq!(file.read()?, None);
+        assert_eq!(file.create_new(b"one".to_vec())?, Created::Yes);
+        assert_eq!(file.create_new(b"two".to_vec())?, Created::AlreadyExists);
+        assert_eq!(file.read()?, Some(b"one".to_vec()));
+        file.write_atomic(b"three".to_vec())?;
+        assert_eq!(file.read()?, Some(b"three".to_vec()));
+        assert!(file.exists()?);
+        file.remove()?;
+        file.remove()?;
+        assert!(!file.exists()?);
+        Location::Local(dir.clone()).remove_all()?;
+        assert!(!dir.exists());
+        Ok(())
+    }
+}
