@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 from deltalake import DeltaTable
@@ -19,9 +20,12 @@ TIMING = ('started_at', 'duration_ms', 'plan_ms', 'parse_ms', 'dedup_ms', 'hourl
           'cumulative_usage_version', 'cumulative_usage_files')
 
 
-def run_once(binary: Path, log: Path, out: Path, cap: int = 0, crash_at: int | None = None,
-             tz: str = 'UTC', rebuild: bool = False) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
+def run_once(binary: Path, log: Path | str, out: Path | str, cap: int = 0,
+             crash_at: int | None = None, tz: str = 'UTC', rebuild: bool = False,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """One run in its own process; `log` and `out` are folders or `s3://` URLs (`env` then
+    holds the S3 settings)."""
+    env = dict(os.environ) | (env or {})
     env.pop('AQUABILL_CRASH_AT', None)
     if crash_at is not None:
         env['AQUABILL_CRASH_AT'] = str(crash_at)
@@ -31,15 +35,46 @@ def run_once(binary: Path, log: Path, out: Path, cap: int = 0, crash_at: int | N
                           capture_output=True, text=True, env=env, timeout=300)
 
 
-def finish(binary: Path, log: Path, out: Path, cap: int = 0, attempts: int = 200,
-           tz: str = 'UTC') -> None:
+def finish(binary: Path, log: Path | str, out: Path | str, cap: int = 0, attempts: int = 200,
+           tz: str = 'UTC', env: dict[str, str] | None = None) -> None:
     """Runs until no new files are left."""
     for _ in range(attempts):
-        done = run_once(binary, log, out, cap, tz=tz)
+        done = run_once(binary, log, out, cap, tz=tz, env=env)
         assert done.returncode == 0, done.stderr
         if 'no new files' in done.stdout:
             return
     raise AssertionError('runs never ran out of files')
+
+
+def crash_at_every_step(attempt: Callable[[int, int | None], subprocess.CompletedProcess[str]],
+                        state_of: Callable[[int], dict[str, object]],
+                        reference: dict[str, object]) -> list[str]:
+    """Crashes runs after durable step k = 1, 2, ... in turn, each k into a target of its own:
+    `attempt(k, crash_at)` runs once into target k (armed or not), every crash is followed by
+    an unarmed run, and the runs go on until no new files are left; then `state_of(k)` must
+    equal `reference`. Stops at the first k no run reaches; returns the steps crashed after."""
+    covered: list[str] = []
+    k = 0
+    while True:
+        k += 1
+        crashes = 0
+        for _ in range(100):
+            armed = attempt(k, k)
+            step = crashed(armed)
+            if step is not None:
+                crashes += 1
+                covered.append(step)
+                assert armed.returncode != 0
+                # The next run, unarmed, must finish what the crashed one left.
+                again = attempt(k, None)
+                assert again.returncode == 0, again.stderr
+                continue
+            assert armed.returncode == 0, armed.stderr
+            if 'no new files' in armed.stdout:
+                break
+        assert state_of(k) == reference, f'crash after durable step {k} changed the result'
+        if crashes == 0:
+            return covered
 
 
 def crashed(proc: subprocess.CompletedProcess[str]) -> str | None:

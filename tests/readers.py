@@ -20,17 +20,28 @@ def _sorted(rows: list[dict]) -> Rows:
     return sorted(tuple(sorted(r.items())) for r in rows)
 
 
-def delta_extension() -> Path:
-    """The DuckDB `delta` extension shipped in the `duckdb-ext-delta` wheel."""
-    found = sorted(Path(next(iter(duckdb_ext.__path__))).rglob('delta.duckdb_extension'))
+def extension(name: str) -> Path:
+    """The DuckDB extension `name` shipped in the `duckdb-ext-<name>` wheel."""
+    found = sorted(Path(next(iter(duckdb_ext.__path__))).rglob(f'{name}.duckdb_extension'))
     if not found:
-        raise FileNotFoundError('delta.duckdb_extension is not in the duckdb-ext-delta wheel')
+        raise FileNotFoundError(f'{name}.duckdb_extension is not in the duckdb-ext-{name} wheel')
     return found[0]
 
 
 def duckdb_with_delta() -> duckdb.DuckDBPyConnection:
     con = duckdb.connect(config={'allow_unsigned_extensions': 'true'})
-    con.execute(f"LOAD '{delta_extension()}'")
+    con.execute(f"LOAD '{extension('delta')}'")
+    return con
+
+
+def duckdb_on_s3(endpoint: str, region: str, secret: str) -> duckdb.DuckDBPyConnection:
+    """DuckDB with `delta` and `httpfs` (from their wheels) and an S3 secret for `endpoint`
+    (`http://host:port`, path-style, as a local S3-compatible server wants)."""
+    con = duckdb_with_delta()
+    con.execute(f"LOAD '{extension('httpfs')}'")
+    host = endpoint.removeprefix('http://')
+    con.execute(f"CREATE SECRET s3 (TYPE s3, KEY_ID 'test', SECRET '{secret}', REGION '{region}', "
+                f"ENDPOINT '{host}', URL_STYLE 'path', USE_SSL false)")
     return con
 
 

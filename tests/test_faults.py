@@ -13,7 +13,8 @@ import pytest
 
 from aquabill_tools import nbexec
 from conftest import NOTEBOOK, KernelFactory
-from faults import TIMING, batches_applied_once, crashed, finish, rows, run_once, state
+from faults import (TIMING, batches_applied_once, crash_at_every_step, crashed, finish, rows,
+                    run_once, state)
 from test_semantics import add, reading
 
 GEN = ('--meters', '12', '--seed', '21', '--duplicate-rate', '0.05', '--offline-share', '0.3',
@@ -40,40 +41,30 @@ def reference(tmp_path_factory: pytest.TempPathFactory, run_once_binary: Path,
 
 def test_crash_at_every_durable_step(tmp_path: Path, run_once_binary: Path, log: Path,
                                      reference: dict[str, object]) -> None:
-    covered: list[str] = []
-    k = 0
-    while True:
-        k += 1
+    def attempt(k: int, crash_at: int | None) -> subprocess.CompletedProcess[str]:
+        return run_once(run_once_binary, log, tmp_path / f'crash-{k}', cap=20, crash_at=crash_at)
+
+    def state_of(k: int) -> dict[str, object]:
         out = tmp_path / f'crash-{k}'
-        crashes = 0
-        for _ in range(100):
-            armed = run_once(run_once_binary, log, out, cap=20, crash_at=k)
-            step = crashed(armed)
-            if step is not None:
-                crashes += 1
-                covered.append(step)
-                assert armed.returncode != 0
-                # The next run, unarmed, must finish what the crashed one left.
-                again = run_once(run_once_binary, log, out, cap=20)
-                assert again.returncode == 0, again.stderr
-                continue
-            assert armed.returncode == 0, armed.stderr
-            if 'no new files' in armed.stdout:
-                break
-        assert state(out) == reference, f'crash after durable step {k} changed the result'
+        found = state(out)
         batches_applied_once(out)
         shutil.rmtree(out)
-        if crashes == 0:
-            break
-    # Every kind of durable step was hit, in the first batch and in later ones.
-    kinds = {c for c in covered}
+        return found
+
+    covered = crash_at_every_step(attempt, state_of, reference)
+    assert_every_kind_of_step(covered)
+
+
+def assert_every_kind_of_step(covered: list[str]) -> None:
+    """Every kind of durable step was hit, in the first batch and in later ones."""
+    kinds = set(covered)
     for expected in ('plan written', 'checkpoint written', 'hourly_usage: committed',
                      'hourly_usage: data files written', 'cumulative_usage: committed',
                      'quarantine: committed', 'run_metrics: committed',
                      'dedup_readings: committed', 'dedup_readings: created',
                      'dedup_keys: committed', 'dedup_meters: committed'):
         assert expected in kinds, (expected, sorted(kinds))
-    print(f'{k - 1} crash points, {len(covered)} crashes: {sorted(kinds)}')
+    print(f'{len(covered)} crashes: {sorted(kinds)}')
 
 
 def test_kernel_killed_mid_write(tmp_path: Path, run_once_binary: Path, log: Path,
