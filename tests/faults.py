@@ -12,6 +12,18 @@ from pathlib import Path
 
 from deltalake import DeltaTable
 
+# The reliability tests' log: 12 meters, duplicates, replays, malformed lines, 2 files an hour.
+GEN = ('--meters', '12', '--seed', '21', '--duplicate-rate', '0.05', '--offline-share', '0.3',
+       '--malformed-rate', '0.01', '--files-per-hour', '2')
+
+
+def generate_log(generator: Path, root: Path) -> Path:
+    """About 36 hours across a month boundary, 2 files an hour, with replays and bad lines."""
+    subprocess.run([str(generator), '--output', str(root), '--start-hour', '2026-03-31T00',
+                    '--end-hour', '2026-04-01T12', *GEN], check=True, capture_output=True)
+    return root
+
+
 TABLES = ('hourly_usage', 'cumulative_usage', 'monthly_bills', 'quarantine', 'run_metrics')
 # run_metrics columns that differ between two runs of the same batch (times; table versions and
 # file counts, which vacuum and compaction commits move).

@@ -13,21 +13,14 @@ import pytest
 
 from aquabill_tools import nbexec
 from conftest import NOTEBOOK, KernelFactory
-from faults import (TIMING, batches_applied_once, crash_at_every_step, crashed, finish, rows,
-                    run_once, state)
+from faults import (TIMING, batches_applied_once, crash_at_every_step, crashed, finish,
+                    generate_log, rows, run_once, state)
 from test_semantics import add, reading
-
-GEN = ('--meters', '12', '--seed', '21', '--duplicate-rate', '0.05', '--offline-share', '0.3',
-       '--malformed-rate', '0.01', '--files-per-hour', '2')
 
 
 @pytest.fixture(scope='module')
 def log(tmp_path_factory: pytest.TempPathFactory, generator: Path) -> Path:
-    """About 36 hours across a month boundary, 2 files an hour, with replays and bad lines."""
-    root = tmp_path_factory.mktemp('log') / 'log'
-    subprocess.run([str(generator), '--output', str(root), '--start-hour', '2026-03-31T00',
-                    '--end-hour', '2026-04-01T12', *GEN], check=True, capture_output=True)
-    return root
+    return generate_log(generator, tmp_path_factory.mktemp('log') / 'log')
 
 
 @pytest.fixture(scope='module')

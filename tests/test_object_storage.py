@@ -19,12 +19,12 @@ import pytest
 from deltalake import DeltaTable
 
 from aquabill_tools import nbexec
-from conftest import NOTEBOOK, KernelFactory
-from faults import (TABLES, TIMING, batches_applied_once, crash_at_every_step, crashed, finish, rows,
-                    run_once, state)
-from readers import duckdb_on_s3, duckdb_with_delta
 from aquabill_tools.s3server import REGION, Fault, S3Server
-from test_faults import GEN, assert_every_kind_of_step
+from conftest import NOTEBOOK, KernelFactory
+from faults import (TABLES, TIMING, batches_applied_once, crash_at_every_step, crashed, finish,
+                    generate_log, rows, run_once, state)
+from readers import duckdb_on_s3, duckdb_with_delta
+from test_faults import assert_every_kind_of_step
 
 
 @pytest.fixture(scope='module')
@@ -36,11 +36,7 @@ def s3() -> Iterator[S3Server]:
 
 @pytest.fixture(scope='module')
 def log(tmp_path_factory: pytest.TempPathFactory, generator: Path) -> Path:
-    """About 36 hours across a month boundary, 2 files an hour, with replays and bad lines."""
-    root = tmp_path_factory.mktemp('log') / 'log'
-    subprocess.run([str(generator), '--output', str(root), '--start-hour', '2026-03-31T00',
-                    '--end-hour', '2026-04-01T12', *GEN], check=True, capture_output=True)
-    return root
+    return generate_log(generator, tmp_path_factory.mktemp('log') / 'log')
 
 
 @pytest.fixture(scope='module')

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::hours::{format_hour, parse_hour};
-use crate::storage::{Location, by_folder};
+use crate::storage::{Listed, Location};
 
 /// Prefix of an ingestion-hour folder name.
 pub const FOLDER_PREFIX: &str = "ingest_hour=";
@@ -125,6 +125,21 @@ fn list_objects(
         }
     }
     Ok(listing)
+}
+
+/// Groups `files` (paths relative to one folder) by their first path part.
+fn by_folder(files: Vec<Listed>) -> BTreeMap<String, Vec<Listed>> {
+    let mut folders: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
+    for file in files {
+        let folder = file
+            .rel_path
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        folders.entry(folder).or_default().push(file);
+    }
+    folders
 }
 
 /// The file as a new file of the batch, `None` if it was committed with this size; an error if

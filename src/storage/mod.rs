@@ -16,7 +16,6 @@
 mod runtime;
 mod s3;
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -322,12 +321,7 @@ impl Location {
     pub fn remove(&self) -> Result<()> {
         let Some((store, key)) = self.object()? else {
             let path = self.display_path();
-            return match std::fs::remove_file(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io("removing", &path, e))
-                }
-                _ => Ok(()),
-            };
+            return missing_is_removed(std::fs::remove_file(&path), &path);
         };
         match block_on(store.delete(&key))? {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -339,12 +333,7 @@ impl Location {
     pub fn remove_all(&self) -> Result<()> {
         let Some((store, key)) = self.object()? else {
             let path = self.display_path();
-            return match std::fs::remove_dir_all(&path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(Error::io("removing", &path, e))
-                }
-                _ => Ok(()),
-            };
+            return missing_is_removed(std::fs::remove_dir_all(&path), &path);
         };
         block_on(async {
             let keys = store.list(Some(&key)).map_ok(|meta| meta.location).boxed();
@@ -407,19 +396,12 @@ impl fmt::Display for Location {
     }
 }
 
-/// Groups `files` (paths relative to one folder) by their first path part.
-pub fn by_folder(files: Vec<Listed>) -> BTreeMap<String, Vec<Listed>> {
-    let mut folders: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
-    for file in files {
-        let folder = file
-            .rel_path
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        folders.entry(folder).or_default().push(file);
+/// The result of removing a local file or folder: one that is already gone is removed.
+fn missing_is_removed(removed: std::io::Result<()>, path: &Path) -> Result<()> {
+    match removed {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", path, e)),
+        _ => Ok(()),
     }
-    folders
 }
 
 /// Replaces `path` atomically with `bytes`: a temporary file, fsync, rename, fsync the folder.
