@@ -163,6 +163,54 @@ pub enum Error {
         /// Who holds it, as the holder wrote it.
         holder: String,
     },
+    /// A table was built with another value of a parameter that gives its rows their meaning.
+    #[error(
+        "table `{table}` ({location}) was built with {parameter} = {stored}, and this run has \
+         {parameter} = {given}: nothing was changed. Run with {parameter} = {stored}; or, to \
+         use {given}, compute the tables afresh under a new output_root (and a new \
+         checkpoint_location, if you set one): its first run takes the whole log. See \
+         docs/OPERATIONS.md, \"Changing a parameter\""
+    )]
+    Pinned {
+        /// Table name.
+        table: &'static str,
+        /// The table's folder or URL.
+        location: String,
+        /// The parameter.
+        parameter: &'static str,
+        /// The value the table stores.
+        stored: String,
+        /// The run's value.
+        given: String,
+    },
+    /// The checkpoint and the tables record different batches: one of them was restored from
+    /// an older copy, moved, or is missing.
+    #[error(
+        "the checkpoint ({checkpoint}) and the tables disagree: the checkpoint's last batch is \
+         {last_batch}, and {tables}. Nothing was changed. A checkpoint restored from a copy older \
+         than the tables, or tables older than the checkpoint (restored, moved, or under a \
+         mistyped output_root), would lose readings. Restore the checkpoint folder and the tables \
+         from the same backup, or point output_root and checkpoint_location where both are; see \
+         docs/OPERATIONS.md, \"Restoring a backup\""
+    )]
+    Disagree {
+        /// The checkpoint folder.
+        checkpoint: String,
+        /// The checkpoint's last batch.
+        last_batch: String,
+        /// What each table holds that disagrees.
+        tables: String,
+    },
+    /// Another run changed shared state while this one worked (two runs overlapped); this run
+    /// stopped before writing anything that depends on it.
+    #[error(
+        "another run changed {what}. This run stopped there and wrote nothing more; run again \
+         once the other run finished (see docs/OPERATIONS.md, \"Two hosts\")"
+    )]
+    Conflict {
+        /// What changed.
+        what: String,
+    },
     /// A run's own accounting does not add up; nothing after the check was committed.
     #[error("accounting check failed: {0}")]
     Accounting(String),

@@ -29,6 +29,7 @@
 
 #[cfg(test)]
 mod architecture;
+mod clock;
 mod config;
 pub mod contract;
 mod error;

@@ -8,17 +8,24 @@
 //! each table is replaced by one Delta commit (readers see the old version or the new one, never
 //! a mix within a table), the dedup state likewise, and the checkpoint last.
 //!
+//! The rebuild is a batch of its own: its id is past every batch the checkpoint and the tables
+//! hold, every table records it, and its plan (`rebuild: true`, no files) stays in the checkpoint
+//! folder, so a later rebuild replays the batches before it, passes over it and replays those
+//! after it: a rebuild works any number of times. Before anything is written the tables must
+//! agree with the checkpoint, as for a run.
+//!
 //! Crash safety: a marker (`_rebuild/rebuild.json`) written before the first replacement makes
-//! ordinary runs refuse until a rebuild finished; a rebuild started again after a crash reuses
-//! the staging folder and skips the replacements already committed (they carry the rebuild's
-//! batch id as their application transaction).
+//! ordinary runs refuse until a rebuild finished; a rebuild started again after a crash finishes
+//! with the marker's batch id and skips the replacements already committed (they carry it as
+//! their application transaction). A rebuild that finds no marker removes whatever an
+//! interrupted replay left in the staging folder and replays from batch 0.
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::run::Run;
-use crate::state::{FORMAT_1_STATE, RunLock, Store, marker};
+use crate::run::{Run, checked_tables};
+use crate::state::{FORMAT_1_STATE, Plan, RunLock, Store, marker};
 use crate::storage::Location;
-use crate::table::{self, Committed, Spec, Table, block_on};
+use crate::table::{self, Committed, Spec, Table, block_on, pins};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Default)]
@@ -44,22 +51,40 @@ fn staging_config(config: &Config) -> Config {
 
 /// Rebuilds every table from the log; see the module documentation.
 pub fn rebuild(config: &Config) -> Result<RebuildReport> {
-    let _lock = RunLock::acquire(&config.checkpoint_dir)?;
+    let lock = RunLock::acquire(&config.checkpoint_dir)?;
     let store = Store::new(&config.checkpoint_dir);
     let staging = staging_config(config);
+    let checkpoint = store.load_for_rebuild()?;
     // An interrupted rebuild is finished with the batch id it started with.
     let unfinished = marker::batch(&config.output_root)?;
-    let rebuild_batch = match unfinished {
-        Some(batch) => batch,
-        None => store.load_for_rebuild()?.next_batch,
-    };
-    if unfinished.is_none() && store.load_plan(rebuild_batch)?.is_some() {
+    if unfinished.is_none() && store.load_plan(checkpoint.next_batch)?.is_some() {
         return Err(Error::BatchUnfinished {
-            batch: rebuild_batch,
+            batch: checkpoint.next_batch,
         });
     }
+    // The tables must agree with the checkpoint before anything is written (an earlier
+    // layout's dedup state lives elsewhere: its rebuild starts from the output tables alone).
+    let highest = if checkpoint.is_current() {
+        let tables = checked_tables(config, &checkpoint, unfinished)?;
+        let mut highest = None;
+        for table in tables.values() {
+            highest = highest.max(block_on(table.last_batch())??);
+        }
+        highest
+    } else {
+        None
+    };
+    let rebuild_batch = unfinished.unwrap_or_else(|| {
+        checkpoint
+            .next_batch
+            .max(highest.map_or(0, |batch| batch + 1))
+    });
 
     // 1. Replay batches 0..rebuild_batch into the staging folder, with the files' sizes now.
+    // Without a marker the replay starts afresh: what an interrupted replay left is removed.
+    if unfinished.is_none() {
+        staging.output_root.remove_all()?;
+    }
     let staged = Store::new(&staging.checkpoint_dir);
     for batch in staged.load()?.next_batch..rebuild_batch {
         let Some(mut plan) = store.load_plan(batch)? else {
@@ -68,12 +93,16 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
                 reason: format!("the plan of batch {batch} is missing: cannot replay it"),
             });
         };
+        if plan.rebuild {
+            pass_over_rebuild(&staging, &staged, &plan)?;
+            continue;
+        }
         for file in &mut plan.files {
             let input = config.input_root.join(&file.rel_path);
             file.path = input.display_path();
             file.size = input.size()?;
         }
-        staged.save_plan(&plan)?;
+        staged.replace_plan(&plan)?;
         // The saved plan, resumed as is (no listing: the replay takes no other file).
         let mut run = Run::start_next(&staging, &[])?;
         run.parse()?;
@@ -84,24 +113,35 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     }
 
     // 2. From here on ordinary runs must wait for the rebuild to finish.
-    marker::write(&config.output_root, rebuild_batch)?;
+    if unfinished.is_none() {
+        marker::write(&config.output_root, rebuild_batch)?;
+    }
 
     // 3. Replace each table by the staged one, one commit each.
     let mut tables = Vec::new();
     for spec in table::ALL {
         let (live_dir, staged_dir) = (spec.dir(config), spec.dir(&staging));
-        let (rows, committed) = replace_table(&live_dir, &staged_dir, spec, rebuild_batch)?;
+        let (rows, committed) = replace_table(&live_dir, &staged_dir, spec, rebuild_batch, config)?;
         tables.push((spec.name, rows, committed));
     }
 
-    // 4. The checkpoint: the replay's, with the batch plans' new sizes, past the rebuild batch.
+    // 4. The plans with the files' sizes now, the rebuild's own plan (a later rebuild passes
+    // over it), then the checkpoint: the replay's, past the rebuild batch.
     let mut replayed = staged.load()?;
     for batch in 0..rebuild_batch {
         if let Some(plan) = staged.load_plan(batch)? {
-            store.save_plan(&plan)?;
+            store.replace_plan(&plan)?;
         }
     }
+    store.replace_plan(&Plan {
+        batch_id: rebuild_batch,
+        watermark_before: replayed.watermark_hour,
+        files: Vec::new(),
+        clock_skew_minutes: None,
+        rebuild: true,
+    })?;
     replayed.next_batch = rebuild_batch + 1;
+    lock.check()?;
     store.commit(&replayed)?;
     // The dedup state of the earlier layout, replaced by this version's tables above.
     config.checkpoint_dir.join(FORMAT_1_STATE).remove_all()?;
@@ -113,13 +153,33 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     })
 }
 
+/// Replays an earlier rebuild's batch into the staging tables: it took no files, so each table
+/// records the batch alone, as the live tables did, and the staged checkpoint moves past it.
+fn pass_over_rebuild(staging: &Config, staged: &Store, plan: &Plan) -> Result<()> {
+    for spec in table::ALL {
+        let mut table = block_on(Table::open_pinned(&spec.dir(staging), spec, &pins(staging)))??;
+        block_on(table.commit_removing(
+            plan.batch_id,
+            None,
+            &Default::default(),
+            &Default::default(),
+        ))??;
+    }
+    staged.replace_plan(plan)?;
+    let mut checkpoint = staged.load()?;
+    checkpoint.next_batch = plan.batch_id + 1;
+    staged.commit(&checkpoint)
+}
+
 fn replace_table(
     live_dir: &Location,
     staged_dir: &Location,
     spec: &'static Spec,
     batch: i64,
+    config: &Config,
 ) -> Result<(usize, Committed)> {
-    let staged = block_on(Table::open_or_create(staged_dir, spec))??;
-    let mut live = block_on(Table::open_or_create(live_dir, spec))??;
+    let pins = pins(config);
+    let staged = block_on(Table::open_pinned(staged_dir, spec, &pins))??;
+    let mut live = block_on(Table::open_pinned(live_dir, spec, &pins))??;
     live.replace_with(&staged, batch)
 }

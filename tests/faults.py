@@ -34,15 +34,18 @@ TIMING = ('started_at', 'duration_ms', 'plan_ms', 'parse_ms', 'dedup_ms', 'hourl
 
 def run_once(binary: Path, log: Path | str, out: Path | str, cap: int = 0,
              crash_at: int | None = None, tz: str = 'UTC', rebuild: bool = False,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+             env: dict[str, str] | None = None, params: dict[str, str] | None = None
+             ) -> subprocess.CompletedProcess[str]:
     """One run in its own process; `log` and `out` are folders or `s3://` URLs (`env` then
-    holds the S3 settings)."""
+    holds the S3 settings); `params` are further notebook parameters."""
     env = dict(os.environ) | (env or {})
     env.pop('AQUABILL_CRASH_AT', None)
     if crash_at is not None:
         env['AQUABILL_CRASH_AT'] = str(crash_at)
     args = [str(binary), '-p', 'input_root', str(log), '-p', 'output_root', str(out),
             '-p', 'billing_timezone', tz, '-p', 'batch_cap', str(cap)]
+    for name, value in (params or {}).items():
+        args += ['-p', name, value]
     return subprocess.run(args + (['-p', 'rebuild', 'true'] if rebuild else []),
                           capture_output=True, text=True, env=env, timeout=300)
 

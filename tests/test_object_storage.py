@@ -192,7 +192,7 @@ def test_one_run_at_a_time_on_s3(s3: S3Server, s3_log: str, tables: str, log: Pa
     assert held.returncode == 3 and 'pid 1 on elsewhere' in held.stderr, held.stderr
     s3.client.put_object(Bucket=bucket, Key=lock, Body=lock_object('elsewhere', -1))
     finish(run_once_binary, s3_log, tables, env=s3.env)
-    assert lock not in s3.keys(bucket, prefix), 'a finished run releases its lock'
+    assert lock_holder(s3, tables)['released'] is True, 'a finished run releases its lock'
     assert copied(s3, tables, tmp_path / 'copy') == state(ref)
 
     # Two started together never both commit a batch.
@@ -203,6 +203,100 @@ def test_one_run_at_a_time_on_s3(s3: S3Server, s3_log: str, tables: str, log: Pa
     assert codes in ([0, 0], [0, 3]), codes
     finish(run_once_binary, s3_log, together, env=s3.env)
     assert copied(s3, together, tmp_path / 'together') == state(ref)
+
+
+def lock_holder(s3: S3Server, tables: str) -> dict:
+    bucket, prefix = bucket_and_prefix(tables)
+    got = s3.client.get_object(Bucket=bucket, Key=f'{prefix}/_checkpoint/run.lock')
+    return json.loads(got['Body'].read())
+
+
+def stalled_run(args: list[str], env: dict[str, str], ms: int) -> subprocess.Popen[str]:
+    """A run that stalls `ms` milliseconds right after writing its plan (holding the lock)."""
+    run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env=env | {'AQUABILL_STALL_AT': f'1:{ms}'})
+    assert run.stderr is not None
+    stalled = run.stderr.readline()
+    assert f'stalling {ms} ms after durable step 1: plan written' in stalled, stalled
+    return run
+
+
+def test_a_working_run_renews_its_lease(s3: S3Server, s3_log: str, tables: str,
+                                       run_once_binary: Path) -> None:
+    args = [str(run_once_binary), '-p', 'input_root', s3_log, '-p', 'output_root', tables]
+    env = dict(os.environ) | s3.env | {'AQUABILL_LOCK_LEASE_SECONDS': '2'}
+    first = stalled_run(args, env, 7000)
+    time.sleep(4.5)  # more than two leases
+    second = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert second.returncode == 3, second.stderr
+    assert 'another run is working on these tables' in second.stderr
+    assert first.wait(timeout=300) == 0, first.communicate()[1]
+    assert lock_holder(s3, tables)['released'] is True
+
+
+def test_a_run_whose_lock_was_taken_over_stops_before_its_checkpoint(
+        s3: S3Server, s3_log: str, tables: str, log: Path, run_once_binary: Path,
+        tmp_path: Path) -> None:
+    args = [str(run_once_binary), '-p', 'input_root', s3_log, '-p', 'output_root', tables]
+    env = dict(os.environ) | s3.env | {'AQUABILL_LOCK_LEASE_SECONDS': '2'}
+    first = stalled_run(args, env, 4000)
+    # Another run takes the lock over meanwhile (as once a lease lapsed).
+    bucket, prefix = bucket_and_prefix(tables)
+    lock = f'{prefix}/_checkpoint/run.lock'
+    s3.client.put_object(Bucket=bucket, Key=lock, Body=lock_object('elsewhere', 600))
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 1, err
+    assert 'another run changed the run lock' in err, err
+    assert f'{prefix}/_checkpoint/checkpoint.json' not in s3.keys(bucket, prefix)
+    # The successor's lock is left as it is: neither deleted nor marked released.
+    assert lock_holder(s3, tables)['holder'] == 'pid 1 on elsewhere since 2026-12-01T00:00:00Z'
+    assert not lock_holder(s3, tables).get('released')
+    # Once the successor is gone, the next run finishes the batch exactly.
+    s3.client.put_object(Bucket=bucket, Key=lock, Body=lock_object('elsewhere', -1))
+    finish(run_once_binary, s3_log, tables, env=s3.env)
+    ref = tmp_path / 'ref'
+    finish(run_once_binary, log, ref)
+    assert copied(s3, tables, tmp_path / 'copy') == state(ref)
+
+
+def test_the_checkpoint_is_replaced_only_if_unchanged(
+        s3: S3Server, s3_log: str, tables: str, log: Path, run_once_binary: Path,
+        tmp_path: Path) -> None:
+    args = [str(run_once_binary), '-p', 'input_root', s3_log, '-p', 'output_root', tables]
+    env = dict(os.environ) | s3.env
+    first = stalled_run(args, env, 3000)
+    # Another writer creates the checkpoint while the run works (two runs overlapping).
+    bucket, prefix = bucket_and_prefix(tables)
+    other = {'format': 2, 'next_batch': 0, 'watermark_hour': None, 'latest_ingest_hour': None,
+             'files': {}}
+    s3.client.put_object(Bucket=bucket, Key=f'{prefix}/_checkpoint/checkpoint.json',
+                         Body=json.dumps(other).encode())
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 1, err
+    assert 'another run changed the checkpoint' in err, err
+    got = s3.client.get_object(Bucket=bucket, Key=f'{prefix}/_checkpoint/checkpoint.json')
+    assert json.loads(got['Body'].read()) == other, 'the other writer was not overwritten'
+    finish(run_once_binary, s3_log, tables, env=s3.env)
+    ref = tmp_path / 'ref'
+    finish(run_once_binary, log, ref)
+    assert copied(s3, tables, tmp_path / 'copy') == state(ref)
+
+
+def test_a_lock_of_another_machine_with_this_host_name_is_respected(
+        s3: S3Server, s3_log: str, tables: str, run_once_binary: Path) -> None:
+    """Containers can share a host name and reuse process ids: a lock whose holder's process
+    id does not exist here, written on another machine under this host's name, is respected
+    until its lease expires."""
+    host = Path('/etc/hostname').read_text().strip() if Path('/etc/hostname').exists() else ''
+    bucket, prefix = bucket_and_prefix(tables)
+    body = {'holder': f'pid 4194300 on {host} since 2026-12-01T00:00:00Z', 'host': host,
+            'pid': 4194300, 'expires_unix': int(time.time()) + 600, 'token': 'theirs',
+            'machine': 'another-boot-id pid:[4026531836]'}
+    assert not Path('/proc/4194300').exists()
+    s3.client.put_object(Bucket=bucket, Key=f'{prefix}/_checkpoint/run.lock',
+                         Body=json.dumps(body).encode())
+    held = run_once(run_once_binary, s3_log, tables, env=s3.env)
+    assert held.returncode == 3 and 'pid 4194300' in held.stderr, held.stderr
 
 
 def test_transient_store_errors_are_retried(s3: S3Server, s3_log: str, tables: str,

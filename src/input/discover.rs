@@ -50,23 +50,59 @@ pub struct Listing {
     pub new_files: Vec<PlannedFile>,
     /// Paths that do not fit the layout, with the reason, for the run report.
     pub ignored: Vec<(String, &'static str)>,
+    /// Ingestion-hour folders named after the latest hour a run may take (a clock ahead of
+    /// this one wrote them): not taken, and reported by every run until their files are moved.
+    pub held_back: Vec<HeldBack>,
+}
+
+/// An ingestion-hour folder dated in the future, held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBack {
+    /// The folder's name (`ingest_hour=...`).
+    pub folder: String,
+    /// The `.jsonl` files in it that no run committed.
+    pub files: usize,
 }
 
 /// How often a log on S3 is listed whole: every this many batches (about daily).
 pub const FULL_LISTING_EVERY_BATCHES: i64 = 24;
 
 /// Lists the log's files not among `committed` (relative path -> size in bytes) for batch
-/// `batch`; on S3 from the folder of hour `watermark` on (see [`start_after`]). Fails if a
-/// committed file changed size.
+/// `batch`; on S3 from the folder of hour `watermark` on (see [`start_after`]). Folders of
+/// hours after `latest_hour` (see [`crate::clock::latest_ingest_hour`]) are held back. Fails if
+/// a committed file changed size.
 pub fn list_new_files(
     input_root: &Location,
     committed: &BTreeMap<String, u64>,
     watermark: Option<i64>,
     batch: i64,
+    latest_hour: i64,
 ) -> Result<Listing> {
-    match input_root.as_local() {
-        Some(dir) => list_folder(dir, committed),
-        None => list_objects(input_root, committed, start_after(watermark, batch)),
+    let mut listing = match input_root.as_local() {
+        Some(dir) => list_folder(dir, committed)?,
+        None => list_objects(input_root, committed, start_after(watermark, batch))?,
+    };
+    hold_back(&mut listing, latest_hour);
+    Ok(listing)
+}
+
+/// Moves the files of folders dated after `latest_hour` out of the listing's new files.
+fn hold_back(listing: &mut Listing, latest_hour: i64) {
+    let (taken, future): (Vec<_>, Vec<_>) = std::mem::take(&mut listing.new_files)
+        .into_iter()
+        .partition(|f| f.ingest_hour <= latest_hour);
+    listing.new_files = taken;
+    for file in future {
+        let folder = file
+            .rel_path
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        match listing.held_back.last_mut() {
+            Some(last) if last.folder == folder => last.files += 1,
+            _ => listing.held_back.push(HeldBack { folder, files: 1 }),
+        }
     }
 }
 
@@ -223,6 +259,47 @@ fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folders_after_the_latest_hour_are_held_back_whole() {
+        let file = |folder: &str, name: &str| PlannedFile {
+            rel_path: format!("{FOLDER_PREFIX}{folder}/{name}"),
+            path: PathBuf::from(name),
+            size: 1,
+            ingest_hour: parse_hour(folder).unwrap_or(i64::MIN),
+        };
+        let mut listing = Listing {
+            new_files: vec![
+                file("2026-03-14T09", "a.jsonl"),
+                file("2026-03-14T10", "b.jsonl"),
+                file("2026-03-14T11", "c.jsonl"),
+                file("2027-01-01T00", "d.jsonl"),
+                file("2027-01-01T00", "e.jsonl"),
+            ],
+            ..Listing::default()
+        };
+        hold_back(&mut listing, parse_hour("2026-03-14T10").unwrap_or(0));
+        let taken: Vec<&str> = listing
+            .new_files
+            .iter()
+            .map(|f| &f.path)
+            .filter_map(|p| p.to_str())
+            .collect();
+        assert_eq!(taken, ["a.jsonl", "b.jsonl"]);
+        assert_eq!(
+            listing.held_back,
+            [
+                HeldBack {
+                    folder: "ingest_hour=2026-03-14T11".into(),
+                    files: 1
+                },
+                HeldBack {
+                    folder: "ingest_hour=2027-01-01T00".into(),
+                    files: 2
+                },
+            ]
+        );
+    }
 
     #[test]
     fn s3_listings_start_at_the_watermark_and_are_whole_about_daily() {

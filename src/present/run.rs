@@ -7,6 +7,7 @@ use polars::prelude::*;
 
 use super::{Shown, html};
 use crate::hours::format_hour;
+use crate::input::HeldBack;
 use crate::input::{INGEST_HOUR, SEQ};
 use crate::run::{BacklogReport, DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
 use crate::table::{Committed, MONTHLY_BILLS, col};
@@ -40,11 +41,25 @@ impl fmt::Display for PlanReport {
         for (path, why) in &self.ignored {
             writeln!(f, "  ignored {path}: {why}")?;
         }
+        for held in &self.held_back {
+            writeln!(f, "  {}", held_back(held))?;
+        }
         if self.later > 0 {
             writeln!(f, "{}", later_files(self.later))?;
         }
         Ok(())
     }
+}
+
+/// What the plan says of a folder dated in the future.
+fn held_back(held: &HeldBack) -> String {
+    format!(
+        "held back {} ({} files): dated after the current hour (plus clock_skew_minutes), so a \
+         clock ahead of this one named it. Its files are not taken and the watermark does not \
+         move for them; move them into the folder of the hour they really arrived in (see \
+         docs/OPERATIONS.md, \"A folder from the future\")",
+        held.folder, held.files
+    )
 }
 
 /// What the plan says of the files beyond its batch.
@@ -83,6 +98,9 @@ impl Shown for PlanReport {
         }
         if self.later > 0 {
             out += &html::para(&later_files(self.later));
+        }
+        for held in &self.held_back {
+            out += &html::para(&held_back(held));
         }
         if !self.ignored.is_empty() {
             let rows: Vec<Vec<&str>> = self

@@ -46,7 +46,10 @@ impl Run {
         let checked = check_watermark(
             records.lazy(),
             self.batch.plan.watermark_before,
-            self.config.clock_skew_minutes,
+            self.batch
+                .plan
+                .clock_skew_minutes
+                .unwrap_or(self.config.clock_skew_minutes),
         )
         .collect()
         .map_err(err("watermark"))?;

@@ -90,6 +90,7 @@ impl Run {
         checkpoint.next_batch = batch + 1;
         checkpoint.watermark_hour = self.batch.watermark_after;
         checkpoint.latest_ingest_hour = self.batch.latest_ingest_after;
+        self.lock.check()?;
         self.store.commit(&checkpoint)?;
         crate::trace::phase("finish/checkpoint", p);
         if batch % VACUUM_EVERY_BATCHES == VACUUM_EVERY_BATCHES - 1 {

@@ -38,7 +38,7 @@ impl Run {
         let classified = self.classified("hourly")?;
         let quiet = &classified.quiet;
         let mut added = split_by_hour(&added, col::USAGE_HOUR)?;
-        let mut sides = Sides::new(&cumulative, self.config.billing_timezone);
+        let mut sides = Sides::new(&cumulative, &table, self.config.billing_timezone);
         let mut layouts = BTreeMap::new();
         for (&hour, rows) in &added {
             layouts.insert(hour, sides.hourly(hour, &customers(rows)?)?);

@@ -18,25 +18,32 @@ pub(super) struct Sides<'a> {
     cumulative: &'a Table,
     tz: Tz,
     stored: BTreeSet<i64>,
+    /// Hours with a file of either table this pipeline did not tag (see [`Role::Foreign`]):
+    /// their side set is unknown.
+    foreign: BTreeSet<i64>,
     side_sets: BTreeMap<i64, Option<FastSet<String>>>,
     months: BTreeMap<i64, FastSet<String>>,
 }
 
 impl<'a> Sides<'a> {
-    pub(super) fn new(cumulative: &'a Table, tz: Tz) -> Self {
+    pub(super) fn new(cumulative: &'a Table, hourly: &Table, tz: Tz) -> Self {
+        let mut foreign = cumulative.hours_with(Role::Foreign);
+        foreign.extend(hourly.hours_with(Role::Foreign));
         Self {
             cumulative,
             tz,
+            foreign,
             stored: cumulative.partitions(),
             side_sets: BTreeMap::new(),
             months: BTreeMap::new(),
         }
     }
 
-    /// The side set of `hour`; `None` when `cumulative_usage` has no such hour.
+    /// The side set of `hour`; `None` when `cumulative_usage` has no such hour, or when either
+    /// table has a file of the hour that another engine wrote (both are rewritten whole).
     pub(super) fn side_set(&mut self, hour: i64) -> Result<Option<&FastSet<String>>> {
         if !self.side_sets.contains_key(&hour) {
-            let set = if self.stored.contains(&hour) {
+            let set = if self.stored.contains(&hour) && !self.foreign.contains(&hour) {
                 let paths = self.cumulative.files_of(hour, Role::Side);
                 let rows = if paths.is_empty() {
                     Default::default()

@@ -8,7 +8,8 @@
 //! running again (each Delta commit carries `(aquabill, batch id)` and is skipped if the table
 //! already holds the batch):
 //!
-//! 1. the plan file (`batches/<id>.json`), before any table is touched;
+//! 1. the plan file (`batches/<id>.json`), created only if absent, before any table is touched
+//!    and once every table was found to agree with the checkpoint ([`agree`]);
 //! 2. `hourly_usage`, then `cumulative_usage`, then `monthly_bills` (only when the batch's
 //!    watermark passes a billing month's end): data files, then one commit each;
 //! 3. `quarantine`, then `run_metrics`;
@@ -16,6 +17,7 @@
 //!    so a rerun classifies records exactly as the crashed attempt did;
 //! 5. the checkpoint, last; then (every 24th batch) the vacuum.
 
+mod agree;
 mod backlog;
 mod bills;
 mod compaction;
@@ -38,6 +40,7 @@ use std::time::Instant;
 
 use polars::prelude::DataFrame;
 
+pub(crate) use agree::checked_tables;
 pub use backlog::{BacklogBatch, BacklogReport, catch_up};
 pub use metrics::{Counts, RunMetrics};
 pub use report::{BillsWritten, ClosedMonth, DedupReport, ParseReport, PlanReport, TableReport};
@@ -45,16 +48,16 @@ pub use report::{BillsWritten, ClosedMonth, DedupReport, ParseReport, PlanReport
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hashing::FastSet;
-use crate::input::{Parsed, PlannedFile};
+use crate::input::{HeldBack, Parsed, PlannedFile};
 use crate::quarantine::Quarantined;
 use crate::query::meters::MeterIndex;
 use crate::state::{Checkpoint, Plan, RunLock, Store};
-use crate::table::{Spec, Table, block_on};
+use crate::table::{Spec, Table, block_on, pins};
 
 /// State of a run between its steps.
 pub struct Run {
     config: Config,
-    _lock: RunLock,
+    lock: RunLock,
     store: Store,
     checkpoint: Checkpoint,
     batch: Batch,
@@ -72,6 +75,8 @@ struct Batch {
     resumed: bool,
     /// Paths that do not fit the log's layout, with the reason.
     ignored: Vec<(String, &'static str)>,
+    /// Folders dated after the current hour, not taken.
+    held_back: Vec<HeldBack>,
     watermark_after: Option<i64>,
     latest_ingest_after: Option<i64>,
     /// Files the run's listing found beyond this batch: its later batches.
@@ -136,7 +141,11 @@ impl Run {
     fn open(&mut self, spec: &'static Spec) -> Result<Table> {
         match self.tables.remove(spec.name) {
             Some(table) => Ok(table),
-            None => block_on(Table::open_or_create(&spec.dir(&self.config), spec))?,
+            None => block_on(Table::open_pinned(
+                &spec.dir(&self.config),
+                spec,
+                &pins(&self.config),
+            ))?,
         }
     }
 

@@ -1,9 +1,13 @@
 //! The first step: take the run lock, then resume the planned batch of a run that did not finish,
-//! or plan the files no run committed yet (up to the batch cap) and save that plan.
+//! or plan the files no run committed yet (up to the batch cap) and save that plan, once the
+//! tables are found to agree with the checkpoint. Folders dated after the current hour are held
+//! back: a clock ahead of this one wrote them.
 
 use std::time::Instant;
 
+use super::agree::checked_tables;
 use super::{Batch, Clock, Ledger, PlanReport, Run, Stage};
+use crate::clock::{self, latest_ingest_hour};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, format_hour};
@@ -43,21 +47,23 @@ impl Run {
         let store = Store::new(&config.checkpoint_dir);
         let checkpoint = store.load()?;
         let saved = store.load_plan(checkpoint.next_batch)?;
-        let (candidates, ignored) = match candidates {
+        let (candidates, ignored, held_back) = match candidates {
             Candidates::Listed => {
+                let latest = latest_ingest_hour(clock::now()?, config.clock_skew_minutes);
                 let listing = list_new_files(
                     &config.input_root,
                     &checkpoint.files,
                     checkpoint.watermark_hour,
                     checkpoint.next_batch,
+                    latest,
                 )?;
                 let mut files = listing.new_files;
                 if let Some(cap) = config.batch_cap {
                     files.truncate(cap.saturating_sub(saved.as_ref().map_or(0, |p| p.files.len())));
                 }
-                (files, listing.ignored)
+                (files, listing.ignored, listing.held_back)
             }
-            Candidates::Later(files) => (files.to_vec(), Vec::new()),
+            Candidates::Later(files) => (files.to_vec(), Vec::new(), Vec::new()),
         };
         // Not committed since (another run may have taken some between two batches of this
         // one), nor in the plan being resumed.
@@ -78,13 +84,25 @@ impl Run {
                     batch_id: checkpoint.next_batch,
                     watermark_before: checkpoint.watermark_hour,
                     files,
+                    clock_skew_minutes: Some(config.clock_skew_minutes),
+                    rebuild: false,
                 };
-                if !plan.files.is_empty() {
-                    store.save_plan(&plan)?;
-                }
                 (plan, false, later)
             }
         };
+        if plan.rebuild {
+            return Err(Error::RebuildUnfinished);
+        }
+        // Before anything is written: the tables agree with the checkpoint (a run with no files
+        // writes nothing and opens no table).
+        let tables = if plan.files.is_empty() {
+            Default::default()
+        } else {
+            checked_tables(config, &checkpoint, resumed.then_some(plan.batch_id))?
+        };
+        if !resumed && !plan.files.is_empty() {
+            store.save_plan(&plan)?;
+        }
         let latest_ingest_after = plan
             .files
             .iter()
@@ -98,13 +116,14 @@ impl Run {
             .max();
         let mut run = Self {
             config: config.clone(),
-            _lock: lock,
+            lock,
             store,
             checkpoint,
             batch: Batch {
                 plan,
                 resumed,
                 ignored,
+                held_back,
                 watermark_after,
                 latest_ingest_after,
                 later,
@@ -116,7 +135,7 @@ impl Run {
             },
             ledger: Ledger::default(),
             stage: Stage::Planned,
-            tables: Default::default(),
+            tables,
         };
         run.step_done("plan", started);
         Ok(run)
@@ -144,6 +163,7 @@ impl Run {
                 .map(|f| (f.rel_path.clone(), f.size))
                 .collect(),
             ignored: self.batch.ignored.clone(),
+            held_back: self.batch.held_back.clone(),
             watermark_before: plan.watermark_before.map(format_hour),
             later: self.batch.later.len(),
         }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use polars::prelude::DataFrame;
 
 use super::Counts;
+use crate::input::HeldBack;
 use crate::table::Committed;
 
 /// The files a run takes.
@@ -18,6 +19,8 @@ pub struct PlanReport {
     pub files: Vec<(String, u64)>,
     /// Paths that do not fit the log's layout, with the reason.
     pub ignored: Vec<(String, &'static str)>,
+    /// Ingestion-hour folders dated after the current hour: not taken.
+    pub held_back: Vec<HeldBack>,
     /// Watermark before the run.
     pub watermark_before: Option<String>,
     /// New files beyond this batch, for the run's later batches.

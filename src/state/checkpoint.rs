@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Store, file};
+use super::{Seen, Store, file};
 use crate::error::{Error, Result};
+use crate::storage::Created;
 
 /// Layout version of the checkpoint folder: 2 keeps the dedup state as integer keys
 /// (`dedup_keys`, `dedup_readings`); 1 kept it as strings in `dedup_state`.
@@ -33,6 +34,13 @@ pub struct Checkpoint {
     pub files: BTreeMap<String, u64>,
 }
 
+impl Checkpoint {
+    /// Whether it is in this version's layout (an earlier one can only be rebuilt).
+    pub fn is_current(&self) -> bool {
+        self.format == FORMAT
+    }
+}
+
 impl Store {
     /// The checkpoint, or an empty one before the first run.
     pub fn load(&self) -> Result<Checkpoint> {
@@ -54,7 +62,12 @@ impl Store {
     /// The checkpoint in this version's layout or in the earlier one a rebuild replaces.
     pub fn load_for_rebuild(&self) -> Result<Checkpoint> {
         let path = self.checkpoint_path();
-        let Some(cp) = file::read_json::<Checkpoint>(&path)? else {
+        let found = file::read_json_versioned::<Checkpoint>(&path)?;
+        *self.seen() = match &found {
+            Some((_, version)) => Seen::At(version.clone()),
+            None => Seen::Absent,
+        };
+        let Some((cp, _)) = found else {
             return Ok(Checkpoint {
                 format: FORMAT,
                 ..Checkpoint::default()
@@ -69,9 +82,37 @@ impl Store {
         Ok(cp)
     }
 
-    /// Records a finished batch: its files are committed and the next batch may start.
+    /// Records a finished batch: its files are committed and the next batch may start. On S3
+    /// the checkpoint is replaced only if it is still the version this store read (`If-Match`;
+    /// created only if absent when there was none): a run that another run overlapped stops
+    /// here with [`Error::Conflict`] instead of overwriting the other's progress. A local folder
+    /// has the run lock, an OS lock, for that.
     pub fn commit(&self, checkpoint: &Checkpoint) -> Result<()> {
-        file::write_json(&self.checkpoint_path(), checkpoint)?;
+        let path = self.checkpoint_path();
+        if path.as_local().is_some() {
+            file::write_json(&path, checkpoint)?;
+        } else {
+            let seen = self.seen().clone();
+            let written = match seen {
+                Seen::Unread => {
+                    return Err(Error::Checkpoint {
+                        path: path.display_path(),
+                        reason: "it was about to be replaced without being read first".into(),
+                    });
+                }
+                Seen::Absent => match file::create_json(&path, checkpoint)? {
+                    Created::Yes(version) => Some(version),
+                    Created::AlreadyExists => None,
+                },
+                Seen::At(version) => file::replace_json_if_unchanged(&path, checkpoint, &version)?,
+            };
+            let Some(version) = written else {
+                return Err(Error::Conflict {
+                    what: format!("the checkpoint {} since this run read it", path),
+                });
+            };
+            *self.seen() = Seen::At(version);
+        }
         crate::faults::durable("checkpoint written");
         Ok(())
     }
@@ -98,8 +139,23 @@ mod tests {
                 size: 12,
                 ingest_hour: 10,
             }],
+            clock_skew_minutes: Some(5),
+            rebuild: false,
         };
         store.save_plan(&plan)?;
+        assert_eq!(store.load_plan(0)?, Some(plan.clone()));
+        // A plan is created once: the same plan again is a rerun's, another is a second run's.
+        store.save_plan(&plan)?;
+        let other = Plan {
+            files: Vec::new(),
+            ..plan.clone()
+        };
+        match store.save_plan(&other) {
+            Err(e @ Error::Conflict { .. }) => {
+                assert!(e.to_string().contains("the plan of batch 0"), "{e}");
+            }
+            found => panic!("a second plan of batch 0 must be refused, got {found:?}"),
+        }
         assert_eq!(store.load_plan(0)?, Some(plan));
         let mut cp = store.load()?;
         cp.next_batch = 1;

@@ -5,9 +5,9 @@
 //! checkpoint, the batch plans, the rebuild marker, the run lock and the log need: read, replace
 //! atomically, create only if absent, replace only if unchanged, list, remove. A local file is
 //! replaced by writing a temporary file, syncing it and renaming it over the old one; an object
-//! is replaced by one PUT, which S3 makes atomic per object. "Create only if absent" is
-//! `O_EXCL` locally and a PUT with `If-None-Match: *` on S3; "replace only if unchanged" is a
-//! PUT with `If-Match: <etag>` (S3 only).
+//! is replaced by one PUT, which S3 makes atomic per object. "Create only if absent" is a
+//! temporary file hard-linked to its name locally and a PUT with `If-None-Match: *` on S3;
+//! "replace only if unchanged" is a PUT with `If-Match: <etag>` (S3 only).
 //!
 //! S3 settings (endpoint, region, credentials) come from the standard `AWS_*` environment
 //! variables only, never from notebook parameters, and are never printed; the Delta tables use
@@ -46,12 +46,38 @@ pub enum Location {
 }
 
 /// What [`Location::create_new`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
-    /// The file did not exist and now holds the bytes.
-    Yes,
+    /// The file did not exist and now holds the bytes, at this version.
+    Yes(Version),
     /// The file already existed; nothing was written.
     AlreadyExists,
+}
+
+/// A version of an object as the store reported it (on S3 its ETag), for
+/// [`Location::replace_if_unchanged`]; local files have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Version {
+    e_tag: Option<String>,
+    version: Option<String>,
+}
+
+impl Version {
+    fn update(&self) -> UpdateVersion {
+        UpdateVersion {
+            e_tag: self.e_tag.clone(),
+            version: self.version.clone(),
+        }
+    }
+}
+
+impl From<object_store::PutResult> for Version {
+    fn from(put: object_store::PutResult) -> Self {
+        Self {
+            e_tag: put.e_tag,
+            version: put.version,
+        }
+    }
 }
 
 /// One file found by [`Location::list_files`].
@@ -202,17 +228,11 @@ impl Location {
     }
 
     /// The file's bytes and (on S3) its version for [`Location::replace_if_unchanged`].
-    pub fn read_versioned(&self) -> Result<Option<(Vec<u8>, UpdateVersion)>> {
+    pub fn read_versioned(&self) -> Result<Option<(Vec<u8>, Version)>> {
         let Some((store, key)) = self.object()? else {
             let path = self.display_path();
             return match std::fs::read(&path) {
-                Ok(bytes) => Ok(Some((
-                    bytes,
-                    UpdateVersion {
-                        e_tag: None,
-                        version: None,
-                    },
-                ))),
+                Ok(bytes) => Ok(Some((bytes, Version::default()))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(Error::io("reading", &path, e)),
             };
@@ -220,7 +240,7 @@ impl Location {
         block_on(async {
             match store.get(&key).await {
                 Ok(got) => {
-                    let version = UpdateVersion {
+                    let version = Version {
                         e_tag: got.meta.e_tag.clone(),
                         version: got.meta.version.clone(),
                     };
@@ -251,33 +271,43 @@ impl Location {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
             }
-            let mut file = match std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&path)
-            {
-                Ok(file) => file,
+            // Written whole under a temporary name, then linked to its name: a link fails if
+            // the name exists, and a crash leaves no half-written file under it.
+            let tmp = temporary_sibling(&path);
+            let written = std::fs::File::create(&tmp)
+                .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+                .map_err(|e| Error::io("writing", &tmp, e));
+            let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
+                Ok(()) => Ok(Created::Yes(Version::default())),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    return Ok(Created::AlreadyExists);
+                    Ok(Created::AlreadyExists)
                 }
-                Err(e) => return Err(Error::io("creating", &path, e)),
-            };
-            file.write_all(&bytes)
-                .and_then(|()| file.sync_all())
-                .map_err(|e| Error::io("writing", &path, e))?;
-            return Ok(Created::Yes);
+                Err(e) => Err(Error::io("creating", &path, e)),
+            });
+            let removed = std::fs::remove_file(&tmp);
+            let created = linked?;
+            removed.map_err(|e| Error::io("removing", &tmp, e))?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
+            return Ok(created);
         };
         let options = PutOptions::from(PutMode::Create);
         match block_on(store.put_opts(&key, PutPayload::from(bytes), options))? {
-            Ok(_) => Ok(Created::Yes),
+            Ok(put) => Ok(Created::Yes(put.into())),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
             Err(e) => Err(self.storage_error("creating")(e)),
         }
     }
 
     /// Replaces the object with `bytes` only if it is still at `version` (on S3 `If-Match`);
-    /// false if another writer changed it first. Local files have no versions: an error.
-    pub fn replace_if_unchanged(&self, bytes: Vec<u8>, version: UpdateVersion) -> Result<bool> {
+    /// its new version, or `None` if another writer changed it first. Local files have no
+    /// versions: an error.
+    pub fn replace_if_unchanged(
+        &self,
+        bytes: Vec<u8>,
+        version: &Version,
+    ) -> Result<Option<Version>> {
         let Some((store, key)) = self.object()? else {
             return Err(Error::io(
                 "replacing only if unchanged",
@@ -285,13 +315,13 @@ impl Location {
                 std::io::Error::from(std::io::ErrorKind::Unsupported),
             ));
         };
-        let options = PutOptions::from(PutMode::Update(version));
+        let options = PutOptions::from(PutMode::Update(version.update()));
         match block_on(store.put_opts(&key, PutPayload::from(bytes), options))? {
-            Ok(_) => Ok(true),
+            Ok(put) => Ok(Some(put.into())),
             Err(
                 object_store::Error::Precondition { .. }
                 | object_store::Error::AlreadyExists { .. },
-            ) => Ok(false),
+            ) => Ok(None),
             Err(e) => Err(self.storage_error("replacing")(e)),
         }
     }
@@ -416,11 +446,26 @@ fn write_local_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         .and_then(|()| file.sync_all())
         .map_err(|e| Error::io("writing", &tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming", &tmp, e))?;
+    sync_dir(dir)
+}
+
+/// Persists a rename or link in `dir`; not every file system supports syncing a folder, so a
+/// folder that cannot be synced is not an error.
+fn sync_dir(dir: &Path) -> Result<()> {
     if let Ok(d) = std::fs::File::open(dir) {
-        // Persist the rename itself; not every file system supports syncing a folder.
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// A hidden name beside `path` that no other process uses at the same time.
+fn temporary_sibling(path: &Path) -> PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}-{nanos}.tmp", std::process::id()));
+    PathBuf::from(name)
 }
 
 #[cfg(test)]
@@ -487,9 +532,17 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("aquabill-storage-{}", std::process::id()));
         let file = Location::Local(dir.join("sub/f.json"));
         assert_eq!(file.read()?, None);
-        assert_eq!(file.create_new(b"one".to_vec())?, Created::Yes);
+        assert_eq!(
+            file.create_new(b"one".to_vec())?,
+            Created::Yes(Version::default())
+        );
         assert_eq!(file.create_new(b"two".to_vec())?, Created::AlreadyExists);
         assert_eq!(file.read()?, Some(b"one".to_vec()));
+        // No temporary file is left beside it.
+        let left: Vec<_> = std::fs::read_dir(dir.join("sub"))
+            .map_err(|e| Error::io("listing", &dir, e))?
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
         file.write_atomic(b"three".to_vec())?;
         assert_eq!(file.read()?, Some(b"three".to_vec()));
         assert!(file.exists()?);

@@ -98,11 +98,8 @@ impl Table {
             .copied()
             .collect();
         let every = self.appended_files(0);
-        if written.0.is_empty() && self.files.is_empty() {
-            // Empty before and after: the replacement changes nothing, and skipping it is
-            // idempotent, so no version is added for readers to see.
-            return Ok((0, Committed::Nothing));
-        }
+        // Empty before and after, the commit still records the batch: every table holds the
+        // checkpoint's last batch, which the next run checks.
         let committed = block_on(self.commit_written(batch_id, written, &replace, &every))??;
         Ok((rows, committed))
     }

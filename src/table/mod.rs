@@ -32,7 +32,7 @@ pub use schema::{
     ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE, MONTHLY_BILLS,
     QUARANTINE, RUN_METRICS,
 };
-pub use schema::{Kind, Spec, Values, col, output_tables};
+pub use schema::{Kind, Pin, Spec, Values, col, output_tables, pins};
 pub use write::{Role, split_by_hour};
 
 use crate::error::{Error, Result};
@@ -70,8 +70,17 @@ pub(crate) fn delta_error(table: &str) -> impl Fn(deltalake::DeltaTableError) ->
 
 impl Table {
     /// Opens the table in `dir` (a local folder or an S3 prefix), creating it if it does not
-    /// exist; fails if an existing table has another layout.
+    /// exist; fails if an existing table has another layout. For reading and tests; runs open
+    /// their tables with [`Table::open_pinned`].
     pub async fn open_or_create(dir: &Location, spec: &'static Spec) -> Result<Self> {
+        Self::open_pinned(dir, spec, &[]).await
+    }
+
+    /// Opens the table in `dir`, creating it with `pins` stored as its properties if it does not
+    /// exist; fails, before anything is written, if an existing table has another layout, a
+    /// protocol another engine upgraded, or another value of a pinned parameter. A table of an
+    /// earlier version that stores no value takes the run's (one property commit).
+    pub async fn open_pinned(dir: &Location, spec: &'static Spec, pins: &[Pin]) -> Result<Self> {
         let started = std::time::Instant::now();
         let err = delta_error(spec.name);
         if let Some(path) = dir.as_local() {
@@ -105,6 +114,8 @@ impl Table {
                 TableProperty::CheckpointInterval,
                 Some(schema::CHECKPOINT_INTERVAL),
             )
+            .with_raise_if_key_not_exists(false)
+            .with_configuration(pins.iter().map(|p| (p.property(), Some(p.value.clone()))))
             .with_save_mode(SaveMode::Ignore)
             .await
             .map_err(err)?;
@@ -118,6 +129,7 @@ impl Table {
             files: Vec::new(),
         };
         table.check_layout()?;
+        table.check_pins(pins).await?;
         let listed = crate::trace::phase(&format!("table/{} open", spec.name), started);
         table.list_files().await?;
         crate::trace::phase(&format!("table/{} list files", spec.name), listed);
@@ -143,6 +155,42 @@ impl Table {
                      {expected_columns:?} partitioned by {expected:?}"
                 ),
             });
+        }
+        Ok(())
+    }
+
+    /// Checks the pinned parameters' stored values against `pins`; stores the missing ones.
+    async fn check_pins(&mut self, pins: &[Pin]) -> Result<()> {
+        let err = delta_error(self.spec.name);
+        let snapshot = self.table.snapshot().map_err(err)?;
+        let stored = snapshot.metadata().configuration();
+        let mut missing = std::collections::HashMap::new();
+        for pin in pins {
+            match stored.get(&pin.property()) {
+                Some(value) if *value == pin.value => {}
+                Some(value) => {
+                    return Err(Error::Pinned {
+                        table: self.spec.name,
+                        location: self.location.clone(),
+                        parameter: pin.parameter,
+                        stored: value.clone(),
+                        given: pin.value.clone(),
+                    });
+                }
+                None => {
+                    missing.insert(pin.property(), pin.value.clone());
+                }
+            }
+        }
+        if !missing.is_empty() {
+            self.table = self
+                .table
+                .clone()
+                .set_tbl_properties()
+                .with_properties(missing)
+                .with_raise_if_not_exists(false)
+                .await
+                .map_err(err)?;
         }
         Ok(())
     }
@@ -229,6 +277,15 @@ impl Table {
     /// No rows, with the table's columns.
     pub fn empty_frame(&self) -> Result<polars::prelude::DataFrame> {
         self.spec.empty_frame()
+    }
+
+    /// The hours that have a file of role `role`.
+    pub fn hours_with(&self, role: Role) -> std::collections::BTreeSet<i64> {
+        self.files
+            .iter()
+            .filter(|f| f.role == role)
+            .filter_map(|f| f.hour)
+            .collect()
     }
 
     /// The paths of hour `hour`'s files of role `role`.

@@ -15,6 +15,34 @@ pub const APP_ID: &str = "aquabill";
 /// per hourly run, so a log checkpoint a day keeps opening a table flat as history grows.
 pub const CHECKPOINT_INTERVAL: &str = "24";
 
+/// A parameter that gives a table's stored rows their meaning, stored with the table as the
+/// Delta table property `aquabill.<parameter>` and checked whenever a run opens the table, so
+/// that it survives a restored checkpoint and no run mixes two values in one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pin {
+    /// The notebook parameter's name.
+    pub parameter: &'static str,
+    /// Its value, as the tables store it.
+    pub value: String,
+}
+
+impl Pin {
+    /// The table property that stores it.
+    pub fn property(&self) -> String {
+        format!("{APP_ID}.{}", self.parameter)
+    }
+}
+
+/// The parameters the tables of `config` are pinned to: the billing time zone, which decides
+/// the month every running total and bill belongs to. (`clock_skew_minutes` decides only what a
+/// batch accepts: each batch's plan records it.)
+pub fn pins(config: &Config) -> Vec<Pin> {
+    vec![Pin {
+        parameter: "billing_timezone",
+        value: config.billing_timezone.name().to_owned(),
+    }]
+}
+
 /// Column names, shared by the tables and the frames the queries build.
 pub mod col {
     /// Customer account.

@@ -26,10 +26,15 @@ pub enum Role {
     /// The rows late data may still change (customers with a meter gone quiet, customers new
     /// to a month): small, rewritten on their own.
     Side,
+    /// A file without the tag: written by another engine (an `OPTIMIZE` that merged an hour's
+    /// main and side files) or by a version before main files were tagged. Which customers it
+    /// holds is unknown, so a run rewrites its hour whole.
+    Foreign,
 }
 
-/// The Delta `tags` key naming a file's [`Role`]; a file without it is [`Role::Main`].
+/// The Delta `tags` key naming a file's [`Role`]; a file without it is [`Role::Foreign`].
 pub const ROLE_TAG: &str = "aquabill.role";
+const MAIN: &str = "main";
 const SIDE: &str = "side";
 
 impl Role {
@@ -41,8 +46,9 @@ impl Role {
             .and_then(|t| t.get(ROLE_TAG))
             .and_then(Option::as_deref)
         {
+            Some(MAIN) => Role::Main,
             Some(SIDE) => Role::Side,
-            _ => Role::Main,
+            _ => Role::Foreign,
         }
     }
 }
@@ -197,11 +203,16 @@ fn write_frames_from(
             writer.write(batch).await.map_err(err)?;
             writer.flush().await.map_err(err)
         })??;
-        if role == Role::Side {
+        let tag = match role {
+            Role::Main => Some(MAIN),
+            Role::Side => Some(SIDE),
+            Role::Foreign => None,
+        };
+        if let Some(tag) = tag {
             for add in &mut written {
                 add.tags
                     .get_or_insert_with(Default::default)
-                    .insert(ROLE_TAG.to_owned(), Some(SIDE.to_owned()));
+                    .insert(ROLE_TAG.to_owned(), Some(tag.to_owned()));
             }
         }
         adds.extend(written);

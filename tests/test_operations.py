@@ -1,0 +1,325 @@
+"""What operators do keeps the bills right or is refused before any write: rebuilding any number
+of times, a folder named by a clock in the future, a checkpoint restored from an older copy, a
+changed billing time zone, a batch replayed with another clock-skew tolerance. Each run is one
+`run_once` process; the log arrives hour by hour, with the run's clock (`AQUABILL_NOW`) half an
+hour into the newest hour, as on an hourly schedule."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from deltalake import DeltaTable
+
+from faults import TABLES, batches_applied_once, crashed, finish, rows, run_once, state
+from test_rebuild import same_result
+from test_semantics import add, reading
+
+PREFIX = 'ingest_hour='
+
+
+def hour_of(folder: Path | str) -> datetime:
+    return datetime.strptime(Path(folder).name.removeprefix(PREFIX), '%Y-%m-%dT%H')
+
+
+def folder_of(hour: datetime) -> str:
+    return f'{PREFIX}{hour:%Y-%m-%dT%H}'
+
+
+def now_in(hour: datetime) -> dict[str, str]:
+    """The run's clock half an hour into `hour`."""
+    return {'AQUABILL_NOW': f'{hour + timedelta(minutes=30):%Y-%m-%dT%H:%M:%S}Z'}
+
+
+@pytest.fixture(scope='module')
+def source(tmp_path_factory: pytest.TempPathFactory, generator: Path) -> list[Path]:
+    """A day of log, its ingestion-hour folders in order: they arrive one per run."""
+    root = tmp_path_factory.mktemp('source') / 'log'
+    subprocess.run([str(generator), '--output', str(root), '--start-hour', '2026-04-29T12',
+                    '--end-hour', '2026-04-30T12', '--meters', '16', '--seed', '5',
+                    '--files-per-hour', '2', '--duplicate-rate', '0.05',
+                    '--offline-share', '0.3', '--malformed-rate', '0.01'],
+                   check=True, capture_output=True)
+    return sorted(p for p in root.iterdir() if p.name.startswith(PREFIX))
+
+
+def arrive(folder: Path, log: Path) -> None:
+    shutil.copytree(folder, log / folder.name, dirs_exist_ok=True)
+
+
+def hourly(binary: Path, log: Path, out: Path, hour: datetime, rebuild: bool = False,
+           tz: str = 'UTC') -> subprocess.CompletedProcess[str]:
+    done = run_once(binary, log, out, rebuild=rebuild, tz=tz, env=now_in(hour))
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def versions(out: Path) -> dict[str, int]:
+    return {t: DeltaTable(str(out / t)).version() for t in TABLES}
+
+
+def test_rebuild_any_number_of_times(tmp_path: Path, source: list[Path],
+                                     run_once_binary: Path) -> None:
+    """Rebuilds after later runs and twice in a row; the log did not change, so each leaves the
+    tables that runs without rebuilds make."""
+    log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
+    rebuild_at = {6: 1, 12: 1, 18: 2}
+    for i, folder in enumerate(source):
+        arrive(folder, log)
+        for _ in range(rebuild_at.get(i, 0)):
+            done = hourly(run_once_binary, log, out, hour_of(folder), rebuild=True)
+            assert 'rebuilt from the log' in done.stdout
+        hourly(run_once_binary, log, out, hour_of(folder))
+        hourly(run_once_binary, log, ref, hour_of(folder))
+    same_result(out, ref, later_batches=True)
+    batches_applied_once(out)
+    plans = sorted((out / '_checkpoint' / 'batches').glob('*.json'))
+    rebuilds = [p for p in plans if json.loads(p.read_text()).get('rebuild')]
+    assert len(rebuilds) == 4, [p.name for p in plans]
+
+
+def test_a_folder_from_the_future_is_held_back(tmp_path: Path, source: list[Path],
+                                               run_once_binary: Path) -> None:
+    """The server's clock jumps a year ahead while it writes one file: the file is held back and
+    reported by every run, the watermark does not move for it, and once the operator moves it
+    into the folder of the hour it arrived in, the tables are those of a log that never had the
+    jump."""
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    ref_log, ref = tmp_path / 'ref-log', tmp_path / 'ref'
+    jump, moved = 4, 10
+    future = folder_of(hour_of(source[-1]) + timedelta(days=400))
+    stray = sorted(source[jump].glob('*.jsonl'))[0]
+    for i, folder in enumerate(source):
+        arrive(folder, log)
+        arrive(folder, ref_log)
+        if i == jump:
+            (log / future).mkdir()
+            (log / folder.name / stray.name).rename(log / future / stray.name)
+            (ref_log / folder.name / stray.name).unlink()
+        if i == moved:
+            (log / future / stray.name).rename(log / source[jump].name / stray.name)
+            (log / future).rmdir()
+            shutil.copy(stray, ref_log / source[jump].name / stray.name)
+        done = hourly(run_once_binary, log, out, hour_of(folder))
+        hourly(run_once_binary, ref_log, ref, hour_of(folder))
+        if jump <= i < moved:
+            assert f'held back {future} (1 files)' in done.stdout, done.stdout
+        else:
+            assert 'held back' not in done.stdout, done.stdout
+        checkpoint = json.loads((out / '_checkpoint' / 'checkpoint.json').read_text())
+        expected = json.loads((ref / '_checkpoint' / 'checkpoint.json').read_text())
+        assert checkpoint['watermark_hour'] == expected['watermark_hour'], i
+    assert state(out) == state(ref)
+
+
+@pytest.fixture
+def backed_up(tmp_path: Path, source: list[Path], run_once_binary: Path
+              ) -> tuple[Path, Path, Path, Path]:
+    """(log, tables after 6 hourly runs with 6 more hours of log waiting, a copy of them taken
+    after 3 runs, tables of the same log made by 3 hourly runs and then one run over the rest,
+    never restored)."""
+    log, out, backup = tmp_path / 'log', tmp_path / 'out', tmp_path / 'backup'
+    ref_log, ref = tmp_path / 'ref-log', tmp_path / 'ref'
+    for i, folder in enumerate(source[:6]):
+        arrive(folder, log)
+        hourly(run_once_binary, log, out, hour_of(folder))
+        if i < 3:
+            arrive(folder, ref_log)
+            hourly(run_once_binary, ref_log, ref, hour_of(folder))
+        if i == 2:
+            shutil.copytree(out, backup)
+    for folder in source[3:12]:
+        arrive(folder, log)
+        arrive(folder, ref_log)
+    finish(run_once_binary, ref_log, ref)
+    return log, out, backup, ref
+
+
+def refused(binary: Path, log: Path, out: Path, *expected: str) -> None:
+    """A run refuses, saying each of `expected`, and changes nothing."""
+    before = versions(out)
+    checkpoint = (out / '_checkpoint' / 'checkpoint.json').read_bytes()
+    done = run_once(binary, log, out)
+    assert done.returncode == 1, done.stdout
+    for text in expected:
+        assert text in done.stderr, done.stderr
+    assert versions(out) == before
+    assert (out / '_checkpoint' / 'checkpoint.json').read_bytes() == checkpoint
+
+
+def test_a_checkpoint_older_than_the_tables_is_refused(
+        backed_up: tuple[Path, Path, Path, Path], run_once_binary: Path) -> None:
+    log, out, backup, ref = backed_up
+    shutil.rmtree(out / '_checkpoint')
+    shutil.copytree(backup / '_checkpoint', out / '_checkpoint')
+    refused(run_once_binary, log, out, 'the checkpoint', 'disagree',
+            "the checkpoint's last batch is 2", '`hourly_usage` holds batch 5, after',
+            'Restoring a backup')
+    # The way out: the checkpoint and the tables from the same backup.
+    shutil.rmtree(out)
+    shutil.copytree(backup, out)
+    finish(run_once_binary, log, out)
+    assert state(out) == state(ref)
+
+
+def test_tables_older_than_the_checkpoint_or_missing_are_refused(
+        backed_up: tuple[Path, Path, Path, Path], run_once_binary: Path) -> None:
+    log, out, backup, _ = backed_up
+    # The checkpoint lost, the tables kept: a new checkpoint must not start from batch 0 again.
+    (out / '_checkpoint').rename(out.parent / 'kept')
+    done = run_once(run_once_binary, log, out)
+    assert done.returncode == 1, done.stdout
+    assert "last batch is none (a new checkpoint), and `hourly_usage` holds batch 5" \
+        in done.stderr, done.stderr
+    shutil.rmtree(out / '_checkpoint')
+    (out.parent / 'kept').rename(out / '_checkpoint')
+    # One table restored from the older copy.
+    shutil.rmtree(out / 'cumulative_usage')
+    shutil.copytree(backup / 'cumulative_usage', out / 'cumulative_usage')
+    refused(run_once_binary, log, out, '`cumulative_usage` holds batch 2, before')
+    # One table gone (moved, or a mistyped folder): it must not be created empty.
+    shutil.rmtree(out / 'cumulative_usage')
+    checkpoint = (out / '_checkpoint' / 'checkpoint.json').read_bytes()
+    done = run_once(run_once_binary, log, out)
+    assert done.returncode == 1 and '`cumulative_usage` is missing' in done.stderr, done.stderr
+    assert not (out / 'cumulative_usage').exists()
+    assert (out / '_checkpoint' / 'checkpoint.json').read_bytes() == checkpoint
+
+
+def test_a_changed_billing_timezone_is_refused_and_a_new_output_root_takes_it(
+        tmp_path: Path, source: list[Path], run_once_binary: Path) -> None:
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    for folder in source[:6]:
+        arrive(folder, log)
+    finish(run_once_binary, log, out)
+    for t in (*TABLES, '_checkpoint/dedup_readings'):
+        configuration = DeltaTable(str(out / t)).metadata().configuration
+        assert configuration.get('aquabill.billing_timezone') == 'UTC', (t, configuration)
+    arrive(source[6], log)
+    zone = 'America/New_York'
+    before = versions(out)
+    for rebuild in (False, True):
+        done = run_once(run_once_binary, log, out, tz=zone, rebuild=rebuild)
+        assert done.returncode == 1, done.stdout
+        for text in ('built with billing_timezone = UTC', f'billing_timezone = {zone}',
+                     'new output_root', 'nothing was changed'):
+            assert text in done.stderr, (rebuild, done.stderr)
+        assert versions(out) == before
+        assert not (out / '_rebuild').exists()
+    # The way out the message names: a new output root computes everything in the new zone.
+    fresh = tmp_path / 'fresh'
+    finish(run_once_binary, log, fresh, tz=zone)
+    configuration = DeltaTable(str(fresh / 'cumulative_usage')).metadata().configuration
+    assert configuration.get('aquabill.billing_timezone') == zone
+    finish(run_once_binary, log, out)  # The old tables go on in their own zone.
+
+
+def test_a_resumed_batch_accepts_what_its_plan_accepted(tmp_path: Path,
+                                                        run_once_binary: Path) -> None:
+    """The clock-skew tolerance is recorded in the batch's plan: a batch planned with 5 minutes
+    and resumed after a crash by a run with 0 accepts the reading 3 minutes past its hour."""
+    log = tmp_path / 'log'
+    add(log, '2026-04-02T10', 'a.jsonl',
+        reading('M1', 'C1', '2026-04-02T10:30:00Z', '2'),
+        reading('M1', 'C1', '2026-04-02T11:03:00Z', '5'))
+    out, ref = tmp_path / 'out', tmp_path / 'ref'
+    step = crashed(run_once(run_once_binary, log, out, crash_at=1))
+    assert step == 'plan written'
+    strict = {'clock_skew_minutes': '0'}
+    done = run_once(run_once_binary, log, out, params=strict)
+    assert done.returncode == 0, done.stderr
+    finish(run_once_binary, log, ref)
+    assert state(out) == state(ref)
+    assert [r[2] for r in rows(out / 'hourly_usage')] == [('usage_ml', 2000), ('usage_ml', 5000)]
+    # A new batch decides with the run's own value.
+    add(log, '2026-04-02T11', 'b.jsonl', reading('M1', 'C1', '2026-04-02T12:03:00Z', '7'))
+    done = run_once(run_once_binary, log, out, params=strict)
+    assert done.returncode == 0, done.stderr
+    assert any('future' in str(r) for r in rows(out / 'quarantine')), rows(out / 'quarantine')
+
+
+def active_roles(table: Path) -> dict[str, str | None]:
+    """The table's active data files (relative paths) and the `aquabill.role` tag each was
+    committed with (None: untagged)."""
+    tags: dict[str, str | None] = {}
+    for commit in sorted((table / '_delta_log').glob('*.json')):
+        for line in commit.read_text().splitlines():
+            add = json.loads(line).get('add')
+            if add is not None:
+                tags[add['path']] = (add.get('tags') or {}).get('aquabill.role')
+    paths = [Path(uri.removeprefix('file://')).relative_to(table).as_posix()
+             for uri in DeltaTable(str(table)).file_uris()]
+    return {path: tags[path] for path in paths}
+
+
+def test_an_hour_compacted_by_another_engine_is_rewritten_whole(
+        tmp_path: Path, generator: Path, run_once_binary: Path) -> None:
+    """Another engine's OPTIMIZE merges `hourly_usage`'s main and side files of the hours that
+    have both into untagged files; replays of the customers kept apart then arrive. The tables
+    equal those of runs that were never compacted, with one row per customer and hour."""
+    src = tmp_path / 'src'
+    subprocess.run([str(generator), '--output', str(src), '--start-hour', '2026-05-10T00',
+                    '--end-hour', '2026-05-11T12', '--meters', '30', '--seed', '8',
+                    '--files-per-hour', '1', '--offline-share', '0.5'],
+                   check=True, capture_output=True)
+    folders = sorted(src.iterdir())
+    log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
+    kept_apart: dict[tuple[str, str], int] = {}  # (customer, hour) -> usage when compacted
+    for i, folder in enumerate(folders):
+        arrive(folder, log)
+        hourly(run_once_binary, log, out, hour_of(folder))
+        hourly(run_once_binary, log, ref, hour_of(folder))
+        if i == len(folders) // 2:
+            kept_apart = compact_side_hours(out / 'hourly_usage')
+    assert kept_apart, 'the log has meters gone quiet'
+    replayed = [key for key, usage in kept_apart.items()
+                if hourly_usage_of(ref)[key] != usage]
+    assert replayed, 'a replay reached a customer kept apart in a compacted hour'
+    for t in ('hourly_usage', 'cumulative_usage', 'monthly_bills'):
+        found = rows(out / t)
+        keys = [(dict(r)['customer_id'], dict(r).get('usage_hour')) for r in found]
+        assert len(keys) == len(set(keys)), f'{t}: a customer has two rows in one hour'
+        assert found == rows(ref / t), t
+
+
+def hourly_usage_of(out: Path) -> dict[tuple[str, str], int]:
+    return {(r['customer_id'], r['usage_hour']): r['usage_ml']
+            for r in DeltaTable(str(out / 'hourly_usage')).to_pyarrow_table().to_pylist()}
+
+
+def compact_side_hours(table: Path) -> dict[tuple[str, str], int]:
+    """Compacts, as another engine would, every hour of `table` that has a side file; checks
+    that each is now one untagged file; returns the side files' rows (customer, hour) -> usage."""
+    side: dict[tuple[str, str], int] = {}
+    for path, role in active_roles(table).items():
+        if role == 'side':
+            for r in pq.read_table(table / path).to_pylist():
+                hour = path.split('/')[0].removeprefix('usage_hour=')
+                side[(r['customer_id'], hour)] = r['usage_ml']
+    hours = {hour for _, hour in side}
+    for hour in hours:
+        DeltaTable(str(table)).optimize.compact(partition_filters=[('usage_hour', '=', hour)])
+    roles = active_roles(table)
+    for hour in hours:
+        files = [role for path, role in roles.items() if path.startswith(f'usage_hour={hour}/')]
+        assert files == [None], (hour, files)
+    return side
+
+
+def active_roles(table: Path) -> dict[str, str | None]:
+    """The table's active data files (relative paths) and the `aquabill.role` tag each was
+    committed with (None: untagged)."""
+    tags: dict[str, str | None] = {}
+    for commit in sorted((table / '_delta_log').glob('*.json')):
+        for line in commit.read_text().splitlines():
+            add = json.loads(line).get('add')
+            if add is not None:
+                tags[add['path']] = (add.get('tags') or {}).get('aquabill.role')
+    paths = [Path(uri.removeprefix('file://')).relative_to(table).as_posix()
+             for uri in DeltaTable(str(table)).file_uris()]
+    return {path: tags[path] for path in paths}
