@@ -258,33 +258,108 @@ def active_roles(table: Path) -> dict[str, str | None]:
 
 
 def test_an_hour_compacted_by_another_engine_is_rewritten_whole(
-        tmp_path: Path, generator: Path, run_once_binary: Path) -> None:
-    """Another engine's OPTIMIZE merges `hourly_usage`'s main and side files of the hours that
-    have both into untagged files; replays of the customers kept apart then arrive. The tables
-    equal those of runs that were never compacted, with one row per customer and hour."""
-    src = tmp_path / 'src'
-    subprocess.run([str(generator), '--output', str(src), '--start-hour', '2026-05-10T00',
-                    '--end-hour', '2026-05-11T12', '--meters', '30', '--seed', '8',
-                    '--files-per-hour', '1', '--offline-share', '0.5'],
-                   check=True, capture_output=True)
-    folders = sorted(src.iterdir())
+        tmp_path: Path, run_once_binary: Path) -> None:
+    """C2's meter goes quiet, then replays: the replay's rows of C2 go to side files of hours
+    01 and 02 of `hourly_usage`, beside main files with C1. Another engine's OPTIMIZE merges hour
+    01 into one untagged file holding both customers; then a late reading of C2 for hour 01
+    arrives. The tables equal those of runs over the same log that were never compacted, with
+    one row per customer and hour."""
+    readings = {
+        '00': [('M1', 'C1', '00:10', '1'), ('M1', 'C1', '00:40', '1'), ('M2', 'C2', '00:10', '2')],
+        '01': [('M1', 'C1', '01:10', '1'), ('M1', 'C1', '01:40', '1')],
+        '02': [('M1', 'C1', '02:10', '1')],
+        '03': [('M1', 'C1', '03:10', '1'), ('M2', 'C2', '00:40', '2'), ('M2', 'C2', '01:10', '2'),
+               ('M2', 'C2', '02:10', '2')],
+        '04': [('M1', 'C1', '04:10', '1'), ('M2', 'C2', '01:50', '3')],
+    }
     log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
-    kept_apart: dict[tuple[str, str], int] = {}  # (customer, hour) -> usage when compacted
-    for i, folder in enumerate(folders):
-        arrive(folder, log)
-        hourly(run_once_binary, log, out, hour_of(folder))
-        hourly(run_once_binary, log, ref, hour_of(folder))
-        if i == len(folders) // 2:
-            kept_apart = compact_side_hours(out / 'hourly_usage')
-    assert kept_apart, 'the log has meters gone quiet'
-    replayed = [key for key, usage in kept_apart.items()
-                if hourly_usage_of(ref)[key] != usage]
-    assert replayed, 'a replay reached a customer kept apart in a compacted hour'
-    for t in ('hourly_usage', 'cumulative_usage', 'monthly_bills'):
+    day = '2026-03-10'
+    for folder, lines in readings.items():
+        add(log, f'{day}T{folder}', 'a.jsonl',
+            *(reading(m, c, f'{day}T{t}:00Z', liters) for m, c, t, liters in lines))
+        for target in (out, ref):
+            done = run_once(run_once_binary, log, target)
+            assert done.returncode == 0, done.stderr
+        if folder != '03':
+            continue
+        table = out / 'hourly_usage'
+        hour = f'usage_hour={day}T01/'
+        roles = sorted((r or '') for p, r in active_roles(table).items() if p.startswith(hour))
+        assert roles == ['main', 'side'], roles
+        DeltaTable(str(table)).optimize.compact(
+            partition_filters=[('usage_hour', '=', f'{day}T01')])
+        merged = [p for p in active_roles(table) if p.startswith(hour)]
+        assert [active_roles(table)[p] for p in merged] == [None], merged
+        assert sorted(pq.read_table(table / merged[0]).column('customer_id').to_pylist()) \
+            == ['C1', 'C2'], 'the untagged file holds the customer kept apart'
+    for t in ('hourly_usage', 'cumulative_usage'):
         found = rows(out / t)
-        keys = [(dict(r)['customer_id'], dict(r).get('usage_hour')) for r in found]
+        keys = [(dict(r)['customer_id'], dict(r)['usage_hour']) for r in found]
         assert len(keys) == len(set(keys)), f'{t}: a customer has two rows in one hour'
         assert found == rows(ref / t), t
+    assert hourly_usage_of(out)[('C2', f'{day}T01')] == 5000
+
+
+def hourly_usage_of(out: Path) -> dict[tuple[str, str], int]:
+    return {(r['customer_id'], r['usage_hour']): r['usage_ml']
+            for r in DeltaTable(str(out / 'hourly_usage')).to_pyarrow_table().to_pylist()}
+
+
+def active_roles(table: Path) -> dict[str, str | None]:
+    """The table's active data files (relative paths) and the `aquabill.role` tag each was
+    committed with (None: untagged)."""
+    tags: dict[str, str | None] = {}
+    for commit in sorted((table / '_delta_log').glob('*.json')):
+        for line in commit.read_text().splitlines():
+            add = json.loads(line).get('add')
+            if add is not None:
+                tags[add['path']] = (add.get('tags') or {}).get('aquabill.role')
+    paths = [Path(uri.removeprefix('file://')).relative_to(table).as_posix()
+             for uri in DeltaTable(str(table)).file_uris()]
+    return {path: tags[path] for path in paths}
+
+
+def test_an_hour_compacted_by_another_engine_is_rewritten_whole(
+        tmp_path: Path, run_once_binary: Path) -> None:
+    """C2's meter goes quiet, then replays: the replay's rows of C2 go to side files of hours
+    01 and 02 of `hourly_usage`, beside main files with C1. Another engine's OPTIMIZE merges hour
+    01 into one untagged file holding both customers; then a late reading of C2 for hour 01
+    arrives. The tables equal those of runs over the same log that were never compacted, with
+    one row per customer and hour."""
+    readings = {
+        '00': [('M1', 'C1', '00:10', '1'), ('M1', 'C1', '00:40', '1'), ('M2', 'C2', '00:10', '2')],
+        '01': [('M1', 'C1', '01:10', '1'), ('M1', 'C1', '01:40', '1')],
+        '02': [('M1', 'C1', '02:10', '1')],
+        '03': [('M1', 'C1', '03:10', '1'), ('M2', 'C2', '00:40', '2'), ('M2', 'C2', '01:10', '2'),
+               ('M2', 'C2', '02:10', '2')],
+        '04': [('M1', 'C1', '04:10', '1'), ('M2', 'C2', '01:50', '3')],
+    }
+    log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
+    day = '2026-03-10'
+    for folder, lines in readings.items():
+        add(log, f'{day}T{folder}', 'a.jsonl',
+            *(reading(m, c, f'{day}T{t}:00Z', liters) for m, c, t, liters in lines))
+        for target in (out, ref):
+            done = run_once(run_once_binary, log, target)
+            assert done.returncode == 0, done.stderr
+        if folder != '03':
+            continue
+        table = out / 'hourly_usage'
+        hour = f'usage_hour={day}T01/'
+        roles = sorted((r or '') for p, r in active_roles(table).items() if p.startswith(hour))
+        assert roles == ['main', 'side'], roles
+        DeltaTable(str(table)).optimize.compact(
+            partition_filters=[('usage_hour', '=', f'{day}T01')])
+        merged = [p for p in active_roles(table) if p.startswith(hour)]
+        assert [active_roles(table)[p] for p in merged] == [None], merged
+        assert sorted(pq.read_table(table / merged[0]).column('customer_id').to_pylist()) \
+            == ['C1', 'C2'], 'the untagged file holds the customer kept apart'
+    for t in ('hourly_usage', 'cumulative_usage'):
+        found = rows(out / t)
+        keys = [(dict(r)['customer_id'], dict(r)['usage_hour']) for r in found]
+        assert len(keys) == len(set(keys)), f'{t}: a customer has two rows in one hour'
+        assert found == rows(ref / t), t
+    assert hourly_usage_of(out)[('C2', f'{day}T01')] == 5000
 
 
 def hourly_usage_of(out: Path) -> dict[tuple[str, str], int]:
