@@ -66,3 +66,13 @@ pub use view::{BillsReport, CustomerMonth, MonthBills, MonthStatus, bills, custo
 
 /// Polars, as this crate compiles it, for callers that work with the frames it returns.
 pub use polars;
+
+/// The digest of the sources this library was built from (`src/source_digest.rs`), kept in the
+/// library's file between a marker and `;`: the notebook facade reads it from the file before it
+/// loads a library, and loads only its own clone's.
+#[used]
+static SOURCE_DIGEST: &str = concat!(
+    "aquabill-source-digest:",
+    env!("AQUABILL_SOURCE_DIGEST"),
+    ";"
+);

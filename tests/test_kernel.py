@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -167,3 +168,40 @@ def test_a_killed_kernel_never_poisons_the_next(tmp_path: Path, kernels: Path) -
     finally:
         kernel.shutdown()
     assert_tables_match(tmp_path / 'out', recompute(SAMPLE))
+
+
+def test_each_clone_runs_its_own_library(tmp_path: Path, kernels: Path,
+                                         kernel_factory: KernelFactory) -> None:
+    """Two clones on one machine build into one target folder. Another clone whose validate
+    cell shows a changed label builds its library; this clone's notebook still runs this
+    clone's code, and the other clone's notebook runs the other's."""
+    other = tmp_path / 'other'
+    listed = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.splitlines()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (other / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, other / name)
+    settings = other / 'src' / 'present' / 'settings.rs'
+    label = '("clock_skew", '
+    assert label in settings.read_text()
+    settings.write_text(settings.read_text().replace(label, '("clock_skew of the other clone", '))
+    subprocess.run(['cargo', 'build', '-p', 'aquabill', '--lib'], cwd=other, check=True,
+                   capture_output=True)
+    params = {'input_root': str(SAMPLE), 'output_root': str(tmp_path / 'out')}
+
+    def validate_cell(kernel: nbexec.Kernel, notebook: Path) -> str:
+        nb = nbexec.with_parameters(nbexec.load_notebook(notebook), params)
+        results = nbexec.run_notebook(nb, kernel, until='validate')
+        return '\n'.join(r.stdout + r.text for r in results)
+
+    with kernel_factory({'AQUABILL_KERNELS': str(kernels)}) as own:
+        shown = validate_cell(own, NOTEBOOK)
+    assert 'clock_skew' in shown and 'of the other clone' not in shown, shown
+    theirs = nbexec.Kernel(cwd=other / 'notebooks',
+                           env=dict(os.environ) | {'AQUABILL_KERNELS': str(kernels)})
+    try:
+        shown = validate_cell(theirs, other / 'notebooks' / NOTEBOOK.name)
+    finally:
+        theirs.shutdown()
+    assert 'clock_skew of the other clone' in shown, shown

@@ -98,15 +98,23 @@ pub fn load_library() -> Report {
 
 /// [`load_library`], returning the error instead of stopping.
 pub fn try_load_library() -> Result<Report, StepError> {
-    let compiled = library::build().map_err(StepError)?;
-    let path = library::path().map_err(StepError)?;
+    let (own, compiled) = library::build().map_err(StepError)?;
     library::get().map_err(StepError)?;
-    Ok(Report::text(format!(
+    let loaded = library::loaded().map_err(StepError)?;
+    let mut text = format!(
         "pipeline library {} ({}; protocol {})",
-        path.display(),
+        loaded.display(),
         if compiled { "rebuilt" } else { "up to date" },
         contract::PROTOCOL
-    )))
+    );
+    if loaded != own {
+        text += &format!(
+            "\nthis kernel loaded that library before the sources changed; restart the kernel to \
+             load the one built from them now ({})",
+            own.display()
+        );
+    }
+    Ok(Report::text(text))
 }
 
 impl Pipeline {

@@ -1,19 +1,31 @@
 //! Building and loading the pipeline library (`libaquabill.so`, the `aquabill` crate's
 //! `cdylib`) from the shared target folder.
 //!
-//! [`load`] runs `cargo build -p aquabill --lib` in the repository this crate belongs to, showing
-//! cargo's progress as the cell's output (nothing to do takes a fraction of a second), then opens
-//! the library by its absolute path. Nothing depends on `LD_LIBRARY_PATH` or on how the kernel
-//! was started: the path comes from `CARGO_TARGET_DIR`, which the `aquabill` kernel's launcher
-//! sets (`scripts/env.sh`). Each cell's code has its own copy of this crate; they all find the one
-//! library the process loaded, whose sessions outlive the cells.
+//! Every clone on a machine builds into one target folder (`CARGO_TARGET_DIR`, set by the
+//! `aquabill` kernel's launcher from `scripts/env.sh`), where the `cdylib` has one name: after
+//! another clone's build, `<target>/debug/libaquabill.so` is that clone's code, and cargo, which
+//! finds this clone's sources built, does not replace it. So the library is loaded from a copy
+//! named by the digest of this clone's sources (`src/source_digest.rs`, which the library's
+//! build script embeds in the library too): `<target>/aquabill-libs/libaquabill-<digest>.so`.
+//! [`build`] computes the digest; if its copy exists there is nothing to do (no cargo at all);
+//! otherwise it runs `cargo build -p aquabill --lib`, showing cargo's progress as the cell's
+//! output, checks that the library cargo left carries this digest (if another clone's does, it
+//! marks this clone's `src/lib.rs` changed and builds again), and copies it under its digest.
+//! A kernel thus runs the code of its own clone, whatever other clones built since. Each cell's
+//! code has its own copy of this crate; they all find the library the process loaded.
 
 use std::ffi::{CStr, CString, OsString, c_char, c_int, c_void};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
+
+#[allow(dead_code)]
+#[path = "../../src/source_digest.rs"]
+mod source_digest;
+
+use source_digest::{DIGEST_MARKER, source_digest};
 
 /// The library's two entry points.
 #[derive(Clone, Copy)]
@@ -30,34 +42,47 @@ unsafe extern "C" {
 }
 
 const RTLD_NOW: c_int = 2;
+#[cfg(target_os = "macos")]
+const RTLD_NOLOAD: c_int = 0x10;
+#[cfg(not(target_os = "macos"))]
+const RTLD_NOLOAD: c_int = 4;
+
+/// Copies of the library kept in the copies' folder: older ones are removed.
+const COPIES_KEPT: usize = 4;
 
 /// The library this cell's code talks to, opened on first use.
 static LOADED: OnceLock<Result<Library, String>> = OnceLock::new();
 
-/// Where the library is: `AQUABILL_LIBRARY` if set, else the shared target folder's profile.
-pub(crate) fn path() -> Result<PathBuf, String> {
-    path_from(
-        std::env::var_os("AQUABILL_LIBRARY"),
-        std::env::var_os("CARGO_TARGET_DIR"),
-    )
-}
-
-/// [`path`] from the values of `AQUABILL_LIBRARY` and `CARGO_TARGET_DIR`.
-fn path_from(library: Option<OsString>, target: Option<OsString>) -> Result<PathBuf, String> {
-    if let Some(path) = library {
-        return Ok(PathBuf::from(path));
-    }
-    let target = target.ok_or_else(|| {
-        "CARGO_TARGET_DIR is not set, so the pipeline library cannot be found: open the notebook \
-         with the kernel \"Rust (aquabill)\" (bash scripts/setup.sh installs it)"
-            .to_owned()
-    })?;
-    let file = if cfg!(target_os = "macos") {
+/// The library's file name.
+fn file_name() -> &'static str {
+    if cfg!(target_os = "macos") {
         "libaquabill.dylib"
     } else {
         "libaquabill.so"
-    };
-    Ok(PathBuf::from(target).join("debug").join(file))
+    }
+}
+
+/// The shared target folder, from `CARGO_TARGET_DIR`.
+fn target_from(target: Option<OsString>) -> Result<PathBuf, String> {
+    target.map(PathBuf::from).ok_or_else(|| {
+        "CARGO_TARGET_DIR is not set, so the pipeline library cannot be found: open the notebook \
+         with the kernel \"Rust (aquabill)\" (bash scripts/setup.sh installs it)"
+            .to_owned()
+    })
+}
+
+/// Where cargo leaves the library, and the folder of its copies by digest.
+fn places(target: &Path) -> (PathBuf, PathBuf) {
+    (
+        target.join("debug").join(file_name()),
+        target.join("aquabill-libs"),
+    )
+}
+
+/// The copy of the library built from sources with digest `digest`.
+fn copy_of(copies: &Path, digest: &str) -> PathBuf {
+    let (stem, extension) = file_name().split_once('.').unwrap_or((file_name(), "so"));
+    copies.join(format!("{stem}-{digest}.{extension}"))
 }
 
 /// The repository root: the parent of this crate's folder.
@@ -66,69 +91,96 @@ fn repository() -> &'static Path {
     manifest.parent().unwrap_or(manifest)
 }
 
-/// Builds the library if its sources changed, printing cargo's progress as it goes; returns
-/// whether anything was compiled. A library that this repository's last build vouched for and
-/// whose sources have not changed since needs no cargo at all ([`is_fresh`]): cargo's own check
-/// of the dependency graph takes 0.7 s of every run.
-pub(crate) fn build() -> Result<bool, String> {
-    let library = path()?;
-    if is_fresh(&library, repository()) {
+/// The library for this clone's sources: `AQUABILL_LIBRARY` if set, else its copy by digest,
+/// built and copied first if there is none yet. Returns its path and whether cargo compiled.
+pub(crate) fn build() -> Result<(PathBuf, bool), String> {
+    if let Some(library) = std::env::var_os("AQUABILL_LIBRARY") {
+        return Ok((PathBuf::from(library), false));
+    }
+    let target = target_from(std::env::var_os("CARGO_TARGET_DIR"))?;
+    let digest = source_digest(repository()).map_err(|e| {
+        format!(
+            "reading the library's sources in {}: {e}",
+            repository().display()
+        )
+    })?;
+    let (built, copies) = places(&target);
+    let own = copy_of(&copies, &digest);
+    if own.is_file() {
+        return Ok((own, false));
+    }
+    let mut compiled = false;
+    for _ in 0..3 {
+        compiled |= cargo_build()?;
+        if copy_if_own(&built, &own, &digest)? {
+            prune(&copies, &own);
+            return Ok((own, compiled));
+        }
+        // Cargo found this clone's sources built, and the library it left is another clone's
+        // (or another clone's build replaced it meanwhile): this clone's is built again.
+        mark_changed(&repository().join("src").join("lib.rs"))?;
+    }
+    Err(format!(
+        "the pipeline library cargo left in {} is not built from this clone's sources ({}, \
+         digest {digest}), even after building again: another clone is building into the same \
+         target folder; run the import cell again once it finished",
+        built.display(),
+        repository().display()
+    ))
+}
+
+/// Whether `bytes` (a library file) carries `digest`.
+fn carries(bytes: &[u8], digest: &str) -> bool {
+    let wanted = format!("{DIGEST_MARKER}{digest};");
+    bytes.windows(wanted.len()).any(|w| w == wanted.as_bytes())
+}
+
+/// Copies `built` to `own` (whole, then renamed) if it carries `digest`; false if it does not.
+fn copy_if_own(built: &Path, own: &Path, digest: &str) -> Result<bool, String> {
+    let io = |what: &str, path: &Path, e: std::io::Error| format!("{what} {}: {e}", path.display());
+    let bytes = std::fs::read(built).map_err(|e| io("reading", built, e))?;
+    if !carries(&bytes, digest) {
         return Ok(false);
     }
-    let started = SystemTime::now();
-    let compiled = cargo_build()?;
-    vouch(&library, repository(), started);
-    Ok(compiled)
-}
-
-/// The file beside the library that says which build vouched for it: the repository whose
-/// sources cargo checked it against (through [`build`]), the time that build started, and the
-/// library's modification time it left. The target folder is shared by every clone on the
-/// machine, so a library can come from another clone's sources.
-fn stamp_of(library: &Path) -> PathBuf {
-    let mut name = library.as_os_str().to_owned();
-    name.push(".checked-for");
-    PathBuf::from(name)
-}
-
-/// What a stamp holds, one line each: the repository, the build's start and the library's
-/// modification time, both in nanoseconds since the epoch.
-fn stamp_text(repository: &Path, started: SystemTime, built: SystemTime) -> Option<Vec<u8>> {
-    let nanos = |t: SystemTime| {
-        t.duration_since(SystemTime::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_nanos())
-    };
-    let mut text = repository.as_os_str().as_encoded_bytes().to_vec();
-    text.extend(format!("\n{}\n{}\n", nanos(started)?, nanos(built)?).into_bytes());
-    Some(text)
-}
-
-/// The start of the build a stamp's text records, if the stamp names `repository` and the
-/// library's modification time is still `built`.
-fn vouched_start(stamp: &[u8], repository: &Path, built: SystemTime) -> Option<SystemTime> {
-    let rest = stamp.strip_prefix(repository.as_os_str().as_encoded_bytes())?;
-    let mut lines = std::str::from_utf8(rest.strip_prefix(b"\n")?).ok()?.lines();
-    let started = SystemTime::UNIX_EPOCH + Duration::from_nanos(lines.next()?.parse().ok()?);
-    (stamp_text(repository, started, built)? == stamp).then_some(started)
-}
-
-/// Records that cargo, started at `started`, brought `library` up to date with `repository`'s
-/// sources. Best effort: without the stamp, the next run asks cargo again.
-fn vouch(library: &Path, repository: &Path, started: SystemTime) {
-    let stamp = stamp_of(library);
-    let mut partial = stamp.as_os_str().to_owned();
-    partial.push(format!(".{}", std::process::id()));
+    let folder = own.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(folder).map_err(|e| io("creating", folder, e))?;
+    let mut partial = own.as_os_str().to_owned();
+    partial.push(format!(".{}.partial", std::process::id()));
     let partial = PathBuf::from(partial);
-    let text = modified(library).and_then(|built| stamp_text(repository, started, built));
-    let written = text
-        .ok_or_else(|| std::io::Error::other("no library"))
-        .and_then(|text| std::fs::write(&partial, text))
-        .and_then(|()| std::fs::rename(&partial, &stamp));
-    if written.is_err() {
+    let written = std::fs::write(&partial, &bytes).and_then(|()| std::fs::rename(&partial, own));
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&partial);
-        let _ = std::fs::remove_file(&stamp);
+        return Err(io("writing", own, e));
     }
+    Ok(true)
+}
+
+/// Removes the oldest copies beyond [`COPIES_KEPT`] (never `keep`). A process that loaded a
+/// removed copy keeps it: the file lives on until the process ends. Best effort.
+fn prune(copies: &Path, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(copies) else {
+        return;
+    };
+    let mut found: Vec<(SystemTime, PathBuf)> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p != keep && !p.to_string_lossy().ends_with(".partial"))
+        .filter_map(|p| Some((modified(&p)?, p)))
+        .collect();
+    found.sort();
+    let extra = found.len().saturating_sub(COPIES_KEPT - 1);
+    for (_, path) in found.into_iter().take(extra) {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Sets `path`'s modification time to now, so that cargo builds its crate again.
+fn mark_changed(path: &Path) -> Result<(), String> {
+    std::fs::File::options()
+        .append(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now()))
+        .map_err(|e| format!("marking {} changed: {e}", path.display()))
 }
 
 /// Runs `cargo build -p aquabill --lib`, showing its progress; returns whether it compiled.
@@ -187,40 +239,6 @@ fn modified(path: &Path) -> Option<SystemTime> {
         .ok()
 }
 
-/// Whether `library` needs no build: its stamp names `repository`, nothing rewrote the library
-/// since (another clone's build, `cargo test`), and every input of the build changed before
-/// that build started (an edit made while it ran is newer): the manifest, the lock file and
-/// every file and folder under `src/` (a folder's time changes when a file in it is added,
-/// removed or renamed). Anything unreadable counts as changed, so cargo decides. Dependencies
-/// come from the lock file; the toolchain is not an input here: a library built by an older
-/// compiler still works, through the same C ABI.
-fn is_fresh(library: &Path, repository: &Path) -> bool {
-    fn newest(folder: &Path, newest_so_far: SystemTime) -> Option<SystemTime> {
-        let mut newest_so_far = newest_so_far.max(modified(folder)?);
-        for entry in std::fs::read_dir(folder).ok()? {
-            let entry = entry.ok()?;
-            let kind = entry.file_type().ok()?;
-            newest_so_far = if kind.is_dir() {
-                newest(&entry.path(), newest_so_far)?
-            } else {
-                newest_so_far.max(modified(&entry.path())?)
-            };
-        }
-        Some(newest_so_far)
-    }
-    let (Some(built), Ok(stamp)) = (modified(library), std::fs::read(stamp_of(library))) else {
-        return false;
-    };
-    let Some(started) = vouched_start(&stamp, repository, built) else {
-        return false;
-    };
-    let inputs = modified(&repository.join("Cargo.toml"))
-        .zip(modified(&repository.join("Cargo.lock")))
-        .map(|(manifest, lock)| manifest.max(lock))
-        .and_then(|newest_file| newest(&repository.join("src"), newest_file));
-    inputs.is_some_and(|changed| changed < started)
-}
-
 /// Whether cargo sets `name` for each crate it builds or runs (not a setting of the user's).
 fn is_per_crate_variable(name: &str) -> bool {
     name == "OUT_DIR"
@@ -242,8 +260,42 @@ pub(crate) fn get() -> Result<Library, String> {
     LOADED.get_or_init(open).clone()
 }
 
+/// The library this process loaded already (by the import cell, through another copy of this
+/// crate), else this clone's copy by digest.
+fn to_open() -> Result<PathBuf, String> {
+    if let Some(library) = std::env::var_os("AQUABILL_LIBRARY") {
+        return Ok(PathBuf::from(library));
+    }
+    let target = target_from(std::env::var_os("CARGO_TARGET_DIR"))?;
+    let (_, copies) = places(&target);
+    if let Ok(entries) = std::fs::read_dir(&copies) {
+        for path in entries.flatten().map(|e| e.path()) {
+            if is_loaded(&path) {
+                return Ok(path);
+            }
+        }
+    }
+    let digest = source_digest(repository()).map_err(|e| e.to_string())?;
+    Ok(copy_of(&copies, &digest))
+}
+
+/// Whether this process has loaded the library at `path`.
+fn is_loaded(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a valid NUL-terminated path; with RTLD_NOLOAD nothing is loaded, only looked up
+    // (the reference it adds to a loaded library is never dropped: it is never unloaded).
+    unsafe { !dlopen(c_path.as_ptr(), RTLD_NOW | RTLD_NOLOAD).is_null() }
+}
+
+/// The path of the library this process loaded (or will load).
+pub(crate) fn loaded() -> Result<PathBuf, String> {
+    to_open()
+}
+
 fn open() -> Result<Library, String> {
-    let path = path()?;
+    let path = to_open()?;
     if !path.is_file() {
         return Err(format!(
             "the pipeline library {} does not exist: run the notebook's import cell (it builds \
@@ -322,95 +374,99 @@ impl Library {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::fs::{File, FileTimes};
 
-    /// A repository with the library's inputs, each at `at` seconds after the epoch.
-    fn repository_at(root: &Path, at: u64) -> std::io::Result<()> {
+    /// A clone with the library's inputs.
+    fn clone_at(root: &Path) -> std::io::Result<()> {
         std::fs::create_dir_all(root.join("src/table"))?;
-        for file in ["Cargo.toml", "Cargo.lock", "src/lib.rs", "src/table/mod.rs"] {
-            std::fs::write(root.join(file), file)?;
-        }
-        for path in [
+        for file in [
             "Cargo.toml",
             "Cargo.lock",
+            "build.rs",
             "src/lib.rs",
             "src/table/mod.rs",
-            "src/table",
-            "src",
         ] {
-            touch(&root.join(path), at)?;
+            std::fs::write(root.join(file), file)?;
         }
         Ok(())
     }
 
-    fn at(seconds: u64) -> SystemTime {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(seconds)
-    }
-
-    fn touch(path: &Path, seconds: u64) -> std::io::Result<()> {
-        let time = at(seconds);
-        File::open(path)?.set_times(FileTimes::new().set_modified(time).set_accessed(time))
+    #[test]
+    fn the_digest_follows_the_sources_not_the_clone() -> std::io::Result<()> {
+        let base = std::env::temp_dir().join(format!("aquabill-digest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let (one, two) = (base.join("one"), base.join("two"));
+        clone_at(&one)?;
+        clone_at(&two)?;
+        let digest = |root: &Path| source_digest(root);
+        assert_eq!(digest(&one)?, digest(&two)?, "same sources, two clones");
+        assert_eq!(digest(&one)?.len(), 32);
+        let before = digest(&one)?;
+        // An edit, a new module, a removed one, a changed lock file: each changes it.
+        std::fs::write(one.join("src/table/mod.rs"), "edited")?;
+        let edited = digest(&one)?;
+        assert_ne!(edited, before);
+        std::fs::write(one.join("src/table/read.rs"), "")?;
+        let added = digest(&one)?;
+        assert_ne!(added, edited);
+        std::fs::remove_file(one.join("src/table/read.rs"))?;
+        assert_eq!(digest(&one)?, edited);
+        std::fs::write(one.join("Cargo.lock"), "other")?;
+        assert_ne!(digest(&one)?, edited);
+        // A file's bytes moved to another file is another source tree.
+        std::fs::write(two.join("src/lib.rs"), "src/lib.rssrc/table/mod.rs")?;
+        std::fs::write(two.join("src/table/mod.rs"), "")?;
+        assert_ne!(digest(&two)?, before);
+        std::fs::remove_dir_all(&base)
     }
 
     #[test]
-    fn the_library_is_fresh_only_when_this_repository_checked_it_since_every_change()
-    -> std::io::Result<()> {
-        let root = std::env::temp_dir().join(format!("aquabill-fresh-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&root);
-        repository_at(&root, 1_000)?;
-        let library = root.join("libaquabill.so");
-        assert!(!is_fresh(&library, &root), "no library yet");
-        std::fs::write(&library, "")?;
-        touch(&library, 2_000)?;
+    fn only_a_library_carrying_this_digest_is_copied() -> Result<(), String> {
+        let base = std::env::temp_dir().join(format!("aquabill-copy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let io = |e: std::io::Error| e.to_string();
+        std::fs::create_dir_all(&base).map_err(io)?;
+        let (built, copies) = places(&base);
+        std::fs::create_dir_all(built.parent().unwrap_or(&base)).map_err(io)?;
+        let theirs = "0123456789abcdef0123456789abcdef";
+        let ours = "fedcba9876543210fedcba9876543210";
+        let library = |digest: &str| format!("\x7fELF...{DIGEST_MARKER}{digest};...");
+        std::fs::write(&built, library(theirs)).map_err(io)?;
+        let own = copy_of(&copies, ours);
+        assert!(!copy_if_own(&built, &own, ours)?, "another clone's library");
+        assert!(!own.exists());
         assert!(
-            !is_fresh(&library, &root),
-            "a library no build of this repository vouched for"
+            !carries(format!("{DIGEST_MARKER}{ours}").as_bytes(), ours),
+            "no end mark"
         );
-        vouch(&library, &root, at(1_500));
-        assert!(is_fresh(&library, &root));
-        // Seen from another clone (here: the same sources under another path), the stamp names
-        // a repository that is not this one.
+        std::fs::write(&built, library(ours)).map_err(io)?;
+        assert!(copy_if_own(&built, &own, ours)?);
+        assert_eq!(std::fs::read(&own).map_err(io)?, library(ours).into_bytes());
         assert!(
-            !is_fresh(&library, &root.join("src/..")),
-            "another clone's library"
+            own.ends_with(format!("aquabill-libs/libaquabill-{ours}.so"))
+                || cfg!(target_os = "macos")
         );
-        // The library rewritten after the stamp (cargo test, another clone's build).
-        touch(&library, 2_500)?;
-        assert!(!is_fresh(&library, &root), "rewritten since it was checked");
-        touch(&library, 2_000)?;
-        assert!(is_fresh(&library, &root));
-        // An edited source, a changed lock file, a removed module: each is newer than the
-        // build's start, also when the change came while the build ran (before the library).
-        for changed in ["src/table/mod.rs", "Cargo.lock", "src/table"] {
-            for when in [3_000, 1_800] {
-                touch(&root.join(changed), when)?;
-                assert!(!is_fresh(&library, &root), "{changed} changed at {when}");
-            }
-            touch(&root.join(changed), 1_000)?;
-            assert!(is_fresh(&library, &root), "{changed} restored");
+        // Old copies beyond the few kept are removed, never the one in use.
+        for i in 0..10 {
+            std::fs::write(copy_of(&copies, &format!("{i:032}")), "").map_err(io)?;
         }
-        // Sources that cannot be read: cargo decides.
-        std::fs::remove_file(root.join("Cargo.lock"))?;
-        assert!(!is_fresh(&library, &root), "no lock file");
-        std::fs::remove_dir_all(&root)
+        prune(&copies, &own);
+        let left = std::fs::read_dir(&copies).map_err(io)?.count();
+        assert_eq!(left, COPIES_KEPT);
+        assert!(own.exists());
+        std::fs::remove_dir_all(&base).map_err(io)
     }
 
     #[test]
-    fn the_library_is_found_in_the_shared_target_folder() {
-        let found = path_from(None, Some("/cache/target".into()));
-        let expected = if cfg!(target_os = "macos") {
-            "/cache/target/debug/libaquabill.dylib"
-        } else {
-            "/cache/target/debug/libaquabill.so"
-        };
-        assert_eq!(found, Ok(PathBuf::from(expected)));
-        let chosen = path_from(
-            Some("/elsewhere/lib.so".into()),
-            Some("/cache/target".into()),
+    fn the_target_folder_comes_from_the_kernel() {
+        assert_eq!(
+            target_from(Some("/cache/target".into())),
+            Ok(PathBuf::from("/cache/target"))
         );
-        assert_eq!(chosen, Ok(PathBuf::from("/elsewhere/lib.so")));
+        let (built, copies) = places(Path::new("/cache/target"));
+        assert_eq!(built, Path::new("/cache/target/debug").join(file_name()));
+        assert_eq!(copies, Path::new("/cache/target/aquabill-libs"));
         // A kernel started without the project's environment: say which kernel to use.
-        let missing = path_from(None, None);
+        let missing = target_from(None);
         assert!(
             missing
                 .as_ref()
