@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from deltalake import DeltaTable
+from deltalake import DeltaTable, TableFeatures
 
 from faults import TABLES, batches_applied_once, crashed, finish, rows, run_once, state
 from test_rebuild import same_result
@@ -398,3 +398,19 @@ def active_roles(table: Path) -> dict[str, str | None]:
     paths = [Path(uri.removeprefix('file://')).relative_to(table).as_posix()
              for uri in DeltaTable(str(table)).file_uris()]
     return {path: tags[path] for path in paths}
+
+
+def test_a_protocol_upgraded_by_another_engine_is_refused(tmp_path: Path, source: list[Path],
+                                                         run_once_binary: Path) -> None:
+    """Another engine enables deletion vectors on `cumulative_usage`: runs refuse, naming the
+    table and the upgrade, before anything is written."""
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    for folder in source[:3]:
+        arrive(folder, log)
+    finish(run_once_binary, log, out)
+    DeltaTable(str(out / 'cumulative_usage')).alter.add_feature(
+        TableFeatures.DeletionVectors, allow_protocol_versions_increase=True)
+    arrive(source[3], log)
+    refused(run_once_binary, log, out, '`cumulative_usage`', 'deletionVectors',
+            'another engine upgraded its Delta protocol')
+

@@ -59,6 +59,38 @@ struct FileEntry {
     role: Role,
 }
 
+/// The Delta protocol versions of the tables this version creates and writes.
+const READER_VERSION: i64 = 1;
+const WRITER_VERSION: i64 = 2;
+
+/// What of a table's protocol (as its JSON action) goes beyond what this version writes, if
+/// anything: higher versions, or table features.
+fn upgraded_protocol(protocol: &serde_json::Value) -> Option<String> {
+    let version = |key: &str| protocol.get(key).and_then(serde_json::Value::as_i64);
+    let (reader, writer) = (version("minReaderVersion"), version("minWriterVersion"));
+    let features: std::collections::BTreeSet<String> = ["readerFeatures", "writerFeatures"]
+        .iter()
+        .filter_map(|key| protocol.get(key)?.as_array())
+        .flatten()
+        .map(|f| f.as_str().map_or_else(|| f.to_string(), str::to_owned))
+        .collect();
+    let within = reader.is_some_and(|r| r <= READER_VERSION)
+        && writer.is_some_and(|w| w <= WRITER_VERSION)
+        && features.is_empty();
+    (!within).then(|| {
+        let mut text = format!(
+            "reader version {}, writer version {}",
+            reader.map_or_else(|| "?".to_owned(), |r| r.to_string()),
+            writer.map_or_else(|| "?".to_owned(), |w| w.to_string())
+        );
+        if !features.is_empty() {
+            let names: Vec<&str> = features.iter().map(String::as_str).collect();
+            text += &format!(", features {}", names.join(", "));
+        }
+        text
+    })
+}
+
 /// A `deltalake` (or object store) error of table `table`, wrapped: the library's callers never
 /// see `deltalake`'s types.
 pub(crate) fn delta_error(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + Copy + '_ {
@@ -153,6 +185,20 @@ impl Table {
                 reason: format!(
                     "found columns {columns:?} partitioned by {partitions:?}, expected \
                      {expected_columns:?} partitioned by {expected:?}"
+                ),
+            });
+        }
+        let protocol = serde_json::to_value(snapshot.protocol()).unwrap_or_default();
+        if let Some(upgraded) = upgraded_protocol(&protocol) {
+            return Err(Error::TableLayout {
+                table: self.spec.name.to_owned(),
+                reason: format!(
+                    "another engine upgraded its Delta protocol ({upgraded}); this version \
+                     writes tables of reader version {READER_VERSION} and writer version \
+                     {WRITER_VERSION} only, without table features (deletion vectors, column \
+                     mapping, constraints...), and changed nothing. Leave these tables to that \
+                     engine and compute new ones under a new output_root (see \
+                     docs/OPERATIONS.md, \"Maintenance by other engines\")"
                 ),
             });
         }
@@ -295,5 +341,33 @@ impl Table {
             .filter(|f| f.hour == Some(hour) && f.role == role)
             .map(|f| f.path.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_beyond_the_ones_written_here_are_named() {
+        let judge = |text: &str| {
+            let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+            upgraded_protocol(&value)
+        };
+        assert_eq!(judge(r#"{"minReaderVersion":1,"minWriterVersion":2}"#), None);
+        assert_eq!(judge(r#"{"minReaderVersion":1,"minWriterVersion":1}"#), None);
+        assert_eq!(
+            judge(r#"{"minReaderVersion":1,"minWriterVersion":4}"#).as_deref(),
+            Some("reader version 1, writer version 4")
+        );
+        assert_eq!(
+            judge(
+                r#"{"minReaderVersion":3,"minWriterVersion":7,
+                    "readerFeatures":["deletionVectors"],"writerFeatures":["deletionVectors"]}"#
+            )
+            .as_deref(),
+            Some("reader version 3, writer version 7, features deletionVectors")
+        );
+        assert!(judge("{}").is_some(), "an unreadable protocol is not taken as ours");
     }
 }
