@@ -29,6 +29,9 @@ pub struct Config {
     pub clock_skew_minutes: i64,
     /// Whether the run first recomputes every table from the log.
     pub rebuild: bool,
+    /// Whether that rebuild plans its batches afresh from the log instead of replaying the
+    /// committed plans.
+    pub rebuild_from_log: bool,
     /// The customer the chart shows; empty: the one with the largest running total.
     pub chart_customer: String,
 }
@@ -95,6 +98,12 @@ impl Config {
                 ));
             }
         };
+        if p.rebuild_from_log && !p.rebuild {
+            return Err(param(
+                "rebuild_from_log",
+                "takes effect only with rebuild = true".to_owned(),
+            ));
+        }
         if !(0..=60).contains(&p.clock_skew_minutes) {
             return Err(param(
                 "clock_skew_minutes",
@@ -110,6 +119,7 @@ impl Config {
             chunk_bytes,
             clock_skew_minutes: p.clock_skew_minutes,
             rebuild: p.rebuild,
+            rebuild_from_log: p.rebuild_from_log,
             chart_customer: p.chart_customer.trim().to_owned(),
         })
     }

@@ -133,6 +133,9 @@ parameters! {
     clock_skew_minutes: Int = 5,
     /// `true`: first recompute every table from the log (after a data error in it was fixed).
     rebuild: Bool = false,
+    /// With `rebuild`: plan the batches afresh from the log as runs would now (folders dated
+    /// in the future held back) instead of replaying the committed plans.
+    rebuild_from_log: Bool = false,
     /// The customer whose month the chart shows; empty: the one with the largest total.
     chart_customer: Text = "",
 }

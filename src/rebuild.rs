@@ -14,6 +14,10 @@
 //! after it: a rebuild works any number of times. Before anything is written the tables must
 //! agree with the checkpoint, as for a run.
 //!
+//! With `rebuild_from_log`, the batches are not replayed but planned afresh from the log, as
+//! runs from scratch would plan them now (folders dated in the future held back): the way back
+//! for tables whose committed plans are themselves wrong.
+//!
 //! Crash safety: a marker (`_rebuild/rebuild.json`) written before the first replacement makes
 //! ordinary runs refuse until a rebuild finished; a rebuild started again after a crash finishes
 //! with the marker's batch id and skips the replacements already committed (they carry it as
@@ -22,7 +26,7 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::run::{Run, checked_tables};
+use crate::run::{Run, catch_up, checked_tables};
 use crate::state::{FORMAT_1_STATE, Plan, RunLock, Store, marker};
 use crate::storage::Location;
 use crate::table::{self, Committed, Spec, Table, block_on, pins};
@@ -80,13 +84,25 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
             .max(highest.map_or(0, |batch| batch + 1))
     });
 
-    // 1. Replay batches 0..rebuild_batch into the staging folder, with the files' sizes now.
-    // Without a marker the replay starts afresh: what an interrupted replay left is removed.
+    // 1. Replay batches 0..rebuild_batch into the staging folder, with the files' sizes now, or
+    // plan them afresh from the log. Without a marker the replay starts afresh: what an
+    // interrupted replay left is removed.
+    let staged = Store::new(&staging.checkpoint_dir);
     if unfinished.is_none() {
         staging.output_root.remove_all()?;
+        if config.rebuild_from_log {
+            replan(config, &staging)?;
+        }
     }
-    let staged = Store::new(&staging.checkpoint_dir);
-    for batch in staged.load()?.next_batch..rebuild_batch {
+    // (With a marker, the replay or the fresh plan finished before it was written.)
+    let replayed_to = if unfinished.is_some() || config.rebuild_from_log {
+        0
+    } else {
+        rebuild_batch
+    };
+    let replanned = staged.load()?.next_batch;
+    let rebuild_batch = rebuild_batch.max(replanned);
+    for batch in staged.load()?.next_batch..replayed_to {
         let Some(mut plan) = store.load_plan(batch)? else {
             return Err(Error::Checkpoint {
                 path: config.checkpoint_dir.join("batches").display_path(),
@@ -125,21 +141,25 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
         tables.push((spec.name, rows, committed));
     }
 
-    // 4. The plans with the files' sizes now, the rebuild's own plan (a later rebuild passes
-    // over it), then the checkpoint: the replay's, past the rebuild batch.
+    // 4. The plans the tables now stand for (replayed with the files' sizes now, or planned
+    // afresh; the ids a fresh plan did not use, up to the rebuild's, are passed over like the
+    // rebuild's own: a later rebuild replays none of them), then the checkpoint: the staged
+    // one, past the rebuild batch.
     let mut replayed = staged.load()?;
-    for batch in 0..rebuild_batch {
-        if let Some(plan) = staged.load_plan(batch)? {
-            store.replace_plan(&plan)?;
-        }
-    }
-    store.replace_plan(&Plan {
-        batch_id: rebuild_batch,
+    let pass_over = |batch_id: i64| Plan {
+        batch_id,
         watermark_before: replayed.watermark_hour,
         files: Vec::new(),
         clock_skew_minutes: None,
         rebuild: true,
-    })?;
+    };
+    for batch in 0..rebuild_batch {
+        match staged.load_plan(batch)? {
+            Some(plan) => store.replace_plan(&plan)?,
+            None => store.replace_plan(&pass_over(batch))?,
+        }
+    }
+    store.replace_plan(&pass_over(rebuild_batch))?;
     replayed.next_batch = rebuild_batch + 1;
     lock.check()?;
     store.commit(&replayed)?;
@@ -151,6 +171,24 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
         batches: rebuild_batch,
         tables,
     })
+}
+
+/// Plans the staging tables' batches afresh from the log, as runs from scratch would now: the
+/// files present, in batches of `chunk_mb`, folders dated in the future held back.
+fn replan(config: &Config, staging: &Config) -> Result<()> {
+    let fresh = Config {
+        chunk_bytes: config.chunk_bytes,
+        ..staging.clone()
+    };
+    let mut run = Run::start(&fresh)?;
+    let later = run.later_files();
+    run.parse()?;
+    run.dedup()?;
+    run.write_hourly()?;
+    run.write_cumulative()?;
+    run.finish()?;
+    catch_up(&fresh, later)?;
+    Ok(())
 }
 
 /// Replays an earlier rebuild's batch into the staging tables: it took no files, so each table

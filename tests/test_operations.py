@@ -414,3 +414,37 @@ def test_a_protocol_upgraded_by_another_engine_is_refused(tmp_path: Path, source
     refused(run_once_binary, log, out, '`cumulative_usage`', 'deletionVectors',
             'another engine upgraded its Delta protocol')
 
+
+def test_a_rebuild_planned_afresh_undoes_a_folder_taken_from_the_future(
+        tmp_path: Path, source: list[Path], run_once_binary: Path) -> None:
+    """Tables whose runs took a folder from the future (as earlier versions did: here, runs
+    whose clock was ahead too) quarantine the real folders after it as late. With the file moved
+    back, a rebuild that plans afresh from the log makes the tables of a run from scratch over
+    the corrected log, and a later rebuild replays that."""
+    log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
+    jump = 4
+    future = folder_of(hour_of(source[-1]) + timedelta(days=400))
+    stray = sorted(source[jump].glob('*.jsonl'))[0].name
+    ahead = now_in(hour_of(future) + timedelta(hours=1))
+    for i, folder in enumerate(source[:10]):
+        arrive(folder, log)
+        if i == jump:
+            (log / future).mkdir()
+            (log / folder.name / stray).rename(log / future / stray)
+        done = run_once(run_once_binary, log, out, env=ahead)
+        assert done.returncode == 0, done.stderr
+    assert any(dict(r)['reason'] in ('late', 'file_behind_watermark')
+               for r in rows(out / 'quarantine')), \
+        'the future folder moved the watermark past the real folders'
+    (log / future / stray).rename(log / source[jump].name / stray)
+    (log / future).rmdir()
+    now = now_in(hour_of(source[9]))
+    fresh = run_once(run_once_binary, log, out, rebuild=True, env=now,
+                     params={'rebuild_from_log': 'true'})
+    assert fresh.returncode == 0, fresh.stderr
+    finish(run_once_binary, log, ref, env=now)
+    same_result(out, ref)
+    batches_applied_once(out)
+    again = run_once(run_once_binary, log, out, rebuild=True, env=now)
+    assert again.returncode == 0, again.stderr
+    same_result(out, ref)

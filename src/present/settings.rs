@@ -22,7 +22,13 @@ fn settings(config: &Config) -> Vec<(&'static str, String)> {
             },
         ),
         ("clock_skew", format!("{} min", config.clock_skew_minutes)),
-        ("rebuild", config.rebuild.to_string()),
+        (
+            "rebuild",
+            match (config.rebuild, config.rebuild_from_log) {
+                (true, true) => "true, planned afresh from the log".to_owned(),
+                (rebuild, _) => rebuild.to_string(),
+            },
+        ),
         (
             "chart_customer",
             match config.chart_customer.as_str() {
