@@ -354,8 +354,14 @@ mod tests {
             let value: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
             upgraded_protocol(&value)
         };
-        assert_eq!(judge(r#"{"minReaderVersion":1,"minWriterVersion":2}"#), None);
-        assert_eq!(judge(r#"{"minReaderVersion":1,"minWriterVersion":1}"#), None);
+        assert_eq!(
+            judge(r#"{"minReaderVersion":1,"minWriterVersion":2}"#),
+            None
+        );
+        assert_eq!(
+            judge(r#"{"minReaderVersion":1,"minWriterVersion":1}"#),
+            None
+        );
         assert_eq!(
             judge(r#"{"minReaderVersion":1,"minWriterVersion":4}"#).as_deref(),
             Some("reader version 1, writer version 4")
@@ -368,6 +374,9 @@ mod tests {
             .as_deref(),
             Some("reader version 3, writer version 7, features deletionVectors")
         );
-        assert!(judge("{}").is_some(), "an unreadable protocol is not taken as ours");
+        assert!(
+            judge("{}").is_some(),
+            "an unreadable protocol is not taken as ours"
+        );
     }
 }
