@@ -120,12 +120,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
         }
         staged.replace_plan(&plan)?;
         // The saved plan, resumed as is (no listing: the replay takes no other file).
-        let mut run = Run::start_next(&staging, &[])?;
-        run.parse()?;
-        run.dedup()?;
-        run.write_hourly()?;
-        run.write_cumulative()?;
-        run.finish()?;
+        Run::start_next(&staging, &[])?.run_steps()?;
     }
 
     // 2. From here on ordinary runs must wait for the rebuild to finish.
@@ -180,13 +175,9 @@ fn replan(config: &Config, staging: &Config) -> Result<()> {
         chunk_bytes: config.chunk_bytes,
         ..staging.clone()
     };
-    let mut run = Run::start(&fresh)?;
+    let run = Run::start(&fresh)?;
     let later = run.later_files();
-    run.parse()?;
-    run.dedup()?;
-    run.write_hourly()?;
-    run.write_cumulative()?;
-    run.finish()?;
+    run.run_steps()?;
     catch_up(&fresh, later)?;
     Ok(())
 }

@@ -93,12 +93,7 @@ fn hold_back(listing: &mut Listing, latest_hour: i64) {
         .partition(|f| f.ingest_hour <= latest_hour);
     listing.new_files = taken;
     for file in future {
-        let folder = file
-            .rel_path
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let folder = folder_of(&file.rel_path).to_owned();
         match listing.held_back.last_mut() {
             Some(last) if last.folder == folder => last.files += 1,
             _ => listing.held_back.push(HeldBack { folder, files: 1 }),
@@ -163,16 +158,16 @@ fn list_objects(
     Ok(listing)
 }
 
+/// The first part of a path relative to the log's root: its ingestion-hour folder.
+fn folder_of(rel_path: &str) -> &str {
+    rel_path.split('/').next().unwrap_or_default()
+}
+
 /// Groups `files` (paths relative to one folder) by their first path part.
 fn by_folder(files: Vec<Listed>) -> BTreeMap<String, Vec<Listed>> {
     let mut folders: BTreeMap<String, Vec<Listed>> = BTreeMap::new();
     for file in files {
-        let folder = file
-            .rel_path
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
+        let folder = folder_of(&file.rel_path).to_owned();
         folders.entry(folder).or_default().push(file);
     }
     folders

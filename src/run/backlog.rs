@@ -48,17 +48,13 @@ pub fn catch_up(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogR
         // starts from about the same resident floor.
         memory::release_freed();
         let started = Instant::now();
-        let mut run = Run::start_next(config, &later)?;
+        let run = Run::start_next(config, &later)?;
         if !run.has_files() {
             return Ok(report);
         }
         later = run.later_files();
         let plan = run.plan_report();
-        run.parse()?;
-        run.dedup()?;
-        run.write_hourly()?;
-        let cumulative = run.write_cumulative()?;
-        let metrics = run.finish()?;
+        let (cumulative, metrics) = run.run_steps()?;
         report.batches.push(BacklogBatch {
             batch_id: plan.batch_id,
             files: plan.files.len(),

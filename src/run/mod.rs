@@ -132,6 +132,17 @@ struct Classified {
 }
 
 impl Run {
+    /// Runs the steps after the plan in their order, as the notebook's cells do one by one, and
+    /// finishes the batch; returns what the cumulative step wrote and the batch's metrics.
+    pub fn run_steps(mut self) -> Result<(TableReport, RunMetrics)> {
+        self.parse()?;
+        self.dedup()?;
+        self.write_hourly()?;
+        let cumulative = self.write_cumulative()?;
+        let metrics = self.finish()?;
+        Ok((cumulative, metrics))
+    }
+
     fn step_done(&mut self, step: &'static str, since: Instant) {
         self.clock.steps.push((step, since.elapsed().as_millis()));
     }
