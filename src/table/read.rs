@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use deltalake::arrow::array::{Array, BooleanArray, Int64Array, RecordBatch};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::error::ArrowError;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::parquet::arrow::arrow_reader::{
+    ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+};
 use object_store::ObjectStoreExt as _;
 use polars::prelude::DataFrame;
 
@@ -116,8 +118,12 @@ impl Table {
                 .bytes()
                 .await
                 .map_err(|e| err(e.into()))?;
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|e| err(e.into()))?;
+            // The columns' types come from the parquet schema alone, not from an Arrow schema
+            // a writer embedded: another engine's file (an `UPDATE` or `OPTIMIZE` elsewhere)
+            // may ask for string views or large strings, which hold the same values.
+            let options = ArrowReaderOptions::new().with_skip_arrow_metadata(true);
+            let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(bytes, options)
+                .map_err(|e| err(e.into()))?;
             let builder = match wanted {
                 Wanted::All => builder,
                 wanted => {
