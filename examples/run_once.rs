@@ -31,18 +31,13 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    let mut params = Params::default();
-    let mut rest = args.as_slice();
-    while let [flag, name, value, tail @ ..] = rest {
-        if flag != "-p" {
-            break;
-        }
-        if let Err(e) = params.set(name, value) {
+    let (params, rest) = match Params::from_args(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
             eprintln!("run_once: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
-        rest = tail;
-    }
+    };
     if !rest.is_empty() {
         eprintln!("{USAGE}");
         return ExitCode::from(2);

@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 /// Version of the request protocol; bump it whenever a request or answer changes shape.
-pub const PROTOCOL: u32 = 5;
+pub const PROTOCOL: u32 = 6;
 
 /// The Rust type of a parameter as the notebook's first cell declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +141,22 @@ parameters! {
 }
 
 impl<'a> Params<'a> {
+    /// Parameters from command-line arguments `-p NAME VALUE ...` (the value syntax of
+    /// `aquabill-papermill`'s `-p`), the others at their defaults; also returns the arguments
+    /// after the last `-p` triple.
+    pub fn from_args(args: &'a [String]) -> Result<(Self, &'a [String]), String> {
+        let mut params = Params::default();
+        let mut rest = args;
+        while let [flag, name, value, tail @ ..] = rest {
+            if flag != "-p" {
+                break;
+            }
+            params.set(name, value)?;
+            rest = tail;
+        }
+        Ok((params, rest))
+    }
+
     /// Parameters from [`Params::encode`]'s format; values borrow from `text`. Every parameter
     /// must be present.
     pub fn decode(text: &'a str) -> Result<Self, String> {
@@ -227,6 +243,8 @@ operations! {
     Sql = "sql",
     /// The output tables: version, files, rows, columns.
     Tables = "tables",
+    /// Checks the tables without writing (an error when anything disagrees).
+    Verify = "verify",
     /// Ends the session.
     Close = "close",
 }

@@ -211,6 +211,9 @@ pub enum Error {
         /// What changed.
         what: String,
     },
+    /// The read-only check of the tables found disagreements (each named).
+    #[error("the tables disagree; nothing was changed:\n{0}")]
+    Disagreements(String),
     /// A run's own accounting does not add up; nothing after the check was committed.
     #[error("accounting check failed: {0}")]
     Accounting(String),

@@ -177,6 +177,13 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
         }
         Op::Sql => shown(&view::sql(&session.config, argument, view::SQL_ROW_LIMIT)?),
         Op::Tables => shown(&view::tables(&session.config)?),
+        Op::Verify => {
+            let report = crate::verify::verify(&session.config)?;
+            if !report.ok() {
+                return Err(Error::Disagreements(report.to_string()));
+            }
+            shown(&report)
+        }
         Op::Configure | Op::Close => {
             return Err(Error::Request(format!(
                 "`{}` is not a step of a session",

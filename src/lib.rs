@@ -48,6 +48,7 @@ mod state;
 mod storage;
 mod table;
 mod trace;
+mod verify;
 mod view;
 
 pub use config::Config;
@@ -62,6 +63,7 @@ pub use run::{
     PlanReport, Run, RunMetrics, TableReport, catch_up,
 };
 pub use table::Committed;
+pub use verify::{Check, VerifyReport, verify};
 pub use view::{BillsReport, CustomerMonth, MonthBills, MonthStatus, bills, customer_month};
 
 /// Polars, as this crate compiles it, for callers that work with the frames it returns.

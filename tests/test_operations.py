@@ -16,6 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from deltalake import DeltaTable, TableFeatures
 
+from aquabill_tools import nbexec
+from aquabill_tools.env import built
+from conftest import ROOT, RunNotebook
 from faults import TABLES, batches_applied_once, crashed, finish, rows, run_once, state
 from test_rebuild import same_result
 from test_semantics import add, reading
@@ -305,101 +308,6 @@ def hourly_usage_of(out: Path) -> dict[tuple[str, str], int]:
             for r in DeltaTable(str(out / 'hourly_usage')).to_pyarrow_table().to_pylist()}
 
 
-def active_roles(table: Path) -> dict[str, str | None]:
-    """The table's active data files (relative paths) and the `aquabill.role` tag each was
-    committed with (None: untagged)."""
-    tags: dict[str, str | None] = {}
-    for commit in sorted((table / '_delta_log').glob('*.json')):
-        for line in commit.read_text().splitlines():
-            add = json.loads(line).get('add')
-            if add is not None:
-                tags[add['path']] = (add.get('tags') or {}).get('aquabill.role')
-    paths = [Path(uri.removeprefix('file://')).relative_to(table).as_posix()
-             for uri in DeltaTable(str(table)).file_uris()]
-    return {path: tags[path] for path in paths}
-
-
-def test_an_hour_compacted_by_another_engine_is_rewritten_whole(
-        tmp_path: Path, run_once_binary: Path) -> None:
-    """C2's meter goes quiet, then replays: the replay's rows of C2 go to side files of hours
-    01 and 02 of `hourly_usage`, beside main files with C1. Another engine's OPTIMIZE merges hour
-    01 into one untagged file holding both customers; then a late reading of C2 for hour 01
-    arrives. The tables equal those of runs over the same log that were never compacted, with
-    one row per customer and hour."""
-    readings = {
-        '00': [('M1', 'C1', '00:10', '1'), ('M1', 'C1', '00:40', '1'), ('M2', 'C2', '00:10', '2')],
-        '01': [('M1', 'C1', '01:10', '1'), ('M1', 'C1', '01:40', '1')],
-        '02': [('M1', 'C1', '02:10', '1')],
-        '03': [('M1', 'C1', '03:10', '1'), ('M2', 'C2', '00:40', '2'), ('M2', 'C2', '01:10', '2'),
-               ('M2', 'C2', '02:10', '2')],
-        '04': [('M1', 'C1', '04:10', '1'), ('M2', 'C2', '01:50', '3')],
-    }
-    log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
-    day = '2026-03-10'
-    for folder, lines in readings.items():
-        add(log, f'{day}T{folder}', 'a.jsonl',
-            *(reading(m, c, f'{day}T{t}:00Z', liters) for m, c, t, liters in lines))
-        for target in (out, ref):
-            done = run_once(run_once_binary, log, target)
-            assert done.returncode == 0, done.stderr
-        if folder != '03':
-            continue
-        table = out / 'hourly_usage'
-        hour = f'usage_hour={day}T01/'
-        roles = sorted((r or '') for p, r in active_roles(table).items() if p.startswith(hour))
-        assert roles == ['main', 'side'], roles
-        DeltaTable(str(table)).optimize.compact(
-            partition_filters=[('usage_hour', '=', f'{day}T01')])
-        merged = [p for p in active_roles(table) if p.startswith(hour)]
-        assert [active_roles(table)[p] for p in merged] == [None], merged
-        assert sorted(pq.read_table(table / merged[0]).column('customer_id').to_pylist()) \
-            == ['C1', 'C2'], 'the untagged file holds the customer kept apart'
-    for t in ('hourly_usage', 'cumulative_usage'):
-        found = rows(out / t)
-        keys = [(dict(r)['customer_id'], dict(r)['usage_hour']) for r in found]
-        assert len(keys) == len(set(keys)), f'{t}: a customer has two rows in one hour'
-        assert found == rows(ref / t), t
-    assert hourly_usage_of(out)[('C2', f'{day}T01')] == 5000
-
-
-def hourly_usage_of(out: Path) -> dict[tuple[str, str], int]:
-    return {(r['customer_id'], r['usage_hour']): r['usage_ml']
-            for r in DeltaTable(str(out / 'hourly_usage')).to_pyarrow_table().to_pylist()}
-
-
-def compact_side_hours(table: Path) -> dict[tuple[str, str], int]:
-    """Compacts, as another engine would, every hour of `table` that has a side file; checks
-    that each is now one untagged file; returns the side files' rows (customer, hour) -> usage."""
-    side: dict[tuple[str, str], int] = {}
-    for path, role in active_roles(table).items():
-        if role == 'side':
-            for r in pq.read_table(table / path).to_pylist():
-                hour = path.split('/')[0].removeprefix('usage_hour=')
-                side[(r['customer_id'], hour)] = r['usage_ml']
-    hours = {hour for _, hour in side}
-    for hour in hours:
-        DeltaTable(str(table)).optimize.compact(partition_filters=[('usage_hour', '=', hour)])
-    roles = active_roles(table)
-    for hour in hours:
-        files = [role for path, role in roles.items() if path.startswith(f'usage_hour={hour}/')]
-        assert files == [None], (hour, files)
-    return side
-
-
-def active_roles(table: Path) -> dict[str, str | None]:
-    """The table's active data files (relative paths) and the `aquabill.role` tag each was
-    committed with (None: untagged)."""
-    tags: dict[str, str | None] = {}
-    for commit in sorted((table / '_delta_log').glob('*.json')):
-        for line in commit.read_text().splitlines():
-            add = json.loads(line).get('add')
-            if add is not None:
-                tags[add['path']] = (add.get('tags') or {}).get('aquabill.role')
-    paths = [Path(uri.removeprefix('file://')).relative_to(table).as_posix()
-             for uri in DeltaTable(str(table)).file_uris()]
-    return {path: tags[path] for path in paths}
-
-
 def test_a_protocol_upgraded_by_another_engine_is_refused(tmp_path: Path, source: list[Path],
                                                          run_once_binary: Path) -> None:
     """Another engine enables deletion vectors on `cumulative_usage`: runs refuse, naming the
@@ -448,3 +356,84 @@ def test_a_rebuild_planned_afresh_undoes_a_folder_taken_from_the_future(
     again = run_once(run_once_binary, log, out, rebuild=True, env=now)
     assert again.returncode == 0, again.stderr
     same_result(out, ref)
+
+
+@pytest.fixture(scope='session')
+def verify_binary(build_env: dict[str, str]) -> Path:
+    """The `verify` example: the read-only check of a set of tables."""
+    return built('aquabill', 'verify')
+
+
+def verified(binary: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(binary), '-p', 'input_root', str(out.parent / 'log'),
+                           '-p', 'output_root', str(out)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_verify_names_what_disagrees(tmp_path: Path, generator: Path, run_once_binary: Path,
+                                     verify_binary: Path) -> None:
+    """Twelve days of log over a month's end (March closes): the check agrees; then each kind of
+    damage to the tables is named, and the check writes nothing."""
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    subprocess.run([str(generator), '--output', str(log), '--start-hour', '2026-03-28T00',
+                    '--end-hour', '2026-04-09T00', '--meters', '6', '--seed', '4',
+                    '--files-per-hour', '1', '--duplicate-rate', '0.05', '--malformed-rate',
+                    '0.02', '--offline-share', '0.3'], check=True, capture_output=True)
+    finish(run_once_binary, log, out)
+    before = versions(out)
+    good = verified(verify_binary, out)
+    assert good.returncode == 0, good.stdout + good.stderr
+    for check in ('checkpoint and tables: agrees', 'accounting: agrees',
+                  'running totals: agrees', 'bills: agrees'):
+        assert check in good.stdout, good.stdout
+    bills = rows(out / 'monthly_bills')
+    assert bills and all(dict(b)['billing_month'] == '2026-03' for b in bills)
+    assert versions(out) == before, 'the check wrote nothing'
+
+    customer = dict(bills[0])['customer_id']
+    cumulative = DeltaTable(str(out / 'cumulative_usage'))
+    cumulative.update(updates={'cumulative_ml': 'cumulative_ml + 1'},
+                      predicate=f"customer_id = '{customer}' AND usage_hour = '2026-03-30T05'")
+    found = verified(verify_binary, out)
+    assert found.returncode == 1, found.stdout + found.stderr
+    assert f'customer {customer}, hour 2026-03-30T05: running total' in found.stdout, found.stdout
+
+    DeltaTable(str(out / 'monthly_bills')).update(
+        updates={'total_ml': 'total_ml + 7'}, predicate=f"customer_id = '{customer}'")
+    found = verified(verify_binary, out)
+    assert f"customer {customer}'s bill for 2026-03 is" in found.stdout, found.stdout
+
+    hour = next(r['usage_hour'] for r in map(dict, rows(out / 'hourly_usage'))
+                if r['customer_id'] == customer and r['usage_ml'] > 0
+                and r['usage_hour'] > '2026-04-02')
+    DeltaTable(str(out / 'hourly_usage')).delete(
+        predicate=f"customer_id = '{customer}' AND usage_hour = '{hour}'")
+    found = verified(verify_binary, out)
+    assert f'customer {customer}, hour {hour}: usage' in found.stdout, found.stdout
+
+    DeltaTable(str(out / 'quarantine')).delete(predicate='batch_id = 0 AND line_number = '
+                                               f"{dict(rows(out / 'quarantine')[0])['line_number']}")
+    found = verified(verify_binary, out)
+    assert 'batch 0 quarantined' in found.stdout, found.stdout
+
+    shutil.rmtree(out / '_checkpoint' / 'dedup_keys')
+    found = verified(verify_binary, out)
+    assert '`dedup_keys` is missing' in found.stdout, found.stdout
+
+
+def test_the_notebook_verifies_its_tables(tmp_path: Path, run_notebook: RunNotebook,
+                                          kernel: nbexec.Kernel) -> None:
+    """`pipeline.verify()` after the notebook's run agrees; after damage it stops the
+    notebook, naming the disagreement."""
+    out = tmp_path / 'out'
+    run_notebook(input_root=str(ROOT / 'data' / 'sample'), output_root=str(out))
+    agreed = kernel.execute('pipeline.verify()')
+    assert 'running totals: agrees' in agreed.text and 'bills: agrees' in agreed.text, \
+        agreed.text
+    hour = rows(out / 'cumulative_usage')[-1]
+    customer, usage_hour = dict(hour)['customer_id'], dict(hour)['usage_hour']
+    DeltaTable(str(out / 'cumulative_usage')).update(
+        updates={'cumulative_ml': 'cumulative_ml + 1'},
+        predicate=f"customer_id = '{customer}' AND usage_hour = '{usage_hour}'")
+    with pytest.raises(nbexec.CellError, match=f'customer {customer}, hour {usage_hour}'):
+        kernel.execute('pipeline.verify()')

@@ -218,6 +218,13 @@ impl Pipeline {
     pub fn tables(&self) -> Report {
         self.step(Op::Tables, "")
     }
+
+    /// Checks the tables without writing anything: the checkpoint against the tables, every
+    /// run's accounting, the running totals against `hourly_usage`, the bills against the
+    /// running totals. Stops the notebook, naming each disagreement, if anything disagrees.
+    pub fn verify(&self) -> Report {
+        self.step(Op::Verify, "")
+    }
 }
 
 impl Drop for Pipeline {

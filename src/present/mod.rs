@@ -1,11 +1,13 @@
 //! How the pipeline shows its work in the notebook: every step's result as text (`Display`, for
 //! logs and papermill) and as HTML (for Jupyter). Presentation only: the results are data
-//! defined where they are made ([`crate::run`], [`crate::view`], [`crate::rebuild`]).
+//! defined where they are made ([`crate::run`], [`crate::view`], [`crate::rebuild`],
+//! [`crate::verify`]).
 
 mod chart;
 pub mod html;
 mod run;
 mod settings;
+mod verify;
 mod view;
 
 use std::fmt;
