@@ -69,7 +69,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     // The tables must agree with the checkpoint before anything is written (an earlier
     // layout's dedup state lives elsewhere: its rebuild starts from the output tables alone).
     let highest = if checkpoint.is_current() {
-        let tables = checked_tables(config, &checkpoint, unfinished)?;
+        let tables = checked_tables(config, &checkpoint, unfinished, true)?;
         let mut highest = None;
         for table in tables.values() {
             highest = highest.max(block_on(table.last_batch())??);
@@ -123,7 +123,9 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
         Run::start_next(&staging, &[])?.run_steps()?;
     }
 
-    // 2. From here on ordinary runs must wait for the rebuild to finish.
+    // 2. From here on ordinary runs must wait for the rebuild to finish. (The lock still
+    // this rebuild's: no other run took a batch id meanwhile.)
+    lock.check()?;
     if unfinished.is_none() {
         marker::write(&config.output_root, rebuild_batch)?;
     }
@@ -140,6 +142,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     // afresh; the ids a fresh plan did not use, up to the rebuild's, are passed over like the
     // rebuild's own: a later rebuild replays none of them), then the checkpoint: the staged
     // one, past the rebuild batch.
+    lock.check()?;
     let mut replayed = staged.load()?;
     let pass_over = |batch_id: i64| Plan {
         batch_id,

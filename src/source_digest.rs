@@ -1,5 +1,6 @@
 //! The digest of the library's sources: every file a build of the `aquabill` library reads
-//! from its clone (the manifest, the lock file, the build script and everything under `src/`).
+//! from its clone (the manifest, the lock file, the build script and the `.rs` files under
+//! `src/`, hidden files left out).
 //! Written once and included as is by the two sides that must agree on it: the library's build
 //! script, which embeds the digest in the library it builds, and the notebook facade
 //! (`notebook-api`), which loads only a library carrying its own clone's digest. Plain `std`, so
@@ -37,9 +38,11 @@ fn sources_under(root: &Path, rel: &str, out: &mut Vec<String>) -> std::io::Resu
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = format!("{rel}/{name}");
-        if entry.file_type()?.is_dir() {
+        if name.starts_with('.') {
+            // An editor's swap or backup file: not a source.
+        } else if entry.file_type()?.is_dir() {
             sources_under(root, &path, out)?;
-        } else {
+        } else if name.ends_with(".rs") {
             out.push(path);
         }
     }

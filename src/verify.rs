@@ -129,7 +129,7 @@ fn agreement(config: &Config) -> Result<Check> {
         .load_plan(checkpoint.next_batch)?
         .filter(|plan| !plan.files.is_empty())
         .map(|plan| plan.batch_id);
-    match checked_tables(config, &checkpoint, resuming) {
+    match checked_tables(config, &checkpoint, resuming, false) {
         Ok(_) => {}
         Err(e @ (Error::Disagree { .. } | Error::Pinned { .. } | Error::TableLayout { .. })) => {
             found.add(e.to_string());

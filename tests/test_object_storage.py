@@ -259,6 +259,30 @@ def test_a_run_whose_lock_was_taken_over_stops_before_its_checkpoint(
     assert copied(s3, tables, tmp_path / 'copy') == state(ref)
 
 
+def test_a_run_whose_renewals_fail_for_a_lease_stops_before_its_checkpoint(
+        s3: S3Server, s3_log: str, tables: str, log: Path, run_once_binary: Path,
+        tmp_path: Path) -> None:
+    """The store refuses every write of the lock for longer than a lease (as if it were
+    unreachable): another run may hold the lock by then, so the run stops before its
+    checkpoint; once the store answers again, the next run finishes the batch."""
+    args = [str(run_once_binary), '-p', 'input_root', s3_log, '-p', 'output_root', tables]
+    env = dict(os.environ) | s3.env | {'AQUABILL_LOCK_LEASE_SECONDS': '2'}
+    fault = Fault(lambda r: r[0] == 'PUT' and r[1].endswith('/run.lock'), 403, 'AccessDenied')
+    first = stalled_run(args, env, 4000)
+    with s3.failing(fault):
+        _, err = first.communicate(timeout=300)
+    assert fault.hits >= 2, fault.hits
+    assert first.returncode == 1, err
+    assert 'another run changed the run lock' in err and 'lapsed' in err, err
+    bucket, prefix = bucket_and_prefix(tables)
+    assert f'{prefix}/_checkpoint/checkpoint.json' not in s3.keys(bucket, prefix)
+    time.sleep(2.5)  # the lease the refused renewals could not extend
+    finish(run_once_binary, s3_log, tables, env=s3.env)
+    ref = tmp_path / 'ref'
+    finish(run_once_binary, log, ref)
+    assert copied(s3, tables, tmp_path / 'copy') == state(ref)
+
+
 def test_the_checkpoint_is_replaced_only_if_unchanged(
         s3: S3Server, s3_log: str, tables: str, log: Path, run_once_binary: Path,
         tmp_path: Path) -> None:

@@ -264,9 +264,9 @@ def test_an_hour_compacted_by_another_engine_is_rewritten_whole(
         tmp_path: Path, run_once_binary: Path) -> None:
     """C2's meter goes quiet, then replays: the replay's rows of C2 go to side files of hours
     01 and 02 of `hourly_usage`, beside main files with C1. Another engine's OPTIMIZE merges hour
-    01 into one untagged file holding both customers; then a late reading of C2 for hour 01
-    arrives. The tables equal those of runs over the same log that were never compacted, with
-    one row per customer and hour."""
+    01 into one untagged file holding both customers; then late readings of C2 for hour 01
+    arrive, twice. The tables equal those of runs over the same log that were never compacted,
+    with one row per customer and hour."""
     readings = {
         '00': [('M1', 'C1', '00:10', '1'), ('M1', 'C1', '00:40', '1'), ('M2', 'C2', '00:10', '2')],
         '01': [('M1', 'C1', '01:10', '1'), ('M1', 'C1', '01:40', '1')],
@@ -274,6 +274,7 @@ def test_an_hour_compacted_by_another_engine_is_rewritten_whole(
         '03': [('M1', 'C1', '03:10', '1'), ('M2', 'C2', '00:40', '2'), ('M2', 'C2', '01:10', '2'),
                ('M2', 'C2', '02:10', '2')],
         '04': [('M1', 'C1', '04:10', '1'), ('M2', 'C2', '01:50', '3')],
+        '05': [('M1', 'C1', '05:10', '1'), ('M2', 'C2', '01:55', '4')],
     }
     log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
     day = '2026-03-10'
@@ -300,7 +301,7 @@ def test_an_hour_compacted_by_another_engine_is_rewritten_whole(
         keys = [(dict(r)['customer_id'], dict(r)['usage_hour']) for r in found]
         assert len(keys) == len(set(keys)), f'{t}: a customer has two rows in one hour'
         assert found == rows(ref / t), t
-    assert hourly_usage_of(out)[('C2', f'{day}T01')] == 5000
+    assert hourly_usage_of(out)[('C2', f'{day}T01')] == 9000
 
 
 def hourly_usage_of(out: Path) -> dict[tuple[str, str], int]:

@@ -107,6 +107,8 @@ pub(crate) fn build() -> Result<(PathBuf, bool), String> {
     let (built, copies) = places(&target);
     let own = copy_of(&copies, &digest);
     if own.is_file() {
+        // In use: the newest, so that pruning after other clones' builds keeps it.
+        let _ = mark_changed(&own);
         return Ok((own, false));
     }
     let mut compiled = false;

@@ -89,7 +89,7 @@ impl Run {
         let p = crate::trace::phase("cumulative/plan", t);
         let by_hour = usage_by_hour(&added)?;
         // What `hourly_usage` rewrote of each hour: the same decision, from the same state.
-        let mut sides = Sides::new(&cumulative, &hourly, tz);
+        let mut sides = Sides::new(&cumulative, tz);
         let mut hourly_layouts = BTreeMap::new();
         for (&hour, usage) in &by_hour {
             let changed: FastSet<String> = usage.iter().map(|(c, _)| c.clone()).collect();

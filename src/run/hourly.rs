@@ -13,6 +13,7 @@ use super::layout::{Sides, customers};
 use super::stream::{HourRead, RowsWritten, read_ahead};
 use super::{Run, Stage, TableReport};
 use crate::error::{Error, Result};
+use crate::hashing::FastSet;
 use crate::query::hourly::{hourly_additions, merge_hourly};
 use crate::query::layout::Hourly;
 use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, Role, block_on, col, split_by_hour};
@@ -38,17 +39,32 @@ impl Run {
         let classified = self.classified("hourly")?;
         let quiet = &classified.quiet;
         let mut added = split_by_hour(&added, col::USAGE_HOUR)?;
-        let mut sides = Sides::new(&cumulative, &table, self.config.billing_timezone);
+        let mut sides = Sides::new(&cumulative, self.config.billing_timezone);
         let mut layouts = BTreeMap::new();
         for (&hour, rows) in &added {
             layouts.insert(hour, sides.hourly(hour, &customers(rows)?)?);
+        }
+        // An hour whose side files alone would change but that has a file another engine wrote
+        // (its rows may include the side customers') is written whole, split as it was: by
+        // the hour's side set and who is new to the month, so `cumulative_usage`, which decides
+        // from its own files alone, keeps agreeing with it.
+        let foreign = table.hours_with(Role::Foreign);
+        let mut kept_apart: BTreeMap<i64, (FastSet<String>, FastSet<String>)> = BTreeMap::new();
+        for (&hour, layout) in &layouts {
+            if *layout == Hourly::Side && foreign.contains(&hour) {
+                let side = sides.side_set(hour)?.cloned().unwrap_or_default();
+                let month = sides.month_customers(hour)?.clone();
+                kept_apart.insert(hour, (side, month));
+            }
         }
         let p = crate::trace::phase("hourly/layouts", p);
         let reads: Vec<HourRead> = layouts
             .iter()
             .map(|(&hour, layout)| match layout {
-                Hourly::Whole => (hour, None),
-                Hourly::Side => (hour, Some(table.files_of(hour, Role::Side))),
+                Hourly::Side if !kept_apart.contains_key(&hour) => {
+                    (hour, Some(table.files_of(hour, Role::Side)))
+                }
+                _ => (hour, None),
             })
             .collect();
         let mut written_rows = RowsWritten::default();
@@ -59,6 +75,12 @@ impl Run {
                     None => HOURLY_USAGE.empty_frame()?,
                 };
                 let rows = written_rows.note(merge_hourly(&stored, &added, hour)?);
+                if let Some((side, month)) = kept_apart.get(&hour) {
+                    let (side, main) =
+                        split_rows(&rows, |c| side.contains(c) || !month.contains(c))?;
+                    emit(main, Role::Main)?;
+                    return emit(side, Role::Side);
+                }
                 match layouts.get(&hour) {
                     Some(Hourly::Side) => emit(rows, Role::Side),
                     _ => {
@@ -71,7 +93,7 @@ impl Run {
         })?;
         let whole: BTreeSet<i64> = layouts
             .iter()
-            .filter(|(_, l)| **l == Hourly::Whole)
+            .filter(|(h, l)| **l == Hourly::Whole || kept_apart.contains_key(h))
             .map(|(&h, _)| h)
             .collect();
         let side_paths: BTreeSet<String> = reads

@@ -18,29 +18,29 @@ pub(super) struct Sides<'a> {
     cumulative: &'a Table,
     tz: Tz,
     stored: BTreeSet<i64>,
-    /// Hours with a file of either table this pipeline did not tag (see [`Role::Foreign`]):
-    /// their side set is unknown.
+    /// Hours with a file of `cumulative_usage` this pipeline did not tag (see
+    /// [`Role::Foreign`]): their side set is unknown. (The hourly step writes an hour with a
+    /// foreign `hourly_usage` file whole itself; the side sets must come from state that step
+    /// does not change, so that the cumulative step, or its rerun, decides alike.)
     foreign: BTreeSet<i64>,
     side_sets: BTreeMap<i64, Option<FastSet<String>>>,
     months: BTreeMap<i64, FastSet<String>>,
 }
 
 impl<'a> Sides<'a> {
-    pub(super) fn new(cumulative: &'a Table, hourly: &Table, tz: Tz) -> Self {
-        let mut foreign = cumulative.hours_with(Role::Foreign);
-        foreign.extend(hourly.hours_with(Role::Foreign));
+    pub(super) fn new(cumulative: &'a Table, tz: Tz) -> Self {
         Self {
             cumulative,
             tz,
-            foreign,
+            foreign: cumulative.hours_with(Role::Foreign),
             stored: cumulative.partitions(),
             side_sets: BTreeMap::new(),
             months: BTreeMap::new(),
         }
     }
 
-    /// The side set of `hour`; `None` when `cumulative_usage` has no such hour, or when either
-    /// table has a file of the hour that another engine wrote (both are rewritten whole).
+    /// The side set of `hour`; `None` when `cumulative_usage` has no such hour, or has a file of
+    /// the hour that another engine wrote (the hour of both tables is then rewritten whole).
     pub(super) fn side_set(&mut self, hour: i64) -> Result<Option<&FastSet<String>>> {
         if !self.side_sets.contains_key(&hour) {
             let set = if self.stored.contains(&hour) && !self.foreign.contains(&hour) {

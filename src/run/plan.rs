@@ -98,7 +98,7 @@ impl Run {
         let tables = if plan.files.is_empty() {
             Default::default()
         } else {
-            checked_tables(config, &checkpoint, resumed.then_some(plan.batch_id))?
+            checked_tables(config, &checkpoint, resumed.then_some(plan.batch_id), true)?
         };
         if !resumed && !plan.files.is_empty() {
             store.save_plan(&plan)?;

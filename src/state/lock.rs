@@ -67,6 +67,8 @@ struct Lease {
 #[derive(Debug)]
 struct Shared {
     lock: Location,
+    /// The lease's length.
+    lease: std::time::Duration,
     mine: Mutex<Mine>,
     stop: Mutex<bool>,
     wake: Condvar,
@@ -78,6 +80,8 @@ struct Mine {
     holder: Holder,
     /// Its version; `None` once another run changed it (the lock is lost).
     version: Option<Version>,
+    /// When it was last written: once a lease has passed since, another run may hold it.
+    written: std::time::Instant,
 }
 
 /// What an S3 lock object holds.
@@ -116,17 +120,21 @@ impl RunLock {
         dir.join("run.lock")
     }
 
-    /// Fails if the lock was lost: another run took it over after this run's lease lapsed.
+    /// Fails if the lock was lost: another run took it over after this run's lease lapsed, or
+    /// no renewal got through for a whole lease (the store unreachable, the machine suspended),
+    /// so another run may have.
     pub fn check(&self) -> Result<()> {
         let Held::Object(lease) = &self.held else {
             return Ok(());
         };
-        if lease.shared.mine().version.is_some() {
+        let mine = lease.shared.mine();
+        if mine.version.is_some() && mine.written.elapsed() < lease.shared.lease {
             return Ok(());
         }
         Err(Error::Conflict {
             what: format!(
-                "the run lock {} (this run's lease lapsed and another run took it over)",
+                "the run lock {} (this run's lease lapsed: another run took the lock over, or no \
+                 renewal got through for a whole lease and another run may have)",
                 lease.shared.lock
             ),
         })
@@ -156,12 +164,15 @@ impl Shared {
         };
         let mut holder = mine.holder.clone();
         change(&mut holder);
+        let started = std::time::Instant::now();
         let written = self
             .lock
             .replace_if_unchanged(encode(&self.lock, &holder)?, &version)?;
         mine.version = written;
         if mine.version.is_some() {
             mine.holder = holder;
+            // The lease counts from the request's start: the store may have written it then.
+            mine.written = started;
         }
         Ok(())
     }
@@ -323,6 +334,7 @@ fn lock_object(lock: Location) -> Result<Lease> {
         released: false,
     };
     let bytes = encode(&lock, &mine)?;
+    let acquired = std::time::Instant::now();
     let version = match lock.create_new(bytes.clone())? {
         Created::Yes(version) => version,
         Created::AlreadyExists => {
@@ -357,9 +369,11 @@ fn lock_object(lock: Location) -> Result<Lease> {
     };
     let shared = Arc::new(Shared {
         lock,
+        lease: std::time::Duration::from_secs(lease.unsigned_abs()),
         mine: Mutex::new(Mine {
             holder: mine,
             version: Some(version),
+            written: acquired,
         }),
         stop: Mutex::new(false),
         wake: Condvar::new(),

@@ -282,6 +282,11 @@ impl Location {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     Ok(Created::AlreadyExists)
                 }
+                // A file system without hard links: create the name exclusively and write it.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+                ) => create_exclusive(&path, &bytes),
                 Err(e) => Err(Error::io("creating", &path, e)),
             });
             let removed = std::fs::remove_file(&tmp);
@@ -456,6 +461,25 @@ fn sync_dir(dir: &Path) -> Result<()> {
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// Creates `path` only if it does not exist (`O_EXCL`) and writes `bytes` to it.
+fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<Created> {
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            return Ok(Created::AlreadyExists);
+        }
+        Err(e) => return Err(Error::io("creating", path, e)),
+    };
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing", path, e))?;
+    Ok(Created::Yes(Version::default()))
 }
 
 /// A hidden name beside `path` that no other process uses at the same time.

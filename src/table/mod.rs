@@ -46,6 +46,9 @@ pub struct Table {
     location: String,
     table: DeltaTable,
     files: Vec<FileEntry>,
+    /// Pinned parameters the table does not store yet (a table of an earlier version), with
+    /// the values it was opened with: stored by [`Table::store_missing_pins`].
+    missing_pins: std::collections::HashMap<String, String>,
 }
 
 /// One active data file.
@@ -111,7 +114,7 @@ impl Table {
     /// Opens the table in `dir`, creating it with `pins` stored as its properties if it does not
     /// exist; fails, before anything is written, if an existing table has another layout, a
     /// protocol another engine upgraded, or another value of a pinned parameter. A table of an
-    /// earlier version that stores no value takes the run's (one property commit).
+    /// earlier version that stores no value is noted ([`Table::store_missing_pins`]).
     pub async fn open_pinned(dir: &Location, spec: &'static Spec, pins: &[Pin]) -> Result<Self> {
         let started = std::time::Instant::now();
         let err = delta_error(spec.name);
@@ -159,9 +162,10 @@ impl Table {
             location: dir.to_string(),
             table,
             files: Vec::new(),
+            missing_pins: Default::default(),
         };
         table.check_layout()?;
-        table.check_pins(pins).await?;
+        table.check_pins(pins)?;
         let listed = crate::trace::phase(&format!("table/{} open", spec.name), started);
         table.list_files().await?;
         crate::trace::phase(&format!("table/{} list files", spec.name), listed);
@@ -205,8 +209,8 @@ impl Table {
         Ok(())
     }
 
-    /// Checks the pinned parameters' stored values against `pins`; stores the missing ones.
-    async fn check_pins(&mut self, pins: &[Pin]) -> Result<()> {
+    /// Checks the pinned parameters' stored values against `pins`; notes the missing ones.
+    fn check_pins(&mut self, pins: &[Pin]) -> Result<()> {
         let err = delta_error(self.spec.name);
         let snapshot = self.table.snapshot().map_err(err)?;
         let stored = snapshot.metadata().configuration();
@@ -228,16 +232,24 @@ impl Table {
                 }
             }
         }
-        if !missing.is_empty() {
-            self.table = self
-                .table
-                .clone()
-                .set_tbl_properties()
-                .with_properties(missing)
-                .with_raise_if_not_exists(false)
-                .await
-                .map_err(err)?;
+        self.missing_pins = missing;
+        Ok(())
+    }
+
+    /// Stores the pinned parameters a table of an earlier version lacked (one property
+    /// commit), once the run found every table agreeing.
+    pub async fn store_missing_pins(&mut self) -> Result<()> {
+        if self.missing_pins.is_empty() {
+            return Ok(());
         }
+        self.table = self
+            .table
+            .clone()
+            .set_tbl_properties()
+            .with_properties(std::mem::take(&mut self.missing_pins))
+            .with_raise_if_not_exists(false)
+            .await
+            .map_err(delta_error(self.spec.name))?;
         Ok(())
     }
 
