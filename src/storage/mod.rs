@@ -283,10 +283,14 @@ impl Location {
                     Ok(Created::AlreadyExists)
                 }
                 // A file system without hard links: create the name exclusively and write it.
-                Err(e) if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
-                ) => create_exclusive(&path, &bytes),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    create_exclusive(&path, &bytes)
+                }
                 Err(e) => Err(Error::io("creating", &path, e)),
             });
             let removed = std::fs::remove_file(&tmp);
