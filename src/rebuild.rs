@@ -68,21 +68,12 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     }
     // The tables must agree with the checkpoint before anything is written (an earlier
     // layout's dedup state lives elsewhere: its rebuild starts from the output tables alone).
-    let highest = if checkpoint.is_current() {
-        let tables = checked_tables(config, &checkpoint, unfinished, true)?;
-        let mut highest = None;
-        for table in tables.values() {
-            highest = highest.max(block_on(table.last_batch())??);
-        }
-        highest
-    } else {
-        None
-    };
-    let rebuild_batch = unfinished.unwrap_or_else(|| {
-        checkpoint
-            .next_batch
-            .max(highest.map_or(0, |batch| batch + 1))
-    });
+    // Agreeing, no table holds a batch after the checkpoint's last (or the unfinished
+    // rebuild's), so the next batch id is past every batch any table holds.
+    if checkpoint.is_current() {
+        checked_tables(config, &checkpoint, unfinished, true)?;
+    }
+    let rebuild_batch = unfinished.unwrap_or(checkpoint.next_batch);
 
     // 1. Replay batches 0..rebuild_batch into the staging folder, with the files' sizes now, or
     // plan them afresh from the log. Without a marker the replay starts afresh: what an
@@ -100,9 +91,9 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     } else {
         rebuild_batch
     };
-    let replanned = staged.load()?.next_batch;
-    let rebuild_batch = rebuild_batch.max(replanned);
-    for batch in staged.load()?.next_batch..replayed_to {
+    let staged_to = staged.load()?.next_batch;
+    let rebuild_batch = rebuild_batch.max(staged_to);
+    for batch in staged_to..replayed_to {
         let Some(mut plan) = store.load_plan(batch)? else {
             return Err(Error::Checkpoint {
                 path: config.checkpoint_dir.join("batches").display_path(),

@@ -93,11 +93,7 @@ pub fn verify(config: &Config) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     report.checks.push(agreement(config)?);
     let open = |spec: &'static Spec| -> Result<Option<Table>> {
-        let dir = spec.dir(config);
-        if !dir.join("_delta_log").exists()? {
-            return Ok(None);
-        }
-        Ok(Some(block_on(Table::open_or_create(&dir, spec))??))
+        block_on(Table::open_existing(&spec.dir(config), spec, &[]))?
     };
     report
         .checks

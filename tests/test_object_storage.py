@@ -211,6 +211,15 @@ def lock_holder(s3: S3Server, tables: str) -> dict:
     return json.loads(got['Body'].read())
 
 
+def finishes_exactly(s3: S3Server, s3_log: str, tables: str, log: Path, binary: Path,
+                     tmp_path: Path) -> None:
+    """Runs until no new files are left; the tables then equal those of unbroken local runs."""
+    finish(binary, s3_log, tables, env=s3.env)
+    ref = tmp_path / 'ref'
+    finish(binary, log, ref)
+    assert copied(s3, tables, tmp_path / 'copy') == state(ref)
+
+
 def stalled_run(args: list[str], env: dict[str, str], ms: int) -> subprocess.Popen[str]:
     """A run that stalls `ms` milliseconds right after writing its plan (holding the lock)."""
     run = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -253,10 +262,7 @@ def test_a_run_whose_lock_was_taken_over_stops_before_its_checkpoint(
     assert not lock_holder(s3, tables).get('released')
     # Once the successor is gone, the next run finishes the batch exactly.
     s3.client.put_object(Bucket=bucket, Key=lock, Body=lock_object('elsewhere', -1))
-    finish(run_once_binary, s3_log, tables, env=s3.env)
-    ref = tmp_path / 'ref'
-    finish(run_once_binary, log, ref)
-    assert copied(s3, tables, tmp_path / 'copy') == state(ref)
+    finishes_exactly(s3, s3_log, tables, log, run_once_binary, tmp_path)
 
 
 def test_a_run_whose_renewals_fail_for_a_lease_stops_before_its_checkpoint(
@@ -277,10 +283,7 @@ def test_a_run_whose_renewals_fail_for_a_lease_stops_before_its_checkpoint(
     bucket, prefix = bucket_and_prefix(tables)
     assert f'{prefix}/_checkpoint/checkpoint.json' not in s3.keys(bucket, prefix)
     time.sleep(2.5)  # the lease the refused renewals could not extend
-    finish(run_once_binary, s3_log, tables, env=s3.env)
-    ref = tmp_path / 'ref'
-    finish(run_once_binary, log, ref)
-    assert copied(s3, tables, tmp_path / 'copy') == state(ref)
+    finishes_exactly(s3, s3_log, tables, log, run_once_binary, tmp_path)
 
 
 def test_the_checkpoint_is_replaced_only_if_unchanged(
@@ -300,10 +303,7 @@ def test_the_checkpoint_is_replaced_only_if_unchanged(
     assert 'another run changed the checkpoint' in err, err
     got = s3.client.get_object(Bucket=bucket, Key=f'{prefix}/_checkpoint/checkpoint.json')
     assert json.loads(got['Body'].read()) == other, 'the other writer was not overwritten'
-    finish(run_once_binary, s3_log, tables, env=s3.env)
-    ref = tmp_path / 'ref'
-    finish(run_once_binary, log, ref)
-    assert copied(s3, tables, tmp_path / 'copy') == state(ref)
+    finishes_exactly(s3, s3_log, tables, log, run_once_binary, tmp_path)
 
 
 def test_a_lock_of_another_machine_with_this_host_name_is_respected(

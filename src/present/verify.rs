@@ -3,16 +3,20 @@
 use std::fmt;
 
 use super::{Shown, html};
-use crate::verify::VerifyReport;
+use crate::verify::{Check, VerifyReport};
+
+/// A check's verdict in a word or two.
+fn verdict(check: &Check) -> String {
+    match check.count {
+        0 => "agrees".to_owned(),
+        n => format!("{n} disagreements"),
+    }
+}
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for check in &self.checks {
-            let verdict = match check.count {
-                0 => "agrees".to_owned(),
-                n => format!("{n} disagreements"),
-            };
-            writeln!(f, "{}: {verdict} ({})", check.name, check.checked)?;
+            writeln!(f, "{}: {} ({})", check.name, verdict(check), check.checked)?;
             for problem in &check.problems {
                 writeln!(f, "  {problem}")?;
             }
@@ -40,10 +44,7 @@ impl Shown for VerifyReport {
                 vec![
                     c.name.to_owned(),
                     c.checked.clone(),
-                    match c.count {
-                        0 => "agrees".to_owned(),
-                        n => format!("{n} disagreements"),
-                    },
+                    verdict(c),
                     c.problems.first().cloned().unwrap_or_default(),
                 ]
             })

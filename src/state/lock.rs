@@ -179,8 +179,9 @@ impl Shared {
 
     /// Renews the lease every third of it until told to stop or the lock is lost. A renewal
     /// that fails (the store unreachable) is tried again at the next turn.
-    fn renew(&self, lease: i64) {
-        let every = std::time::Duration::from_millis((lease * 1000 / 3).max(100) as u64);
+    fn renew(&self) {
+        let every = (self.lease / 3).max(std::time::Duration::from_millis(100));
+        let lease = i64::try_from(self.lease.as_secs()).unwrap_or(LEASE_SECONDS);
         let mut stop = self
             .stop
             .lock()
@@ -381,7 +382,7 @@ fn lock_object(lock: Location) -> Result<Lease> {
     let renewing = Arc::clone(&shared);
     let renewer = std::thread::Builder::new()
         .name("aquabill-lease".into())
-        .spawn(move || renewing.renew(lease))
+        .spawn(move || renewing.renew())
         .map_err(|e| {
             Error::io(
                 "starting the lease thread of",

@@ -274,9 +274,7 @@ impl Location {
             // Written whole under a temporary name, then linked to its name: a link fails if
             // the name exists, and a crash leaves no half-written file under it.
             let tmp = temporary_sibling(&path);
-            let written = std::fs::File::create(&tmp)
-                .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
-                .map_err(|e| Error::io("writing", &tmp, e));
+            let written = write_synced(&tmp, &bytes);
             let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
                 Ok(()) => Ok(Created::Yes(Version::default())),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -450,12 +448,17 @@ fn write_local_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp).map_err(|e| Error::io("creating", &tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("writing", &tmp, e))?;
+    write_synced(&tmp, bytes)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming", &tmp, e))?;
     sync_dir(dir)
+}
+
+/// Writes `bytes` to a new file `path` (replacing one of that name) and syncs it.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = std::fs::File::create(path).map_err(|e| Error::io("creating", path, e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io("writing", path, e))
 }
 
 /// Persists a rename or link in `dir`; not every file system supports syncing a folder, so a

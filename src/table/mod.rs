@@ -105,10 +105,25 @@ pub(crate) fn delta_error(table: &str) -> impl Fn(deltalake::DeltaTableError) ->
 
 impl Table {
     /// Opens the table in `dir` (a local folder or an S3 prefix), creating it if it does not
-    /// exist; fails if an existing table has another layout. For reading and tests; runs open
-    /// their tables with [`Table::open_pinned`].
+    /// exist, without pins: for tests. Runs open their tables with [`Table::open_pinned`],
+    /// views and checks with [`Table::open_existing`].
+    #[cfg(test)]
     pub async fn open_or_create(dir: &Location, spec: &'static Spec) -> Result<Self> {
         Self::open_pinned(dir, spec, &[]).await
+    }
+
+    /// The table in `dir`, opened as [`Table::open_pinned`] opens it, or `None` if there is no
+    /// table there: nothing is created (a view, a check, a run that must not start tables
+    /// beside a checkpoint that says they exist).
+    pub async fn open_existing(
+        dir: &Location,
+        spec: &'static Spec,
+        pins: &[Pin],
+    ) -> Result<Option<Self>> {
+        if !dir.join("_delta_log").exists_async().await? {
+            return Ok(None);
+        }
+        Self::open_pinned(dir, spec, pins).await.map(Some)
     }
 
     /// Opens the table in `dir`, creating it with `pins` stored as its properties if it does not

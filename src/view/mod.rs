@@ -39,11 +39,7 @@ fn cumulative_usage(config: &Config) -> Result<Option<Table>> {
 
 /// The table of `spec`, if it exists (a view never creates one).
 fn open_if_exists(config: &Config, spec: &'static Spec) -> Result<Option<Table>> {
-    let dir = spec.dir(config);
-    if !dir.join("_delta_log").exists()? {
-        return Ok(None);
-    }
-    Ok(Some(block_on(Table::open_or_create(&dir, spec))??))
+    block_on(Table::open_existing(&spec.dir(config), spec, &[]))?
 }
 
 /// The tables' watermark (first hour not yet final).
