@@ -40,6 +40,7 @@ mod hours;
 mod input;
 mod memory;
 mod present;
+mod provenance;
 mod quarantine;
 mod query;
 mod rebuild;

@@ -204,5 +204,6 @@ fn replace_table(
     let pins = pins(config);
     let staged = block_on(Table::open_pinned(staged_dir, spec, &pins))??;
     let mut live = block_on(Table::open_pinned(live_dir, spec, &pins))??;
+    block_on(live.upgrade())??;
     live.replace_with(&staged, batch)
 }

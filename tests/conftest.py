@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -102,6 +103,30 @@ def kernel_factory(build_env: dict[str, str]) -> KernelFactory:
 def run_once_binary(build_env: dict[str, str]) -> Path:
     """The `run_once` example: one pipeline run per process, no kernel."""
     return built('aquabill', 'run_once')
+
+
+def source_digest(root: Path) -> str:
+    """The digest of a checkout's library sources, computed here as `src/source_digest.rs`
+    documents it: FNV-1a (128 bits) over each file's path, a zero byte, its length (8 bytes,
+    little-endian) and its bytes, in the order of the paths; the files are `Cargo.toml`,
+    `Cargo.lock`, `build.rs` and every `.rs` file under `src/`, hidden ones left out."""
+    files = ['Cargo.toml', 'Cargo.lock', 'build.rs']
+    files += [p.relative_to(root).as_posix() for p in (root / 'src').rglob('*.rs')
+              if not any(part.startswith('.') for part in p.relative_to(root).parts)]
+    digest, prime, mask = 0x6c62272e07bb014262b821756295c58d, 2**88 + 0x13b, 2**128 - 1
+    for name in sorted(files):
+        data = (root / name).read_bytes()
+        for chunk in (name.encode(), b'\0', len(data).to_bytes(8, 'little'), data):
+            for byte in chunk:
+                digest = ((digest ^ byte) * prime) & mask
+    return f'{digest:032x}'
+
+
+@pytest.fixture(scope='session')
+def computed_by() -> str:
+    """What every bill this checkout computes records in `computed_by`."""
+    version = tomllib.loads((ROOT / 'Cargo.toml').read_text())['package']['version']
+    return f'aquabill {version} source {source_digest(ROOT)}'
 
 
 RunNotebook = Callable[..., list[nbexec.CellResult]]

@@ -4,6 +4,7 @@ the billing time zone, after reruns and after a crash at any of the table's dura
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from decimal import Decimal
@@ -50,12 +51,17 @@ def log(tmp_path_factory: pytest.TempPathFactory, generator: Path) -> Path:
     return root
 
 
-def bills_of(out: Path) -> dict[tuple[str, str], tuple[Bill, int]]:
-    """`monthly_bills` as (customer, month) -> (bill, closing batch); m³ must equal ml exactly."""
+def bills_of(out: Path, computed_by: str, tz: str = 'UTC'
+             ) -> dict[tuple[str, str], tuple[Bill, int]]:
+    """`monthly_bills` as (customer, month) -> (bill, closing batch); m³ must equal ml exactly,
+    and every bill names the library that computed it and the parameters it was computed with."""
     found: dict[tuple[str, str], tuple[Bill, int]] = {}
     for r in DeltaTable(str(out / 'monthly_bills')).to_pyarrow_table().to_pylist():
         assert isinstance(r['total_m3'], Decimal)
         assert r['total_m3'] * 1_000_000 == r['total_ml'], r
+        assert r['computed_by'] == computed_by, r
+        assert json.loads(r['parameters']) == {'billing_timezone': tz,
+                                                'clock_skew_minutes': 5}, r
         key = (r['customer_id'], r['billing_month'])
         assert key not in found, f'two bills for {key}'
         found[key] = (Bill(r['total_ml'], r['last_hour'], r['hours_with_readings'],
@@ -74,7 +80,8 @@ def closing_batch(log: Path, cap: int, month_end_utc: str) -> int:
 @pytest.mark.parametrize('tz, passes_month_end', [('UTC', '2026-04-08T00'),
                                                   ('America/New_York', '2026-04-08T04')])
 def test_bills_match_the_recomputation_however_the_log_is_split(
-        tmp_path: Path, run_once_binary: Path, log: Path, tz: str, passes_month_end: str) -> None:
+        tmp_path: Path, run_once_binary: Path, log: Path, tz: str, passes_month_end: str,
+        computed_by: str) -> None:
     want = closed_bills(recompute(log, tz=tz), log, tz)
     assert {month for _, month in want} == {'2026-03'}
     assert len(want) >= 3, 'customers billed for March'
@@ -83,13 +90,13 @@ def test_bills_match_the_recomputation_however_the_log_is_split(
     # One batch: the month closes in the middle of it.
     whole = tmp_path / 'whole'
     finish(run_once_binary, log, whole, cap=0, tz=tz)
-    got = bills_of(whole)
+    got = bills_of(whole, computed_by, tz)
     assert {k: b for k, (b, _) in got.items()} == want
     assert {batch for _, batch in got.values()} == {0}
     # A day's files per run: the month closes in the run that takes the watermark past its end.
     daily = tmp_path / 'daily'
     finish(run_once_binary, log, daily, cap=DAY, tz=tz)
-    got = bills_of(daily)
+    got = bills_of(daily, computed_by, tz)
     assert {k: b for k, (b, _) in got.items()} == want
     assert {batch for _, batch in got.values()} == {closing_batch(log, DAY, passes_month_end)}
     # Nothing new: nothing written again.
@@ -134,12 +141,12 @@ def test_a_crash_at_each_bills_step_is_finished_by_the_next_run(
 
 
 def test_the_notebook_closes_a_month_in_the_billing_time_zone(
-        tmp_path: Path, log: Path, run_notebook: RunNotebook) -> None:
+        tmp_path: Path, log: Path, run_notebook: RunNotebook, computed_by: str) -> None:
     out = tmp_path / 'out'
     tz = 'America/New_York'
     results = run_notebook(input_root=str(log), output_root=str(out), billing_timezone=tz)
     want = closed_bills(recompute(log, tz=tz), log, tz)
-    assert {k: b for k, (b, _) in bills_of(out).items()} == want
+    assert {k: b for k, (b, _) in bills_of(out, computed_by, tz).items()} == want
     shown = nbexec.text_of(results, 'cumulative') + nbexec.text_of(results, 'catch_up')
     assert f'closed 2026-03: {len(want)} bills' in shown or \
         f'2026-03 ({len(want)} bills)' in shown, shown

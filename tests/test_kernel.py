@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from aquabill_tools import nbexec
+from aquabill_tools.env import built
 from conftest import NOTEBOOK, ROOT, Generate, KernelFactory
 from expected import recompute
 from test_pipeline_e2e import assert_tables_match
@@ -173,8 +174,9 @@ def test_a_killed_kernel_never_poisons_the_next(tmp_path: Path, kernels: Path) -
 def test_each_clone_runs_its_own_library(tmp_path: Path, kernels: Path,
                                          kernel_factory: KernelFactory) -> None:
     """Two clones on one machine build into one target folder. Another clone whose validate
-    cell shows a changed label builds its library; this clone's notebook still runs this
-    clone's code, and the other clone's notebook runs the other's."""
+    cell shows a changed label builds its library and `run_once`; this clone's notebook still
+    runs this clone's code, the other clone's notebook runs the other's, and the binary the
+    tests run is this clone's."""
     other = tmp_path / 'other'
     listed = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard'], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.splitlines()
@@ -186,8 +188,12 @@ def test_each_clone_runs_its_own_library(tmp_path: Path, kernels: Path,
     label = '("clock_skew", '
     assert label in settings.read_text()
     settings.write_text(settings.read_text().replace(label, '("clock_skew of the other clone", '))
-    subprocess.run(['cargo', 'build', '-p', 'aquabill', '--lib'], cwd=other, check=True,
-                   capture_output=True)
+    subprocess.run(['cargo', 'build', '-p', 'aquabill', '--lib', '--example', 'run_once'],
+                   cwd=other, check=True, capture_output=True)
+    changed = b'clock_skew of the other clone'
+    plain = Path(os.environ['CARGO_TARGET_DIR']) / 'debug' / 'examples' / 'run_once'
+    assert changed in plain.read_bytes(), 'the plain name is the clone built last'
+    assert changed not in built('aquabill', 'run_once').read_bytes()
     params = {'input_root': str(SAMPLE), 'output_root': str(tmp_path / 'out')}
 
     def validate_cell(kernel: nbexec.Kernel, notebook: Path) -> str:

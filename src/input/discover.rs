@@ -4,11 +4,13 @@
 //! files. Hidden files are writes in progress and are skipped; anything else that does not fit
 //! the layout is reported as ignored (never silently).
 //!
-//! A local log is listed whole (one directory read per folder). A log on S3 is listed from the
-//! folder of the tables' watermark on (`ListObjectsV2` with `start-after`), so the listing does
-//! not grow with the log's history; every [`FULL_LISTING_EVERY_BATCHES`]th batch (about daily)
-//! lists it whole, so that a file put into a folder older than the watermark, which a local
-//! listing finds at once (and quarantines as too late), is found within a day, never lost.
+//! The log is listed from the folder of the tables' watermark on (on S3, `ListObjectsV2` with
+//! `start-after`; a local log reads its root and then only the folders from the watermark's on),
+//! so the listing does not grow with the log's history: no record of an older folder can be
+//! accepted any more. Every [`FULL_LISTING_EVERY_BATCHES`]th batch (about daily), and every run
+//! that finds nothing new from the watermark on, lists the log whole, so that a file put into a
+//! folder older than the watermark is still found within a day and quarantined as too late,
+//! never lost.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -64,11 +66,11 @@ pub struct HeldBack {
     pub files: usize,
 }
 
-/// How often a log on S3 is listed whole: every this many batches (about daily).
+/// How often the log is listed whole: every this many batches (about daily).
 pub const FULL_LISTING_EVERY_BATCHES: i64 = 24;
 
 /// Lists the log's files not among `committed` (relative path -> size in bytes) for batch
-/// `batch`; on S3 from the folder of hour `watermark` on (see [`start_after`]). Folders of
+/// `batch`, from the folder of hour `watermark` on (see [`listed_from`]). Folders of
 /// hours after `latest_hour` (see [`crate::clock::latest_ingest_hour`]) are held back. Fails if
 /// a committed file changed size.
 pub fn list_new_files(
@@ -78,10 +80,19 @@ pub fn list_new_files(
     batch: i64,
     latest_hour: i64,
 ) -> Result<Listing> {
-    let mut listing = match input_root.as_local() {
-        Some(dir) => list_folder(dir, committed)?,
-        None => list_objects(input_root, committed, start_after(watermark, batch))?,
+    let list = |from: Option<i64>| match input_root.as_local() {
+        Some(dir) => list_folder(dir, committed, from),
+        None => {
+            let start_after = from.map(|hour| format!("{FOLDER_PREFIX}{}", format_hour(hour)));
+            list_objects(input_root, committed, start_after)
+        }
     };
+    let from = listed_from(watermark, batch);
+    let mut listing = list(from)?;
+    if from.is_some() && listing.new_files.is_empty() {
+        // Nothing new from the watermark on: a run with nothing else to do lists the log whole.
+        listing = list(None)?;
+    }
     hold_back(&mut listing, latest_hour);
     Ok(listing)
 }
@@ -101,14 +112,14 @@ fn hold_back(listing: &mut Listing, latest_hour: i64) {
     }
 }
 
-/// Where batch `batch` starts listing a log on S3: after the watermark's folder name (the
-/// folder itself sorts after it), or from the beginning (`None`) without a watermark and on
-/// every [`FULL_LISTING_EVERY_BATCHES`]th batch.
-fn start_after(watermark: Option<i64>, batch: i64) -> Option<String> {
+/// The first ingestion-hour folder batch `batch` lists: the watermark's (on S3, the listing
+/// starts after the folder's name, which its files sort after), or every folder (`None`)
+/// without a watermark and on every [`FULL_LISTING_EVERY_BATCHES`]th batch.
+fn listed_from(watermark: Option<i64>, batch: i64) -> Option<i64> {
     if batch % FULL_LISTING_EVERY_BATCHES == 0 {
         return None;
     }
-    watermark.map(|hour| format!("{FOLDER_PREFIX}{}", format_hour(hour)))
+    watermark
 }
 
 fn list_objects(
@@ -199,7 +210,11 @@ fn check_committed(
     }
 }
 
-fn list_folder(input_root: &Path, committed: &BTreeMap<String, u64>) -> Result<Listing> {
+fn list_folder(
+    input_root: &Path,
+    committed: &BTreeMap<String, u64>,
+    from: Option<i64>,
+) -> Result<Listing> {
     let mut listing = Listing::default();
     let mut folders = Vec::new();
     for entry in read_dir(input_root)? {
@@ -209,6 +224,7 @@ fn list_folder(input_root: &Path, committed: &BTreeMap<String, u64>) -> Result<L
         }
         let hour = name.strip_prefix(FOLDER_PREFIX).and_then(parse_hour);
         match (entry.path().is_dir(), hour) {
+            (true, Some(hour)) if from.is_some_and(|from| hour < from) => {}
             (true, Some(hour)) => folders.push((hour, name, entry.path())),
             (true, None) => listing
                 .ignored
@@ -297,26 +313,58 @@ mod tests {
     }
 
     #[test]
-    fn s3_listings_start_at_the_watermark_and_are_whole_about_daily() {
-        let watermark = parse_hour("2026-03-25T11");
-        let folder = "ingest_hour=2026-03-25T11";
-        let from_watermark = Some(folder.to_owned());
-        assert_eq!(start_after(None, 1), None, "no watermark yet: everything");
+    fn listings_start_at_the_watermark_and_are_whole_about_daily() -> Result<()> {
+        let hour = |h: &str| parse_hour(h).ok_or(Error::Hour { hour: 0 });
+        let root = std::env::temp_dir().join(format!("aquabill-listing-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&root);
+        for (folder, file) in [
+            ("2026-03-25T09", "old.jsonl"),
+            ("2026-03-25T11", "at.jsonl"),
+            ("2026-03-25T12", "new.jsonl"),
+        ] {
+            let dir = root.join(format!("{FOLDER_PREFIX}{folder}"));
+            fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
+            let path = dir.join(file);
+            fs::write(&path, b"{}\n").map_err(|e| Error::io("writing", &path, e))?;
+        }
+        let watermark = Some(hour("2026-03-25T11")?);
+        let latest = hour("2026-03-26T00")?;
+        let listed = |batch: i64| -> Result<Vec<String>> {
+            let location = Location::Local(root.clone());
+            let listing = list_new_files(&location, &BTreeMap::new(), watermark, batch, latest)?;
+            Ok(listing
+                .new_files
+                .into_iter()
+                .map(|f| f.rel_path.rsplit('/').next().unwrap_or_default().to_owned())
+                .collect())
+        };
+        // The watermark's own folder is listed, older ones only by every 24th batch, or when
+        // nothing is new from the watermark on.
+        assert_eq!(listed(1)?, ["at.jsonl", "new.jsonl"]);
+        assert_eq!(listed(23)?, ["at.jsonl", "new.jsonl"]);
+        assert_eq!(listed(24)?, ["old.jsonl", "at.jsonl", "new.jsonl"]);
+        assert_eq!(listed(25)?, ["at.jsonl", "new.jsonl"]);
+        assert_eq!(listed(48)?, ["old.jsonl", "at.jsonl", "new.jsonl"]);
+        for file in ["at.jsonl", "new.jsonl"] {
+            let folder = if file == "at.jsonl" {
+                "2026-03-25T11"
+            } else {
+                "2026-03-25T12"
+            };
+            let path = root.join(format!("{FOLDER_PREFIX}{folder}")).join(file);
+            fs::remove_file(&path).map_err(|e| Error::io("removing", &path, e))?;
+        }
+        assert_eq!(listed(1)?, ["old.jsonl"]);
+        assert_eq!(listed_from(None, 1), None, "no watermark yet: everything");
         assert_eq!(
-            start_after(watermark, 0),
+            listed_from(watermark, 0),
             None,
             "the first batch: everything"
         );
-        assert_eq!(start_after(watermark, 1), from_watermark);
-        assert_eq!(start_after(watermark, 23), from_watermark);
-        assert_eq!(
-            start_after(watermark, 24),
-            None,
-            "the 24th batch lists the log whole"
-        );
-        assert_eq!(start_after(watermark, 25), from_watermark);
-        assert_eq!(start_after(watermark, 48), None);
-        // The watermark's own folder sorts after the start: its files are listed.
-        assert!("ingest_hour=2026-03-25T11/part-0.jsonl" > folder);
+        // On S3 the listing starts after the watermark's folder name, which its files sort
+        // after.
+        assert!("ingest_hour=2026-03-25T11/part-0.jsonl" > "ingest_hour=2026-03-25T11");
+        let _ = fs::remove_dir_all(&root);
+        Ok(())
     }
 }

@@ -292,10 +292,17 @@ fn headline(m: &RunMetrics) -> String {
     if m.files == 0 {
         return "no new files: nothing changed".to_owned();
     }
-    format!(
+    let mut line = format!(
         "batch {}: {} files, {} lines",
         m.batch_id, m.files, m.counts.lines_read
-    )
+    );
+    if m.held_back_files > 0 {
+        line += &format!(
+            "; {} files held back in folders dated in the future (see the plan)",
+            m.held_back_files
+        );
+    }
+    line
 }
 
 impl fmt::Display for RunMetrics {

@@ -108,7 +108,19 @@ impl Completeness {
     }
 }
 
-/// The `monthly_bills` rows of `month`, closed by batch `batch`, sorted by customer: each
+/// What closes a month's bills: the batch, and the provenance every bill records (see
+/// [`crate::provenance`]).
+#[derive(Debug, Clone)]
+pub struct BillSource {
+    /// The batch whose watermark passed the month's end.
+    pub batch: i64,
+    /// The library computing the bills.
+    pub computed_by: String,
+    /// The parameters deciding their values, as JSON.
+    pub parameters: String,
+}
+
+/// The `monthly_bills` rows of `month`, closed by `source`'s batch, sorted by customer: each
 /// customer's total is its running total at the month's last stored hour (`totals`:
 /// `customer_id`, `cumulative_ml`), with the completeness of its readings. Every customer of
 /// the month must be in both, or the tables disagree: an error, never a bill with a default.
@@ -116,7 +128,7 @@ pub fn bill_rows(
     totals: DataFrame,
     completeness: Completeness,
     month: &ClosingMonth,
-    batch: i64,
+    source: &BillSource,
 ) -> Result<DataFrame> {
     let err = Error::polars("monthly_bills rows");
     let disagree = |with_readings: usize, both: usize| {
@@ -154,10 +166,14 @@ pub fn bill_rows(
             lit(month.end - 1)
                 .cast(DataType::Int64)
                 .alias(col::LAST_HOUR),
-            lit(batch).cast(DataType::Int64).alias(col::CLOSED_BY_BATCH),
+            lit(source.batch)
+                .cast(DataType::Int64)
+                .alias(col::CLOSED_BY_BATCH),
             col(HOURS).alias(col::HOURS_WITH_READINGS),
             (lit(month.end) - col(FIRST_HOUR)).alias(col::HOURS_SINCE_FIRST_READING),
             col(METERS).alias(col::METERS_REPORTED),
+            lit(source.computed_by.as_str()).alias(col::COMPUTED_BY),
+            lit(source.parameters.as_str()).alias(col::PARAMETERS),
         ])
         .collect()
         .map_err(err)?;
@@ -253,6 +269,14 @@ mod tests {
         ])
     }
 
+    fn source(batch: i64) -> BillSource {
+        BillSource {
+            batch,
+            computed_by: "aquabill 9.9.9 source 00ff".into(),
+            parameters: r#"{"billing_timezone":"UTC"}"#.into(),
+        }
+    }
+
     fn month() -> ClosingMonth {
         ClosingMonth {
             month: "2026-03".into(),
@@ -281,7 +305,7 @@ mod tests {
             col::CUMULATIVE_ML => [3i64, 1_500_000],
         )
         .map_err(Error::polars("test"))?;
-        let rows = bill_rows(totals, completeness, &month(), 42)?;
+        let rows = bill_rows(totals, completeness, &month(), &source(42))?;
         let long = |c: &str| -> Result<Vec<i64>> {
             let values = rows.column(c).and_then(|c| c.i64().cloned());
             Ok(values
@@ -306,6 +330,18 @@ mod tests {
         let last = hour("2026-03-31T23");
         assert_eq!(long(col::LAST_HOUR)?, [last, last]);
         assert_eq!(long(col::CLOSED_BY_BATCH)?, [42, 42]);
+        let text = |c: &str| -> Result<Vec<Option<String>>> {
+            let values = rows.column(c).and_then(|c| c.str().cloned());
+            Ok(values
+                .map_err(Error::polars("test"))?
+                .iter()
+                .map(|v| v.map(str::to_owned))
+                .collect())
+        };
+        let by = Some("aquabill 9.9.9 source 00ff".to_owned());
+        assert_eq!(text(col::COMPUTED_BY)?, [by.clone(), by]);
+        let parameters = Some(r#"{"billing_timezone":"UTC"}"#.to_owned());
+        assert_eq!(text(col::PARAMETERS)?, [parameters.clone(), parameters]);
         assert_eq!(bills_with_gaps(&rows)?, 2);
         Ok(())
     }
@@ -319,7 +355,7 @@ mod tests {
             col::CUMULATIVE_ML => [5i64, 0],
         )
         .map_err(Error::polars("test"))?;
-        let bills = bill_rows(totals, completeness, &month(), 1);
+        let bills = bill_rows(totals, completeness, &month(), &source(1));
         assert!(
             matches!(&bills, Err(Error::TableData { table, .. }) if table == "monthly_bills"),
             "{bills:?}"

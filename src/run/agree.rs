@@ -17,13 +17,13 @@ use crate::table::{ALL, MONTHLY_BILLS, Spec, Table, block_on, pins};
 
 /// The tables, opened and checked: `resuming` is the batch whose saved plan the run finishes
 /// (its commits may already be in some tables), if any. Once every table agrees, and only if
-/// `store_pins` (a run or a rebuild, not a check), tables of an earlier version store the
-/// pinned parameters they lack. Returns the open tables, for the run to keep.
+/// `upgrade` (a run or a rebuild, not a check), tables of an earlier version are brought up to
+/// this version's layout (the pinned parameters and the columns they lack). Returns the open tables, for the run to keep.
 pub(crate) fn checked_tables(
     config: &Config,
     checkpoint: &Checkpoint,
     resuming: Option<i64>,
-    store_pins: bool,
+    upgrade: bool,
 ) -> Result<BTreeMap<&'static str, Table>> {
     let last = (checkpoint.next_batch > 0).then(|| checkpoint.next_batch - 1);
     let newest_allowed = resuming.or(last);
@@ -46,9 +46,9 @@ pub(crate) fn checked_tables(
         tables.insert(spec.name, table);
     }
     if disagree.is_empty() {
-        if store_pins {
+        if upgrade {
             for table in tables.values_mut() {
-                block_on(table.store_missing_pins())??;
+                block_on(table.upgrade())??;
             }
         }
         return Ok(tables);

@@ -9,7 +9,9 @@ use polars::prelude::*;
 
 use super::{BillsWritten, ClosedMonth, Run};
 use crate::error::{Error, Result};
-use crate::query::bills::{ClosingMonth, Completeness, bill_rows, bills_with_gaps, closing_months};
+use crate::query::bills::{
+    BillSource, ClosingMonth, Completeness, bill_rows, bills_with_gaps, closing_months,
+};
 use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, MONTHLY_BILLS, Table, block_on, col};
 
 /// Hour partitions of `hourly_usage` read at a time to fold a month's completeness: a day.
@@ -35,10 +37,18 @@ impl Run {
             self.batch.watermark_after,
             self.config.billing_timezone,
         );
+        let source = BillSource {
+            batch,
+            computed_by: crate::provenance::computed_by(),
+            parameters: crate::provenance::bill_parameters(
+                self.config.billing_timezone.name(),
+                self.batch.clock_skew_minutes(&self.config),
+            ),
+        };
         let rows = closing.and_then(|closing| {
             closing
                 .iter()
-                .map(|month| month_bills(&cumulative, &hourly, month, batch))
+                .map(|month| month_bills(&cumulative, &hourly, month, &source))
                 .collect::<Result<Vec<_>>>()
         });
         self.keep(cumulative);
@@ -70,7 +80,7 @@ fn month_bills(
     cumulative: &Table,
     hourly: &Table,
     month: &ClosingMonth,
-    batch: i64,
+    source: &BillSource,
 ) -> Result<(ClosingMonth, DataFrame)> {
     let last = BTreeSet::from([month.last_stored]);
     let totals = block_on(cumulative.read_hours(&last))??;
@@ -86,7 +96,7 @@ fn month_bills(
     }
     Ok((
         month.clone(),
-        bill_rows(totals, completeness, month, batch)?,
+        bill_rows(totals, completeness, month, source)?,
     ))
 }
 

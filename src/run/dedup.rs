@@ -46,10 +46,7 @@ impl Run {
         let checked = check_watermark(
             records.lazy(),
             self.batch.plan.watermark_before,
-            self.batch
-                .plan
-                .clock_skew_minutes
-                .unwrap_or(self.config.clock_skew_minutes),
+            self.batch.clock_skew_minutes(&self.config),
         )
         .collect()
         .map_err(err("watermark"))?;

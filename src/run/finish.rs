@@ -176,6 +176,7 @@ impl Run {
             duration_ms: self.clock.started.elapsed().as_millis() as i64,
             steps: self.clock.steps.clone(),
             tables: self.ledger.tables.clone(),
+            held_back_files: self.batch.held_back.iter().map(|h| h.files as u64).sum(),
         }
     }
 }

@@ -54,6 +54,9 @@ pub struct RunMetrics {
     pub steps: Vec<(&'static str, u128)>,
     /// Version and data-file count of `hourly_usage` and `cumulative_usage` after the run.
     pub tables: Vec<(&'static str, i64, u64)>,
+    /// Files in ingestion-hour folders dated after the current hour, not taken (see
+    /// `docs/OPERATIONS.md`, "A folder from the future").
+    pub held_back_files: u64,
 }
 
 /// The steps whose wall time `run_metrics` stores, as `<step>_ms`.
@@ -110,6 +113,7 @@ impl RunMetrics {
             values.push(Values::Long(vec![version]));
             values.push(Values::Long(vec![files]));
         }
+        values.push(long(self.held_back_files));
         RUN_METRICS.frame(values)
     }
 }
@@ -139,6 +143,7 @@ mod tests {
             duration_ms: 100,
             steps: vec![("parse", 11), ("dedup", 12), ("parse", 1)],
             tables: vec![("cumulative_usage", 6, 8)],
+            held_back_files: 3,
         };
         let row = metrics.frame()?;
         let value = |name: &str| {
@@ -152,6 +157,7 @@ mod tests {
         assert_eq!(got("cumulative_usage_files")?, "8");
         assert_eq!(got("hourly_usage_version")?, "-1");
         assert_eq!(got("malformed")?, "1");
+        assert_eq!(got("held_back_files")?, "3");
         Ok(())
     }
 }

@@ -83,6 +83,16 @@ struct Batch {
     later: Vec<PlannedFile>,
 }
 
+impl Batch {
+    /// The clock skew the batch accepts records with: its plan's (a replay decides as the
+    /// batch did), or the run's for a plan written before plans recorded it.
+    fn clock_skew_minutes(&self, config: &Config) -> i64 {
+        self.plan
+            .clock_skew_minutes
+            .unwrap_or(config.clock_skew_minutes)
+    }
+}
+
 /// When the run started and how long each step took.
 struct Clock {
     started: Instant,

@@ -1,7 +1,8 @@
 //! Converting rows between Polars (how the pipeline computes) and Arrow (how `deltalake` reads
-//! and writes parquet), column by column as the table's schema types them. Every column is
-//! non-nullable: a null, or a value of another type, is an error naming the table and column,
-//! never a default.
+//! and writes parquet), column by column as the table's schema types them. Every column but the
+//! ones a later version added is non-nullable: a null there, or a value of another type, is an
+//! error naming the table and column, never a default. An added column is null in the rows
+//! written before it (a file may lack it).
 
 use std::sync::Arc;
 
@@ -26,6 +27,10 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
         if Some(name) == spec.partition {
             let hour = hour.ok_or_else(|| bad("a file has no partition value".to_owned()))?;
             columns.push(Column::new(name.into(), vec![hour; n]));
+            continue;
+        }
+        if spec.is_added(name) {
+            columns.push(added_column(spec, name, kind, batch)?);
             continue;
         }
         let array = batch
@@ -77,6 +82,32 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
         columns.push(column.into_column());
     }
     DataFrame::new(n, columns).map_err(Error::polars("reading a table"))
+}
+
+/// Column `name`, which a later version added, from `batch`: null where a row has no value,
+/// all null in a file written before it. Added columns are text or integers.
+fn added_column(spec: &Spec, name: &str, kind: Kind, batch: &RecordBatch) -> Result<Column> {
+    let n = batch.num_rows();
+    let column = match (batch.column_by_name(name), kind) {
+        (None, Kind::Str) => Series::new(name.into(), vec![None::<&str>; n]),
+        (None, Kind::Long) => Series::new(name.into(), vec![None::<i64>; n]),
+        (Some(array), Kind::Str) => {
+            let a = downcast::<StringArray>(array, spec, name)?;
+            Series::new(name.into(), a.iter().collect::<Vec<_>>())
+        }
+        (Some(array), Kind::Long) => {
+            let a = downcast::<Int64Array>(array, spec, name)?;
+            Series::new(name.into(), a.iter().collect::<Vec<_>>())
+        }
+        (_, kind) => {
+            return Err(Error::table_data(
+                spec.name,
+                name,
+                format!("an added column of kind {kind:?} (only text and integers are)"),
+            ));
+        }
+    };
+    Ok(column.into_column())
 }
 
 /// An Arrow batch in the writer's schema from the Polars columns of `rows`.
@@ -158,7 +189,7 @@ pub(super) fn to_record_batch(
                 Arc::new(ml)
             }
         };
-        if array.null_count() > 0 {
+        if array.null_count() > 0 && !spec.is_added(name) {
             return Err(bad(format!(
                 "{} nulls among the rows to write",
                 array.null_count()

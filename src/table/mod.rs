@@ -46,9 +46,12 @@ pub struct Table {
     location: String,
     table: DeltaTable,
     files: Vec<FileEntry>,
-    /// Pinned parameters the table does not store yet (a table of an earlier version), with
-    /// the values it was opened with: stored by [`Table::store_missing_pins`].
+    /// Properties a table of an earlier version lacks (pinned parameters, with the values it
+    /// was opened with, and the log retention): stored by [`Table::upgrade`].
     missing_pins: std::collections::HashMap<String, String>,
+    /// Columns a later version added that the table lacks (a table of an earlier version):
+    /// added by [`Table::upgrade`].
+    missing_columns: Vec<StructField>,
 }
 
 /// One active data file.
@@ -94,6 +97,22 @@ fn upgraded_protocol(protocol: &serde_json::Value) -> Option<String> {
     })
 }
 
+/// The Delta field of column `name` of `spec`: nullable only if a later version added it.
+fn delta_field(spec: &Spec, name: &str, kind: Kind) -> Result<StructField> {
+    let dtype = match kind {
+        Kind::Str | Kind::Hour => DataType::STRING,
+        Kind::Long => DataType::LONG,
+        Kind::Bool => DataType::BOOLEAN,
+        Kind::Timestamp => DataType::TIMESTAMP,
+        Kind::CubicMeters => {
+            let (precision, scale) = schema::CUBIC_METERS_DECIMAL;
+            DataType::decimal(precision, scale)
+                .map_err(|e| Error::table_data(spec.name, name, e.to_string()))?
+        }
+    };
+    Ok(StructField::new(name, dtype, spec.is_added(name)))
+}
+
 /// A `deltalake` (or object store) error of table `table`, wrapped: the library's callers never
 /// see `deltalake`'s types.
 pub(crate) fn delta_error(table: &str) -> impl Fn(deltalake::DeltaTableError) -> Error + Copy + '_ {
@@ -129,7 +148,8 @@ impl Table {
     /// Opens the table in `dir`, creating it with `pins` stored as its properties if it does not
     /// exist; fails, before anything is written, if an existing table has another layout, a
     /// protocol another engine upgraded, or another value of a pinned parameter. A table of an
-    /// earlier version that stores no value is noted ([`Table::store_missing_pins`]).
+    /// earlier version that stores no value, or lacks columns added since, is noted
+    /// ([`Table::upgrade`]).
     pub async fn open_pinned(dir: &Location, spec: &'static Spec, pins: &[Pin]) -> Result<Self> {
         let started = std::time::Instant::now();
         let err = delta_error(spec.name);
@@ -138,21 +158,11 @@ impl Table {
         }
         let existed = dir.join("_delta_log").exists_async().await?;
         let url = stores::table_url(dir)?;
-        let mut fields = Vec::with_capacity(spec.columns.len());
-        for &(name, kind) in spec.columns {
-            let dtype = match kind {
-                Kind::Str | Kind::Hour => DataType::STRING,
-                Kind::Long => DataType::LONG,
-                Kind::Bool => DataType::BOOLEAN,
-                Kind::Timestamp => DataType::TIMESTAMP,
-                Kind::CubicMeters => {
-                    let (precision, scale) = schema::CUBIC_METERS_DECIMAL;
-                    DataType::decimal(precision, scale)
-                        .map_err(|e| Error::table_data(spec.name, name, e.to_string()))?
-                }
-            };
-            fields.push(StructField::new(name, dtype, false));
-        }
+        let fields = spec
+            .columns
+            .iter()
+            .map(|&(name, kind)| delta_field(spec, name, kind))
+            .collect::<Result<Vec<_>>>()?;
         let table = DeltaTable::try_from_url(url)
             .await
             .map_err(err)?
@@ -163,6 +173,10 @@ impl Table {
             .with_configuration_property(
                 TableProperty::CheckpointInterval,
                 Some(schema::CHECKPOINT_INTERVAL),
+            )
+            .with_configuration_property(
+                TableProperty::LogRetentionDuration,
+                Some(schema::LOG_RETENTION),
             )
             .with_raise_if_key_not_exists(false)
             .with_configuration(pins.iter().map(|p| (p.property(), Some(p.value.clone()))))
@@ -178,6 +192,7 @@ impl Table {
             table,
             files: Vec::new(),
             missing_pins: Default::default(),
+            missing_columns: Vec::new(),
         };
         table.check_layout()?;
         table.check_pins(pins)?;
@@ -187,7 +202,7 @@ impl Table {
         Ok(table)
     }
 
-    fn check_layout(&self) -> Result<()> {
+    fn check_layout(&mut self) -> Result<()> {
         let snapshot = self.table.snapshot().map_err(delta_error(self.spec.name))?;
         let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
         let expected: Vec<String> = self.spec.partition.iter().map(|p| p.to_string()).collect();
@@ -196,9 +211,24 @@ impl Table {
             .fields()
             .map(|f| f.name().clone())
             .collect();
-        let expected_columns: Vec<String> =
-            self.spec.columns.iter().map(|c| c.0.to_owned()).collect();
-        if partitions != expected || columns != expected_columns {
+        let names = |columns: &[(&str, Kind)]| -> Vec<String> {
+            columns.iter().map(|c| c.0.to_owned()).collect()
+        };
+        let expected_columns = names(self.spec.columns);
+        if partitions == expected && columns != expected_columns {
+            // A table of an earlier version, without the columns added since, gets them.
+            if columns == names(self.spec.first_columns()) {
+                self.missing_columns = self
+                    .spec
+                    .added_columns()
+                    .iter()
+                    .map(|&(name, kind)| delta_field(self.spec, name, kind))
+                    .collect::<Result<_>>()?;
+            }
+        }
+        if partitions != expected
+            || (columns != expected_columns && self.missing_columns.is_empty())
+        {
             return Err(Error::TableLayout {
                 table: self.spec.name.to_owned(),
                 reason: format!(
@@ -247,24 +277,39 @@ impl Table {
                 }
             }
         }
+        // A table of an earlier version keeps a month of its log; this version, a week.
+        let retention = TableProperty::LogRetentionDuration.as_ref().to_owned();
+        if !stored.contains_key(&retention) {
+            missing.insert(retention, schema::LOG_RETENTION.to_owned());
+        }
         self.missing_pins = missing;
         Ok(())
     }
 
-    /// Stores the pinned parameters a table of an earlier version lacked (one property
-    /// commit), once the run found every table agreeing.
-    pub async fn store_missing_pins(&mut self) -> Result<()> {
-        if self.missing_pins.is_empty() {
-            return Ok(());
+    /// Brings a table of an earlier version up to this version's layout, once the run found
+    /// every table agreeing: stores the pinned parameters it lacks (one property commit) and
+    /// adds the columns added since (one schema commit; its earlier rows have no value there).
+    pub async fn upgrade(&mut self) -> Result<()> {
+        let err = delta_error(self.spec.name);
+        if !self.missing_pins.is_empty() {
+            self.table = self
+                .table
+                .clone()
+                .set_tbl_properties()
+                .with_properties(std::mem::take(&mut self.missing_pins))
+                .with_raise_if_not_exists(false)
+                .await
+                .map_err(err)?;
         }
-        self.table = self
-            .table
-            .clone()
-            .set_tbl_properties()
-            .with_properties(std::mem::take(&mut self.missing_pins))
-            .with_raise_if_not_exists(false)
-            .await
-            .map_err(delta_error(self.spec.name))?;
+        if !self.missing_columns.is_empty() {
+            self.table = self
+                .table
+                .clone()
+                .add_columns()
+                .with_fields(std::mem::take(&mut self.missing_columns))
+                .await
+                .map_err(err)?;
+        }
         Ok(())
     }
 
@@ -374,6 +419,88 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use schema::{Home, Values};
+
+    /// A table's layout in an earlier version, and in this one, which added a column.
+    static EARLIER: Spec = Spec {
+        name: "layouts",
+        columns: &[("id", Kind::Str), ("ml", Kind::Long)],
+        partition: None,
+        added: 0,
+        row_group_rows: None,
+        sorted_by: None,
+        home: Home::Output,
+    };
+    static LATER: Spec = Spec {
+        columns: &[("id", Kind::Str), ("ml", Kind::Long), ("by", Kind::Str)],
+        added: 1,
+        ..EARLIER
+    };
+
+    #[test]
+    fn a_table_of_an_earlier_layout_gets_the_added_columns_before_a_write() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("aquabill-layouts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let dir = Location::Local(dir);
+        let mut earlier = block_on(Table::open_or_create(&dir, &EARLIER))??;
+        let old = EARLIER.frame(vec![Values::Str(vec!["a".into()]), Values::Long(vec![1])])?;
+        block_on(earlier.commit_removing(
+            0,
+            Some(&old),
+            &Default::default(),
+            &Default::default(),
+        ))??;
+
+        let mut later = block_on(Table::open_or_create(&dir, &LATER))??;
+        let new = LATER.frame(vec![
+            Values::Str(vec!["b".into()]),
+            Values::Long(vec![2]),
+            Values::Str(vec!["v2".into()]),
+        ])?;
+        let before_upgrade = block_on(later.commit_removing(
+            1,
+            Some(&new),
+            &Default::default(),
+            &Default::default(),
+        ))?;
+        assert!(
+            matches!(&before_upgrade, Err(Error::TableLayout { table, .. }) if table == "layouts"),
+            "a write before the upgrade would drop the added column: {before_upgrade:?}"
+        );
+        block_on(later.upgrade())??;
+        block_on(later.commit_removing(1, Some(&new), &Default::default(), &Default::default()))??;
+
+        let reopened = block_on(Table::open_or_create(&dir, &LATER))??;
+        assert!(reopened.missing_columns.is_empty());
+        let rows = block_on(reopened.read_hours(&Default::default()))??
+            .sort(["id"], Default::default())
+            .map_err(Error::polars("test"))?;
+        let by: Vec<Option<String>> = rows
+            .column("by")
+            .and_then(|c| c.str().cloned())
+            .map_err(Error::polars("test"))?
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect();
+        assert_eq!(by, [None, Some("v2".to_owned())], "{rows}");
+        let fields: Vec<(String, bool)> = reopened
+            .table
+            .snapshot()
+            .map_err(delta_error("layouts"))?
+            .schema()
+            .fields()
+            .map(|f| (f.name().clone(), f.is_nullable()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("id".to_owned(), false),
+                ("ml".to_owned(), false),
+                ("by".to_owned(), true)
+            ]
+        );
+        Ok(())
+    }
 
     #[test]
     fn protocols_beyond_the_ones_written_here_are_named() {

@@ -15,6 +15,12 @@ pub const APP_ID: &str = "aquabill";
 /// per hourly run, so a log checkpoint a day keeps opening a table flat as history grows.
 pub const CHECKPOINT_INTERVAL: &str = "24";
 
+/// How long a table's Delta log keeps commits older than its latest log checkpoint (they are
+/// removed when a checkpoint is written): as long as vacuum keeps replaced data files (the
+/// watermark's 168 hours, [`crate::hours::WATERMARK_HOURS`]), the furthest a reader can travel
+/// back anyway. Delta's default, 30 days, makes every table open list a month of commits.
+pub const LOG_RETENTION: &str = "interval 168 hours";
+
 /// A parameter that gives a table's stored rows their meaning, stored with the table as the
 /// Delta table property `aquabill.<parameter>` and checked whenever a run opens the table, so
 /// that it survives a restored checkpoint and no run mixes two values in one table.
@@ -96,6 +102,11 @@ pub mod col {
     pub const HOURS_SINCE_FIRST_READING: &str = "hours_since_first_reading";
     /// The most of the customer's meters that reported in one hour of the month.
     pub const METERS_REPORTED: &str = "meters_reported";
+    /// The library that computed a row: its version and the digest of its sources
+    /// (`aquabill 0.1.0 source <digest>`, see [`crate::provenance`]).
+    pub const COMPUTED_BY: &str = "computed_by";
+    /// The parameters that decided a row's values, as a JSON object.
+    pub const PARAMETERS: &str = "parameters";
 }
 
 /// How a column is typed in Delta and in Polars.
@@ -133,8 +144,12 @@ pub enum Home {
 pub struct Spec {
     /// Folder name under its home.
     pub name: &'static str,
-    /// Columns in order; none is nullable.
+    /// Columns in order; none is nullable but the last [`Spec::added`].
     pub columns: &'static [(&'static str, Kind)],
+    /// How many of the last columns a later version added: nullable in the Delta schema, with
+    /// no value in rows written before them. A table without them gets them (one schema
+    /// commit) when a run opens it, after every table agreed (see [`super::Table::upgrade`]).
+    pub added: usize,
     /// Partition column (of kind [`Kind::Hour`]), if any.
     pub partition: Option<&'static str>,
     /// Rows per parquet row group, where readers skip row groups by their statistics.
@@ -157,6 +172,7 @@ pub const HOURLY_USAGE: Spec = Spec {
         (col::METER_COUNT, Kind::Long),
     ],
     partition: Some(col::USAGE_HOUR),
+    added: 0,
     row_group_rows: None,
     sorted_by: None,
     home: Home::Output,
@@ -174,6 +190,7 @@ pub const CUMULATIVE_USAGE: Spec = Spec {
         (col::IS_FINAL, Kind::Bool),
     ],
     partition: Some(col::USAGE_HOUR),
+    added: 0,
     row_group_rows: None,
     sorted_by: None,
     home: Home::Output,
@@ -194,8 +211,11 @@ pub const MONTHLY_BILLS: Spec = Spec {
         (col::HOURS_WITH_READINGS, Kind::Long),
         (col::HOURS_SINCE_FIRST_READING, Kind::Long),
         (col::METERS_REPORTED, Kind::Long),
+        (col::COMPUTED_BY, Kind::Str),
+        (col::PARAMETERS, Kind::Str),
     ],
     partition: None,
+    added: 2,
     row_group_rows: None,
     sorted_by: None,
     home: Home::Output,
@@ -213,6 +233,7 @@ pub const QUARANTINE: Spec = Spec {
         ("raw_line", Kind::Str),
     ],
     partition: None,
+    added: 0,
     // Rows arrive in ingestion order: row groups of a narrow `source_file` range let a query
     // of the latest hours skip the rest.
     row_group_rows: Some(16_384),
@@ -248,8 +269,10 @@ pub const RUN_METRICS: Spec = Spec {
         ("hourly_usage_files", Kind::Long),
         ("cumulative_usage_version", Kind::Long),
         ("cumulative_usage_files", Kind::Long),
+        ("held_back_files", Kind::Long),
     ],
     partition: None,
+    added: 1,
     row_group_rows: None,
     sorted_by: None,
     home: Home::Output,
@@ -267,6 +290,7 @@ pub const DEDUP_STATE: Spec = Spec {
         (col::USAGE_HOUR, Kind::Hour),
     ],
     partition: Some(col::USAGE_HOUR),
+    added: 0,
     // Files are sorted by meter: a run reading a few meters' readings decodes a few row groups.
     row_group_rows: Some(4096),
     sorted_by: Some(col::METER),
@@ -283,6 +307,7 @@ pub const DEDUP_KEYS: Spec = Spec {
         (col::KEY, Kind::Long),
     ],
     partition: None,
+    added: 0,
     row_group_rows: None,
     sorted_by: None,
     home: Home::Checkpoint,
@@ -304,6 +329,7 @@ pub const DEDUP_METERS: Spec = Spec {
         (col::HOUR_WORDS[3], Kind::Long),
     ],
     partition: None,
+    added: 0,
     row_group_rows: None,
     sorted_by: None,
     home: Home::Checkpoint,
@@ -386,6 +412,21 @@ impl Spec {
         self.columns.iter().find(|c| c.0 == name).map(|c| c.1)
     }
 
+    /// Whether column `name` is one a later version added (nullable).
+    pub fn is_added(&self, name: &str) -> bool {
+        self.added_columns().iter().any(|c| c.0 == name)
+    }
+
+    /// The columns a later version added, in order.
+    pub fn added_columns(&self) -> &'static [(&'static str, Kind)] {
+        &self.columns[self.columns.len() - self.added..]
+    }
+
+    /// The columns of the first layout, which every table of this name has.
+    pub fn first_columns(&self) -> &'static [(&'static str, Kind)] {
+        &self.columns[..self.columns.len() - self.added]
+    }
+
     /// A frame of this table's rows from one [`Values`] per column, in the schema's order; the
     /// names and types come from the schema.
     pub fn frame(&self, values: Vec<Values<'_>>) -> Result<DataFrame> {
@@ -443,6 +484,14 @@ impl Spec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_is_kept_as_long_as_replaced_files() {
+        assert_eq!(
+            LOG_RETENTION,
+            format!("interval {} hours", crate::hours::WATERMARK_HOURS)
+        );
+    }
 
     #[test]
     fn frames_follow_the_schema() -> Result<()> {

@@ -64,6 +64,15 @@ impl Table {
         produce: impl FnOnce(&mut dyn FnMut(DataFrame, Role) -> Result<()>) -> Result<()>,
     ) -> Result<Written> {
         let name = self.spec.name;
+        if !self.missing_columns.is_empty() {
+            // Rows written now would lose the added columns' values without a word.
+            return Err(Error::TableLayout {
+                table: name.to_owned(),
+                reason: "a table of an earlier version, not upgraded to this version's columns \
+                         before a write (a bug: every run upgrades its tables first)"
+                    .to_owned(),
+            });
+        }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut writers = Vec::with_capacity(threads);
         for _ in 0..threads {

@@ -8,6 +8,7 @@ side by side.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 from pathlib import Path
@@ -41,16 +42,35 @@ def load_build_env() -> None:
 
 
 def built(package: str, example: str | None = None) -> Path:
-    """Builds a binary of the workspace (or one of a package's examples) in the shared build
-    and returns its path. One package per cargo call: packages built together would unify
-    their dependencies' features and rebuild them."""
+    """Builds a binary of this clone's workspace (or one of a package's examples) in the shared
+    build and returns the path of a copy of its own, under the clone's folder of the target.
+
+    Every clone on the machine builds into one target folder, where cargo keeps each clone's
+    binaries apart under hashed names but links the last one built to the plain name
+    (`debug/examples/run_once`), and leaves that link alone when this clone's binary is fresh:
+    the plain name may be another clone's build. Removed first, it is linked again to this
+    clone's. One package per cargo call: packages built together would unify their
+    dependencies' features and rebuild them."""
     load_build_env()
+    target = Path(os.environ['CARGO_TARGET_DIR'])
+    debug = target / 'debug'
+    name = example if example is not None else package
+    plain = debug / 'examples' / name if example is not None else debug / name
+    plain.unlink(missing_ok=True)
     cmd = ['cargo', 'build', '--quiet', '-p', package]
     if example is not None:
         cmd += ['--example', example]
     subprocess.run(cmd, cwd=ROOT, check=True)
-    debug = Path(os.environ['CARGO_TARGET_DIR']) / 'debug'
-    path = debug / 'examples' / example if example is not None else debug / package
-    if not path.is_file():
-        raise FileNotFoundError(path)
-    return path
+    if not plain.is_file():
+        raise FileNotFoundError(plain)
+    own = target / 'aquabill-bins' / clone_id() / name
+    own.parent.mkdir(parents=True, exist_ok=True)
+    staged = own.with_name(f'.{name}.{os.getpid()}')
+    os.link(plain, staged)
+    staged.replace(own)
+    return own
+
+
+def clone_id() -> str:
+    """A name for this clone's folder in the shared target: a digest of its path."""
+    return hashlib.sha256(str(ROOT).encode()).hexdigest()[:16]
