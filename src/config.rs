@@ -32,6 +32,8 @@ pub struct Config {
     /// Whether that rebuild plans its batches afresh from the log instead of replaying the
     /// committed plans.
     pub rebuild_from_log: bool,
+    /// Whether that rebuild may replace tables built with another billing time zone.
+    pub rewrite_closed_bills: bool,
     /// The customer the chart shows; empty: the one with the largest running total.
     pub chart_customer: String,
 }
@@ -104,6 +106,12 @@ impl Config {
                 "takes effect only with rebuild = true".to_owned(),
             ));
         }
+        if p.rewrite_closed_bills && !p.rebuild {
+            return Err(param(
+                "rewrite_closed_bills",
+                "takes effect only with rebuild = true".to_owned(),
+            ));
+        }
         if !(0..=60).contains(&p.clock_skew_minutes) {
             return Err(param(
                 "clock_skew_minutes",
@@ -120,6 +128,7 @@ impl Config {
             clock_skew_minutes: p.clock_skew_minutes,
             rebuild: p.rebuild,
             rebuild_from_log: p.rebuild_from_log,
+            rewrite_closed_bills: p.rewrite_closed_bills,
             chart_customer: p.chart_customer.trim().to_owned(),
         })
     }

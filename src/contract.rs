@@ -136,6 +136,10 @@ parameters! {
     /// With `rebuild`: plan the batches afresh from the log as runs would now (folders dated
     /// in the future held back) instead of replaying the committed plans.
     rebuild_from_log: Bool = false,
+    /// With `rebuild`: the tables may have been built with another `billing_timezone`; the
+    /// rebuild recomputes them all in this one, in place, closed bills included (every rebuild
+    /// writes a report of the closed bills it changed).
+    rewrite_closed_bills: Bool = false,
     /// The customer whose month the chart shows; empty: the one with the largest total.
     chart_customer: Text = "",
 }

@@ -168,7 +168,9 @@ pub enum Error {
         "table `{table}` ({location}) was built with {parameter} = {stored}, and this run has \
          {parameter} = {given}: nothing was changed. Run with {parameter} = {stored}; or, to \
          use {given}, compute the tables afresh under a new output_root (and a new \
-         checkpoint_location, if you set one): its first run takes the whole log. See \
+         checkpoint_location, if you set one): its first run takes the whole log; or recompute \
+         these tables in place, closed bills included, with rebuild = true and \
+         rewrite_closed_bills = true, which writes a report of every bill that changed. See \
          docs/OPERATIONS.md, \"Changing a parameter\""
     )]
     Pinned {

@@ -18,6 +18,12 @@
 //! runs from scratch would plan them now (folders dated in the future held back): the way back
 //! for tables whose committed plans are themselves wrong.
 //!
+//! Closed bills: the rebuild recomputes them like every other row, so a corrected log file can
+//! change a bill already sent. Before it replaces anything, it writes a report of every closed
+//! bill that differs (`<output_root>/_reports/bill-changes-batch-<id>.jsonl`). Tables built
+//! with another `billing_timezone` are refused unless `rewrite_closed_bills` is set: then they
+//! are all recomputed in the run's zone, in place, and store it.
+//!
 //! Crash safety: a marker (`_rebuild/rebuild.json`) written before the first replacement makes
 //! ordinary runs refuse until a rebuild finished; a rebuild started again after a crash finishes
 //! with the marker's batch id and skips the replacements already committed (they carry it as
@@ -26,10 +32,11 @@
 
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::run::{Run, catch_up, checked_tables};
+use crate::query::bills::changed_bills;
+use crate::run::{Run, catch_up, checked_tables_pinned};
 use crate::state::{FORMAT_1_STATE, Plan, RunLock, Store, marker};
 use crate::storage::Location;
-use crate::table::{self, Committed, Spec, Table, block_on, pins};
+use crate::table::{self, Committed, MONTHLY_BILLS, Pin, Spec, Table, block_on, pins};
 
 /// What a rebuild did.
 #[derive(Debug, Clone, Default)]
@@ -40,7 +47,29 @@ pub struct RebuildReport {
     pub batches: i64,
     /// Per table: name, rows now, what the replacing commit did.
     pub tables: Vec<(&'static str, usize, Committed)>,
+    /// The closed bills it changed.
+    pub bill_changes: BillChanges,
 }
+
+/// The closed bills a rebuild changed, reported before its first replacement.
+#[derive(Debug, Clone, Default)]
+pub struct BillChanges {
+    /// How many (`None`: the rebuild finished an interrupted one, which wrote the report).
+    pub bills: Option<usize>,
+    /// The report, one JSON object per changed bill; `None` when no bill changed.
+    pub report: Option<String>,
+}
+
+/// Where rebuild `batch` reports the closed bills it changed.
+fn bill_changes_report(config: &Config, batch: i64) -> Location {
+    config
+        .output_root
+        .join(REPORTS)
+        .join(&format!("bill-changes-batch-{batch}.jsonl"))
+}
+
+/// The folder of the rebuilds' reports under `output_root`.
+const REPORTS: &str = "_reports";
 
 fn staging_config(config: &Config) -> Config {
     let root = config.output_root.join(marker::STAGING);
@@ -71,7 +100,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     // Agreeing, no table holds a batch after the checkpoint's last (or the unfinished
     // rebuild's), so the next batch id is past every batch any table holds.
     if checkpoint.is_current() {
-        checked_tables(config, &checkpoint, unfinished, true)?;
+        checked_tables_pinned(config, &checkpoint, unfinished, true, &live_pins(config))?;
     }
     let rebuild_batch = unfinished.unwrap_or(checkpoint.next_batch);
 
@@ -114,9 +143,19 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
         Run::start_next(&staging, &[])?.run_steps()?;
     }
 
-    // 2. From here on ordinary runs must wait for the rebuild to finish. (The lock still
-    // this rebuild's: no other run took a batch id meanwhile.)
+    // 2. The closed bills that change, reported; from here on ordinary runs must wait for the
+    // rebuild to finish. (The lock still this rebuild's: no other run took a batch id
+    // meanwhile.)
     lock.check()?;
+    let report = bill_changes_report(config, rebuild_batch);
+    let bill_changes = if unfinished.is_none() {
+        report_bill_changes(config, &staging, &report)?
+    } else {
+        BillChanges {
+            bills: None,
+            report: report.exists()?.then(|| report.to_string()),
+        }
+    };
     if unfinished.is_none() {
         marker::write(&config.output_root, rebuild_batch)?;
     }
@@ -159,6 +198,71 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
         requested: true,
         batches: rebuild_batch,
         tables,
+        bill_changes,
+    })
+}
+
+/// The pins the live tables are checked against: the run's, or none when the rebuild may
+/// replace tables built with another time zone.
+fn live_pins(config: &Config) -> Vec<Pin> {
+    if config.rewrite_closed_bills {
+        Vec::new()
+    } else {
+        pins(config)
+    }
+}
+
+/// Compares the live bills with the staged ones and writes the report of those that differ
+/// (nothing when none does).
+fn report_bill_changes(
+    config: &Config,
+    staging: &Config,
+    report: &Location,
+) -> Result<BillChanges> {
+    let open = |config: &Config| {
+        block_on(Table::open_existing(
+            &MONTHLY_BILLS.dir(config),
+            &MONTHLY_BILLS,
+            &[],
+        ))
+    };
+    let (live, staged) = (open(config)??, open(staging)??);
+    let rows = |table: &Option<Table>| match table {
+        Some(table) => block_on(table.read_hours(&Default::default()))?,
+        None => MONTHLY_BILLS.empty_frame(),
+    };
+    let changed = changed_bills(&rows(&live)?, &rows(&staged)?)?;
+    if changed.is_empty() {
+        return Ok(BillChanges {
+            bills: Some(0),
+            report: None,
+        });
+    }
+    let zone_before = match &live {
+        Some(table) => table.stored_pin("billing_timezone")?,
+        None => None,
+    };
+    let zone_after = config.billing_timezone.name();
+    let mut lines = Vec::new();
+    for bill in &changed {
+        let mut line = serde_json::to_value(bill).map_err(|e| {
+            Error::table_data(
+                MONTHLY_BILLS.name,
+                "*",
+                format!("reporting a changed bill: {e}"),
+            )
+        })?;
+        if let Some(fields) = line.as_object_mut() {
+            fields.insert("billing_timezone_before".into(), zone_before.clone().into());
+            fields.insert("billing_timezone_after".into(), zone_after.into());
+        }
+        lines.extend(line.to_string().into_bytes());
+        lines.push(b'\n');
+    }
+    report.write_atomic(lines)?;
+    Ok(BillChanges {
+        bills: Some(changed.len()),
+        report: Some(report.to_string()),
     })
 }
 
@@ -203,7 +307,11 @@ fn replace_table(
 ) -> Result<(usize, Committed)> {
     let pins = pins(config);
     let staged = block_on(Table::open_pinned(staged_dir, spec, &pins))??;
-    let mut live = block_on(Table::open_pinned(live_dir, spec, &pins))??;
+    let mut live = block_on(Table::open_pinned(live_dir, spec, &live_pins(config)))??;
     block_on(live.upgrade())??;
-    live.replace_with(&staged, batch)
+    let replaced = live.replace_with(&staged, batch)?;
+    // The table now holds rows computed with the run's pins (a rewrite in another time zone:
+    // its first rebuild stores the zone; a rebuild finishing it finds it stored).
+    block_on(live.store_pins(&pins))??;
+    Ok(replaced)
 }

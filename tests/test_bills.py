@@ -16,8 +16,9 @@ from deltalake import DeltaTable
 from aquabill_tools import nbexec
 from conftest import RunNotebook
 from expected import Bill, closed_bills, log_files, recompute
-from faults import batches_applied_once, crashed, finish, run_once, state
+from faults import TABLES, batches_applied_once, crashed, finish, run_once, state
 from readers import READERS, with_pyarrow
+from test_rebuild import same_result
 from test_semantics import add, reading
 
 # Six meters over ten days across the end of March, one file an hour, with outages and retries.
@@ -154,3 +155,54 @@ def test_the_notebook_closes_a_month_in_the_billing_time_zone(
     total = sum(b.total_ml for b in want.values())
     assert (f'2026-03 closed at 2026-04-01T03: {len(want)} customers, '
             f'{Decimal(total) / 10**6} m³') in bills, bills
+
+
+def test_a_rebuild_in_another_time_zone_rewrites_closed_bills_only_when_asked(
+        tmp_path: Path, run_once_binary: Path, log: Path, computed_by: str) -> None:
+    """Bills closed in UTC, then the utility bills in New York time: a rebuild recomputes every
+    table in the new zone, in place, only with `rewrite_closed_bills`, and first writes a report
+    of every closed bill that changed; rebuilt, the tables are those of runs in the new zone
+    from the start, and store it."""
+    out, ref, zone = tmp_path / 'out', tmp_path / 'ref', 'America/New_York'
+    finish(run_once_binary, log, out, cap=DAY)
+    before = {t: DeltaTable(str(out / t)).version() for t in TABLES}
+    rewrite = {'rewrite_closed_bills': 'true'}
+    refused = run_once(run_once_binary, log, out, cap=DAY, tz=zone, rebuild=True)
+    assert refused.returncode == 1 and 'rewrite_closed_bills = true' in refused.stderr, \
+        refused.stderr
+    alone = run_once(run_once_binary, log, out, cap=DAY, tz=zone, params=rewrite)
+    assert alone.returncode == 1 and 'only with rebuild = true' in alone.stderr, alone.stderr
+    assert {t: DeltaTable(str(out / t)).version() for t in TABLES} == before
+    assert not (out / '_reports').exists()
+
+    done = run_once(run_once_binary, log, out, cap=DAY, tz=zone, rebuild=True, params=rewrite)
+    assert done.returncode == 0, done.stderr
+    finish(run_once_binary, log, ref, cap=DAY, tz=zone)
+    same_result(out, ref)
+    utc, new_york = (closed_bills(recompute(log, tz=tz), log, tz) for tz in ('UTC', zone))
+    assert {k: b for k, (b, _) in bills_of(out, computed_by, zone).items()} == new_york
+    for t in (*TABLES, '_checkpoint/dedup_readings'):
+        assert DeltaTable(str(out / t)).metadata().configuration.get(
+            'aquabill.billing_timezone') == zone, t
+    # The report: every (customer, month) whose bill differs, worked out from the two
+    # recomputations.
+    (report,) = (out / '_reports').glob('bill-changes-batch-*.jsonl')
+    assert f'{report}' in done.stdout, done.stdout
+    reported = [json.loads(line) for line in report.read_text().splitlines()]
+    assert all(r['billing_timezone_before'] == 'UTC' and r['billing_timezone_after'] == zone
+               for r in reported), reported
+    want = {}
+    for key in utc.keys() | new_york.keys():
+        old, new = utc.get(key), new_york.get(key)
+        if old is None or new is None or (old.total_ml, old.last_hour) != \
+                (new.total_ml, new.last_hour):
+            want[key] = (old and old.total_ml, new and new.total_ml)
+    assert want, 'the zones bill March differently'
+    assert {(r['customer_id'], r['billing_month']): (r['total_ml_before'], r['total_ml_after'])
+            for r in reported} == want
+    # The tables now run in the new zone only, and the rebuild works again (nothing changes).
+    assert run_once(run_once_binary, log, out, cap=DAY).returncode == 1
+    again = run_once(run_once_binary, log, out, cap=DAY, tz=zone, rebuild=True, params=rewrite)
+    assert again.returncode == 0 and 'no closed bill changed' in again.stdout, again.stdout
+    finish(run_once_binary, log, out, cap=DAY, tz=zone)
+    assert {k: b for k, (b, _) in bills_of(out, computed_by, zone).items()} == new_york

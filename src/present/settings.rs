@@ -22,13 +22,16 @@ fn settings(config: &Config) -> Vec<(&'static str, String)> {
             },
         ),
         ("clock_skew", format!("{} min", config.clock_skew_minutes)),
-        (
-            "rebuild",
-            match (config.rebuild, config.rebuild_from_log) {
-                (true, true) => "true, planned afresh from the log".to_owned(),
-                (rebuild, _) => rebuild.to_string(),
-            },
-        ),
+        ("rebuild", {
+            let mut shown = config.rebuild.to_string();
+            if config.rebuild_from_log {
+                shown += ", planned afresh from the log";
+            }
+            if config.rewrite_closed_bills {
+                shown += ", closed bills rewritten in the run's time zone";
+            }
+            shown
+        }),
         (
             "chart_customer",
             match config.chart_customer.as_str() {
@@ -72,6 +75,17 @@ fn replaced(committed: Committed) -> &'static str {
     }
 }
 
+/// What the rebuild did to closed bills.
+fn bills_line(report: &RebuildReport) -> String {
+    let changes = &report.bill_changes;
+    match (changes.bills, &changes.report) {
+        (Some(0), _) => "no closed bill changed".to_owned(),
+        (Some(n), Some(path)) => format!("{n} closed bills changed: every one is in {path}"),
+        (None, Some(path)) => format!("the closed bills that changed are in {path}"),
+        (_, None) => "no closed bill changed".to_owned(),
+    }
+}
+
 fn headline(report: &RebuildReport) -> String {
     if report.requested {
         format!("rebuilt from the log: {} batches replayed", report.batches)
@@ -97,7 +111,7 @@ impl fmt::Display for RebuildReport {
                 replaced(*committed)
             )?;
         }
-        Ok(())
+        write!(f, "  {}", bills_line(self))
     }
 }
 
@@ -122,6 +136,7 @@ impl Shown for RebuildReport {
             .collect();
         if !rows.is_empty() {
             out += &html::table(&["table", "rows", "result", "version"], &rows);
+            out += &html::para(&bills_line(self));
         }
         out
     }

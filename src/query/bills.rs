@@ -11,7 +11,9 @@ use chrono_tz::Tz;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::hours::{MONTH_SPAN_HOURS, billing_month, month_end_hour, month_start_hour};
+use crate::hours::{
+    MONTH_SPAN_HOURS, billing_month, format_hour, month_end_hour, month_start_hour,
+};
 use crate::table::{MONTHLY_BILLS, Values, col};
 
 /// A billing month a run closes.
@@ -198,6 +200,93 @@ pub fn bills_with_gaps(rows: &DataFrame) -> Result<usize> {
     Ok(with.iter().zip(since.iter()).filter(|(w, s)| w < s).count())
 }
 
+/// A closed bill a rebuild changed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ChangedBill {
+    /// The customer.
+    pub customer_id: String,
+    /// `YYYY-MM`.
+    pub billing_month: String,
+    /// The bill before, ml (`None`: there was none).
+    pub total_ml_before: Option<i64>,
+    /// The bill after, ml (`None`: there is none now).
+    pub total_ml_after: Option<i64>,
+    /// The month's last hour (UTC) before.
+    pub last_hour_before: Option<String>,
+    /// The month's last hour (UTC) after.
+    pub last_hour_after: Option<String>,
+}
+
+/// The bills that differ between `before` and `after` (`monthly_bills` rows): by customer and
+/// month, a total or last hour that changed, or a bill only one of them has; sorted by month,
+/// then customer.
+pub fn changed_bills(before: &DataFrame, after: &DataFrame) -> Result<Vec<ChangedBill>> {
+    let err = Error::polars("changed bills");
+    let side = |rows: &DataFrame, suffix: &str| {
+        rows.clone().lazy().select([
+            col(col::CUSTOMER_ID),
+            col(col::BILLING_MONTH),
+            col(col::TOTAL_ML).alias(format!("total{suffix}")),
+            col(col::LAST_HOUR).alias(format!("last{suffix}")),
+        ])
+    };
+    let keys = [col(col::CUSTOMER_ID), col(col::BILLING_MONTH)];
+    let changed = side(before, "_before")
+        .join(
+            side(after, "_after"),
+            keys.clone(),
+            keys,
+            JoinArgs::new(JoinType::Full).with_coalesce(JoinCoalesce::CoalesceColumns),
+        )
+        .filter(
+            col("total_before")
+                .neq_missing(col("total_after"))
+                .or(col("last_before").neq_missing(col("last_after"))),
+        )
+        .sort(
+            [col::BILLING_MONTH, col::CUSTOMER_ID],
+            SortMultipleOptions::default(),
+        )
+        .collect()
+        .map_err(err)?;
+    let text = |name: &str| -> Result<Vec<Option<String>>> {
+        Ok(changed
+            .column(name)
+            .and_then(|c| c.str().cloned())
+            .map_err(err)?
+            .iter()
+            .map(|v| v.map(str::to_owned))
+            .collect())
+    };
+    let long = |name: &str| -> Result<Vec<Option<i64>>> {
+        Ok(changed
+            .column(name)
+            .and_then(|c| c.i64().cloned())
+            .map_err(err)?
+            .iter()
+            .collect())
+    };
+    let hour = |name: &str| -> Result<Vec<Option<String>>> {
+        Ok(long(name)?
+            .into_iter()
+            .map(|h| h.map(format_hour))
+            .collect())
+    };
+    let (customers, months) = (text(col::CUSTOMER_ID)?, text(col::BILLING_MONTH)?);
+    let (totals_before, totals_after) = (long("total_before")?, long("total_after")?);
+    let (last_before, last_after) = (hour("last_before")?, hour("last_after")?);
+    Ok((0..changed.height())
+        .map(|i| ChangedBill {
+            customer_id: customers[i].clone().unwrap_or_default(),
+            billing_month: months[i].clone().unwrap_or_default(),
+            total_ml_before: totals_before[i],
+            total_ml_after: totals_after[i],
+            last_hour_before: last_before[i].clone(),
+            last_hour_after: last_after[i].clone(),
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use polars::df;
@@ -343,6 +432,50 @@ mod tests {
         let parameters = Some(r#"{"billing_timezone":"UTC"}"#.to_owned());
         assert_eq!(text(col::PARAMETERS)?, [parameters.clone(), parameters]);
         assert_eq!(bills_with_gaps(&rows)?, 2);
+        Ok(())
+    }
+
+    #[test]
+    fn a_rebuild_reports_the_bills_that_changed_appeared_or_went() -> Result<()> {
+        let (march, april) = (hour("2026-03-31T23"), hour("2026-04-30T23"));
+        let before = df!(
+            col::CUSTOMER_ID => ["C1", "C2", "C3", "C1"],
+            col::BILLING_MONTH => ["2026-03", "2026-03", "2026-03", "2026-04"],
+            col::TOTAL_ML => [100i64, 50, 7, 1],
+            col::LAST_HOUR => [march, march, march, april],
+        )
+        .map_err(Error::polars("test"))?;
+        // C1's March is the same; C2's total and C1's April's last hour changed; C3's bill went,
+        // C4's came.
+        let after = df!(
+            col::CUSTOMER_ID => ["C4", "C2", "C1", "C1"],
+            col::BILLING_MONTH => ["2026-03", "2026-03", "2026-03", "2026-04"],
+            col::TOTAL_ML => [9i64, 60, 100, 1],
+            col::LAST_HOUR => [march, march, march, april + 4],
+        )
+        .map_err(Error::polars("test"))?;
+        let changed = changed_bills(&before, &after)?;
+        let bill =
+            |customer: &str, month: &str, before: Option<(i64, i64)>, after: Option<(i64, i64)>| {
+                ChangedBill {
+                    customer_id: customer.into(),
+                    billing_month: month.into(),
+                    total_ml_before: before.map(|b| b.0),
+                    total_ml_after: after.map(|a| a.0),
+                    last_hour_before: before.map(|b| format_hour(b.1)),
+                    last_hour_after: after.map(|a| format_hour(a.1)),
+                }
+            };
+        assert_eq!(
+            changed,
+            [
+                bill("C2", "2026-03", Some((50, march)), Some((60, march))),
+                bill("C3", "2026-03", Some((7, march)), None),
+                bill("C4", "2026-03", None, Some((9, march))),
+                bill("C1", "2026-04", Some((1, april)), Some((1, april + 4))),
+            ]
+        );
+        assert_eq!(changed_bills(&after, &after)?, []);
         Ok(())
     }
 

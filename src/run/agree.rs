@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::state::Checkpoint;
-use crate::table::{ALL, MONTHLY_BILLS, Spec, Table, block_on, pins};
+use crate::table::{ALL, MONTHLY_BILLS, Pin, Spec, Table, block_on, pins};
 
 /// The tables, opened and checked: `resuming` is the batch whose saved plan the run finishes
 /// (its commits may already be in some tables), if any. Once every table agrees, and only if
@@ -25,14 +25,25 @@ pub(crate) fn checked_tables(
     resuming: Option<i64>,
     upgrade: bool,
 ) -> Result<BTreeMap<&'static str, Table>> {
+    checked_tables_pinned(config, checkpoint, resuming, upgrade, &pins(config))
+}
+
+/// [`checked_tables`], with the tables' pinned parameters checked against `pins` (none, for a
+/// rebuild that replaces tables built with another time zone).
+pub(crate) fn checked_tables_pinned(
+    config: &Config,
+    checkpoint: &Checkpoint,
+    resuming: Option<i64>,
+    upgrade: bool,
+    pins: &[Pin],
+) -> Result<BTreeMap<&'static str, Table>> {
     let last = (checkpoint.next_batch > 0).then(|| checkpoint.next_batch - 1);
     let newest_allowed = resuming.or(last);
-    let pins = pins(config);
     let mut tables = BTreeMap::new();
     let mut disagree = Vec::new();
     for spec in ALL {
         let dir = spec.dir(config);
-        let Some(table) = block_on(Table::open_existing(&dir, spec, &pins))?? else {
+        let Some(table) = block_on(Table::open_existing(&dir, spec, pins))?? else {
             // No table yet: right before the first batch (the run creates it), wrong after.
             if last.is_some() {
                 disagree.push(format!("`{}` is missing ({dir})", spec.name));

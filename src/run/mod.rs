@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use polars::prelude::DataFrame;
 
-pub(crate) use agree::checked_tables;
+pub(crate) use agree::{checked_tables, checked_tables_pinned};
 pub use backlog::{BacklogBatch, BacklogReport, catch_up};
 pub use metrics::{Counts, RunMetrics};
 pub use report::{BillsWritten, ClosedMonth, DedupReport, ParseReport, PlanReport, TableReport};

@@ -286,6 +286,43 @@ impl Table {
         Ok(())
     }
 
+    /// The value of pinned parameter `parameter` the table stores, if any.
+    pub fn stored_pin(&self, parameter: &str) -> Result<Option<String>> {
+        let snapshot = self.table.snapshot().map_err(delta_error(self.spec.name))?;
+        let property = Pin::property_of(parameter);
+        Ok(snapshot.metadata().configuration().get(&property).cloned())
+    }
+
+    /// Stores `pins` as the table's properties where it stores another value or none (one
+    /// property commit, none if all are stored): a rebuild that recomputed the table with them.
+    pub async fn store_pins(&mut self, pins: &[Pin]) -> Result<()> {
+        let err = delta_error(self.spec.name);
+        let stored = self
+            .table
+            .snapshot()
+            .map_err(err)?
+            .metadata()
+            .configuration()
+            .clone();
+        let changed: std::collections::HashMap<String, String> = pins
+            .iter()
+            .filter(|pin| stored.get(&pin.property()) != Some(&pin.value))
+            .map(|pin| (pin.property(), pin.value.clone()))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.table = self
+            .table
+            .clone()
+            .set_tbl_properties()
+            .with_properties(changed)
+            .with_raise_if_not_exists(false)
+            .await
+            .map_err(err)?;
+        Ok(())
+    }
+
     /// Brings a table of an earlier version up to this version's layout, once the run found
     /// every table agreeing: stores the pinned parameters it lacks (one property commit) and
     /// adds the columns added since (one schema commit; its earlier rows have no value there).

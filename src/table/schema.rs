@@ -35,7 +35,12 @@ pub struct Pin {
 impl Pin {
     /// The table property that stores it.
     pub fn property(&self) -> String {
-        format!("{APP_ID}.{}", self.parameter)
+        Self::property_of(self.parameter)
+    }
+
+    /// The table property that stores parameter `parameter`.
+    pub fn property_of(parameter: &str) -> String {
+        format!("{APP_ID}.{parameter}")
     }
 }
 
