@@ -12,7 +12,7 @@ notebook again `--runs` times with nothing new, as the schedule does in a quiet 
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/fixed_cost.py [--runs 5] [--work DIR]
 
-Not part of the test suite; the figures go in the README's performance section.
+Not part of the test suite; the figures go in docs/PERFORMANCE.md.
 """
 
 from __future__ import annotations

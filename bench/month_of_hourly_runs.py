@@ -1,10 +1,16 @@
 """A month of hourly runs, as the schedule would make them, without a kernel: prints how the
 tables grow (live data files, Delta log files and checkpoints, time to open) and how long runs
 take, every 24 runs. (Files on disk also include replaced files younger than the 7-day vacuum
-retention; a replay that takes minutes keeps them all, so they are not shown.)
+retention, so they are not shown.)
+
+A month replayed in minutes keeps everything Delta expires by the clock (log commits after
+`delta.logRetentionDuration`, tombstones of replaced files, vacuumed files): with
+`--simulated-clock`, each run sees the time of its hour (libfaketime, Debian's `faketime`
+package) and the files it wrote are dated then, as on a deployment running a month.
 
 Usage (from the repository root, after `bash scripts/setup.sh`):
-    . scripts/env.sh && .venv/bin/python bench/month_of_hourly_runs.py [--meters 200] [--hours 720]
+    . scripts/env.sh && .venv/bin/python bench/month_of_hourly_runs.py [--meters 200] \
+        [--hours 720] [--simulated-clock]
 
 Each hour the generator adds one ingestion hour of log (with duplicates and week-long outage
 replays), then `examples/run_once` processes it. `day ms` is the mean run time of the 24 runs
@@ -14,10 +20,11 @@ up to that row (the first row: the first run alone). Not part of the test suite.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from deltalake import DeltaTable
@@ -28,6 +35,28 @@ from aquabill_tools.env import built
 
 def binaries() -> tuple[Path, Path]:
     return built('aquabill-gen'), built('aquabill', 'run_once')
+
+
+FAKETIME = Path('/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1')
+
+
+def clock_at(when: datetime) -> dict[str, str]:
+    """The environment of a process that sees the wall clock start at `when` (UTC)."""
+    if not FAKETIME.is_file():
+        raise SystemExit(f'--simulated-clock needs {FAKETIME} (apt-get install faketime)')
+    return dict(os.environ) | {'LD_PRELOAD': str(FAKETIME), 'TZ': 'UTC',
+                               'FAKETIME': when.strftime('@%Y-%m-%d %H:%M:%S'),
+                               'FAKETIME_DONT_FAKE_MONOTONIC': '1'}
+
+
+def date_files(root: Path, since: float, when: datetime) -> None:
+    """Dates the files under `root` written since `since` (epoch seconds) at `when` (UTC)."""
+    stamp = when.replace(tzinfo=timezone.utc).timestamp()
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            if os.stat(path).st_mtime >= since:
+                os.utime(path, (stamp, stamp))
 
 
 def count(table: Path) -> tuple[int, int, int, float]:
@@ -44,12 +73,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--meters', type=int, default=200)
     parser.add_argument('--hours', type=int, default=720)
+    parser.add_argument('--simulated-clock', action='store_true',
+                        help='each run sees the time of its hour (needs libfaketime)')
     args = parser.parse_args()
     gen, run_once = binaries()
     work = Path(tempfile.mkdtemp(prefix='aquabill-month-'))
     log, out = work / 'log', work / 'out'
     start = datetime(2026, 6, 1)
-    print(f'{args.meters} meters, {args.hours} hourly runs, in {work}')
+    clock = 'simulated clock (each run at its hour)' if args.simulated_clock else 'real clock'
+    print(f'{args.meters} meters, {args.hours} hourly runs, {clock}, in {work}')
     print(f"{'run':>4} {'day ms':>6} {'hourly files':>12} {'cumul. files':>12} "
           f"{'log json':>8} {'checkpoints':>11} {'open ms':>7} {'state files':>11}")
     slowest = 0.0
@@ -62,10 +94,16 @@ def main() -> None:
                         (hour + timedelta(hours=1)).strftime('%Y-%m-%dT%H'), '--meters',
                         str(args.meters), '--seed', '1', '--offline-share', '0.05',
                         '--duplicate-rate', '0.015'], check=True, capture_output=True)
+        # The run starts 5 minutes after its ingestion hour closed.
+        now = hour + timedelta(hours=1, minutes=5)
+        env = clock_at(now) if args.simulated_clock else None
+        written_since = time.time() - 1
         began = time.monotonic()
         subprocess.run([str(run_once), '-p', 'input_root', str(log), '-p', 'output_root', str(out)],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=env)
         ms = (time.monotonic() - began) * 1000
+        if args.simulated_clock:
+            date_files(out, written_since, now)
         slowest = max(slowest, ms)
         day.append(ms)
         if (i + 1) % 24 == 0:
