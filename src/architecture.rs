@@ -1,11 +1,14 @@
-//! Tests of the crate's shape: no import cycles between modules, and the storage crates used
-//! only where the architecture puts them.
+//! Tests of the crate's shape: the top-level modules depend only on the layers before them
+//! ([`LAYERS`], the list `docs/ARCHITECTURE.md` shows), no import cycles between modules, and
+//! the storage crates used only where the architecture puts them.
 //!
 //! It reads the crate's own sources (`src/**/*.rs`), takes every `crate::...` and `super::...`
-//! path in the production code (test modules are left out), resolves each to the module it names,
-//! and lifts every dependency `a::x -> b::y` to the two sibling modules under their common parent
-//! (`a -> b` at the top level; `run::finish -> run::stream` inside `run/`). A cycle among the
-//! siblings of any folder fails the test with the path it found, e.g. `run -> table -> run`.
+//! path in the production code (every item under `#[cfg(test)]` is left out, wherever it is in
+//! the file), resolves each to the module it names, and lifts every dependency `a::x -> b::y` to
+//! the two sibling modules under their common parent (`a -> b` at the top level;
+//! `run::finish -> run::stream` inside `run/`). A top-level dependency on a later layer fails
+//! the test naming it, e.g. `table -> run`; a cycle among the siblings of any folder fails it
+//! with the path it found, e.g. `run -> table -> run`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -35,17 +38,81 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The production part of a file: up to its `#[cfg(test)]` module, without comments.
+/// The library's layers, first to last: a top-level module depends only on modules of its
+/// own layer or earlier ones (`docs/ARCHITECTURE.md` shows this list).
+const LAYERS: &[&[&str]] = &[
+    &[
+        "contract",
+        "error",
+        "hours",
+        "faults",
+        "clock",
+        "trace",
+        "hashing",
+        "memory",
+        "provenance",
+        "source_digest",
+    ],
+    &["storage"],
+    &["config"],
+    &["table"],
+    &["input", "quarantine"],
+    &["state"],
+    &["query"],
+    &["run"],
+    &["rebuild"],
+    &["verify"],
+    &["view"],
+    &["present"],
+    &["ffi"],
+    &["architecture"],
+];
+
+/// The production part of a file, without comments: every item marked `#[cfg(test)]` (a test
+/// module, a test-only function or method) is cut out, up to the end of its block or `;`.
 fn production_code(text: &str) -> String {
-    let end = text.find("#[cfg(test)]").unwrap_or(text.len());
-    text[..end]
+    let code: String = text
         .lines()
         .map(|l| match l.find("//") {
             Some(i) => &l[..i],
             None => l,
         })
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    let marker = "#[cfg(test)]";
+    let mut kept = String::with_capacity(code.len());
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find(marker) {
+        kept.push_str(&rest[..at]);
+        rest = &rest[at + marker.len()..];
+        // The item ends at a `;` before any block, or where its first block closes.
+        let end = match (rest.find(';'), rest.find('{')) {
+            (Some(semi), Some(open)) if semi < open => semi + 1,
+            (_, Some(open)) => {
+                let mut depth = 0usize;
+                let mut end = rest.len();
+                for (i, c) in rest[open..].char_indices() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = open + i + 1;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                end
+            }
+            (Some(semi), None) => semi + 1,
+            (None, None) => rest.len(),
+        };
+        rest = &rest[end..];
+    }
+    kept.push_str(rest);
+    kept
 }
 
 /// Every path that starts with `crate::` or `super::` in `code`, with `use` groups expanded
@@ -230,6 +297,67 @@ fn cycles(edges: &Edges) -> Vec<String> {
         ));
     }
     found
+}
+
+/// The top-level dependencies on a later layer, as `from -> to`, and the top-level modules
+/// [`LAYERS`] does not place.
+fn upward(edges: &Edges, modules: &BTreeSet<String>) -> Vec<String> {
+    let layer = |m: &str| LAYERS.iter().position(|layer| layer.contains(&m));
+    let mut found: Vec<String> = modules
+        .iter()
+        .filter(|m| layer(m).is_none())
+        .map(|m| format!("{m} is in no layer"))
+        .collect();
+    for (from, to) in edges {
+        if let (Some(a), Some(b)) = (layer(from), layer(to))
+            && b > a
+        {
+            found.push(format!("{from} -> {to}"));
+        }
+    }
+    found
+}
+
+#[test]
+fn modules_depend_only_on_earlier_layers() -> std::io::Result<()> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files)?;
+    let modules: BTreeSet<String> = files
+        .iter()
+        .filter_map(|f| module_of(&src, f).first().cloned())
+        .collect();
+    let top = sibling_edges(&src)?.remove(&Vec::new()).unwrap_or_default();
+    let found = upward(&top, &modules);
+    assert!(
+        found.is_empty(),
+        "dependencies on a later layer (see LAYERS):\n{}",
+        found.join("\n")
+    );
+    Ok(())
+}
+
+#[test]
+fn a_dependency_on_a_later_layer_and_test_code_are_told_apart() {
+    let edges: Edges = [("run", "table"), ("table", "run"), ("table", "hours")]
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
+    let modules: BTreeSet<String> = ["run", "table", "hours", "gadgets"]
+        .iter()
+        .map(|m| (*m).to_owned())
+        .collect();
+    assert_eq!(
+        upward(&edges, &modules),
+        ["gadgets is in no layer", "table -> run"]
+    );
+    let code = "use crate::a;\n#[cfg(test)]\nfn helper() { crate::b::f({ 1 }); }\n\
+                #[cfg(test)]\nmod t;\nuse crate::c;\n#[cfg(test)]\nmod tests { use crate::d; }";
+    let found: Vec<String> = paths(&production_code(code))
+        .iter()
+        .map(|p| p.join("::"))
+        .collect();
+    assert_eq!(found, ["crate::a", "crate::c"]);
 }
 
 #[test]

@@ -185,12 +185,13 @@ def test_each_clone_runs_its_own_library(tmp_path: Path, kernels: Path,
             (other / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, other / name)
     settings = other / 'src' / 'present' / 'settings.rs'
-    label = '("clock_skew", '
+    label = '("rebuild_from_log", '
     assert label in settings.read_text()
-    settings.write_text(settings.read_text().replace(label, '("clock_skew of the other clone", '))
+    settings.write_text(
+        settings.read_text().replace(label, '("rebuild_from_log of the other clone", '))
     subprocess.run(['cargo', 'build', '-p', 'aquabill', '--lib', '--example', 'run_once'],
                    cwd=other, check=True, capture_output=True)
-    changed = b'clock_skew of the other clone'
+    changed = b'rebuild_from_log of the other clone'
     plain = Path(os.environ['CARGO_TARGET_DIR']) / 'debug' / 'examples' / 'run_once'
     assert changed in plain.read_bytes(), 'the plain name is the clone built last'
     assert changed not in built('aquabill', 'run_once').read_bytes()
@@ -203,11 +204,11 @@ def test_each_clone_runs_its_own_library(tmp_path: Path, kernels: Path,
 
     with kernel_factory({'AQUABILL_KERNELS': str(kernels)}) as own:
         shown = validate_cell(own, NOTEBOOK)
-    assert 'clock_skew' in shown and 'of the other clone' not in shown, shown
+    assert 'rebuild_from_log' in shown and 'of the other clone' not in shown, shown
     theirs = nbexec.Kernel(cwd=other / 'notebooks',
                            env=dict(os.environ) | {'AQUABILL_KERNELS': str(kernels)})
     try:
         shown = validate_cell(theirs, other / 'notebooks' / NOTEBOOK.name)
     finally:
         theirs.shutdown()
-    assert 'clock_skew of the other clone' in shown, shown
+    assert 'rebuild_from_log of the other clone' in shown, shown

@@ -7,31 +7,37 @@ use crate::config::Config;
 use crate::rebuild::RebuildReport;
 use crate::table::Committed;
 
-/// The settings a run uses, as (name, value) rows.
+/// The settings a run uses, as (parameter, value) rows: every parameter, under its own name.
 fn settings(config: &Config) -> Vec<(&'static str, String)> {
+    let none_if = |value: Option<String>, none: &str| value.unwrap_or_else(|| none.to_owned());
     vec![
         ("input_root", config.input_root.to_string()),
         ("output_root", config.output_root.to_string()),
-        ("checkpoint", config.checkpoint_dir.to_string()),
+        ("checkpoint_location", config.checkpoint_dir.to_string()),
         ("billing_timezone", config.billing_timezone.to_string()),
         (
             "batch_cap",
-            match config.batch_cap {
-                Some(cap) => format!("{cap} files"),
-                None => "none".to_owned(),
-            },
+            none_if(config.batch_cap.map(|cap| format!("{cap} files")), "none"),
         ),
-        ("clock_skew", format!("{} min", config.clock_skew_minutes)),
-        ("rebuild", {
-            let mut shown = config.rebuild.to_string();
-            if config.rebuild_from_log {
-                shown += ", planned afresh from the log";
-            }
-            if config.rewrite_closed_bills {
-                shown += ", closed bills rewritten in the run's time zone";
-            }
-            shown
-        }),
+        (
+            "chunk_mb",
+            none_if(
+                config
+                    .chunk_bytes
+                    .map(|b| format!("{} MB of log a batch", b >> 20)),
+                "none: a run's files are one batch",
+            ),
+        ),
+        (
+            "clock_skew_minutes",
+            format!("{} min", config.clock_skew_minutes),
+        ),
+        ("rebuild", config.rebuild.to_string()),
+        ("rebuild_from_log", config.rebuild_from_log.to_string()),
+        (
+            "rewrite_closed_bills",
+            config.rewrite_closed_bills.to_string(),
+        ),
         (
             "chart_customer",
             match config.chart_customer.as_str() {
@@ -139,5 +145,24 @@ impl Shown for RebuildReport {
             out += &html::para(&bills_line(self));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::contract::{PARAMETERS, Params};
+
+    #[test]
+    fn every_parameter_is_shown_under_its_own_name() -> crate::Result<()> {
+        let config = Config::new(&Params {
+            input_root: env!("CARGO_MANIFEST_DIR"),
+            output_root: "/nonexistent/aquabill-settings-test",
+            ..Params::default()
+        })?;
+        let shown: Vec<&str> = settings(&config).iter().map(|row| row.0).collect();
+        let parameters: Vec<&str> = PARAMETERS.iter().map(|p| p.name).collect();
+        assert_eq!(shown, parameters);
+        Ok(())
     }
 }
