@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 
 /// Version of the request protocol; bump it whenever a request or answer changes shape.
-pub const PROTOCOL: u32 = 6;
+pub const PROTOCOL: u32 = 7;
 
 /// The Rust type of a parameter as the notebook's first cell declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,6 +249,8 @@ operations! {
     Tables = "tables",
     /// Checks the tables without writing (an error when anything disagrees).
     Verify = "verify",
+    /// Polars' optimized plans of the batch's dedup and aggregation queries.
+    Explain = "explain",
     /// Ends the session.
     Close = "close",
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::input::PlannedFile;
 use crate::present::{Settings, html, shown};
 use crate::rebuild::{RebuildReport, rebuild};
-use crate::run::{Run, catch_up};
+use crate::run::{QueryPlans, Run, catch_up};
 use crate::view;
 
 /// A configured pipeline and the run in flight.
@@ -29,6 +29,8 @@ struct Session {
     run: Option<Run>,
     /// The files the run's first batch left for its later batches.
     later: Vec<PlannedFile>,
+    /// The batch's query plans, for `explain`.
+    plans: QueryPlans,
 }
 
 static SESSIONS: Mutex<BTreeMap<u64, Session>> = Mutex::new(BTreeMap::new());
@@ -97,6 +99,7 @@ fn handle(request: &[u8]) -> Result<(u64, (String, String))> {
                 config,
                 run: None,
                 later: Vec::new(),
+                plans: QueryPlans::default(),
             },
         );
         return Ok((id, output));
@@ -125,17 +128,25 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
             let output = shown(&run.plan_report());
             session.later = run.later_files();
             session.run = Some(run);
+            session.plans = QueryPlans::default();
             output
         }
         Op::Parse => shown(&session.run.as_mut().ok_or(no_run("parse"))?.parse()?),
-        Op::Dedup => shown(&session.run.as_mut().ok_or(no_run("dedup"))?.dedup()?),
-        Op::Hourly => shown(
-            &session
+        Op::Dedup => {
+            let report = session.run.as_mut().ok_or(no_run("dedup"))?.dedup()?;
+            session.plans.dedup = Some((report.plan.clone(), report.slices));
+            shown(&report)
+        }
+        Op::Hourly => {
+            let report = session
                 .run
                 .as_mut()
                 .ok_or(no_run("hourly"))?
-                .write_hourly()?,
-        ),
+                .write_hourly()?;
+            session.plans.aggregation = report.plan.clone();
+            shown(&report)
+        }
+        Op::Explain => shown(&session.plans),
         Op::Cumulative => shown(
             &session
                 .run

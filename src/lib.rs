@@ -61,7 +61,7 @@ pub use present::Shown;
 pub use rebuild::{RebuildReport, rebuild};
 pub use run::{
     BacklogBatch, BacklogReport, BillsWritten, ClosedMonth, Counts, DedupReport, ParseReport,
-    PlanReport, Run, RunMetrics, TableReport, catch_up,
+    PlanReport, QueryPlans, Run, RunMetrics, TableReport, catch_up,
 };
 pub use table::Committed;
 pub use verify::{Check, VerifyReport, verify};

@@ -111,3 +111,16 @@ def test_tables_and_pruned_reads(explored: tuple[Path, Expected, list],
     assert int(later[0][0]) == sum(1 for _, h in exp.hourly if h >= '2026-03-01T01')
     every = sql(kernel, 'SELECT COUNT(*) FROM hourly_usage')
     assert 'the query failed' in every.text and 'hourly_usage' in every.text, every.text
+
+
+def test_query_plans_only_on_request(explored: tuple[Path, Expected, list],
+                                     kernel: nbexec.Kernel) -> None:
+    """The scheduled run's step cells point to the plans without printing them;
+    `pipeline.explain()` shows the batch's dedup and aggregation plans."""
+    _, _, results = explored
+    steps = nbexec.text_of(results, 'dedup') + nbexec.text_of(results, 'hourly')
+    assert 'pipeline.explain()' in steps, steps
+    assert 'plan (optimized)' not in steps and 'AGGREGATE' not in steps, steps
+    plans = kernel.execute('pipeline.explain()').text
+    assert 'Dedup plan (optimized)' in plans and 'Aggregation plan (optimized)' in plans, plans
+    assert 'AGGREGATE' in plans, plans

@@ -225,6 +225,12 @@ impl Pipeline {
     pub fn verify(&self) -> Report {
         self.step(Op::Verify, "")
     }
+
+    /// Polars' optimized plans of this batch's dedup and aggregation queries, as the dedup and
+    /// `hourly_usage` steps ran them (the steps themselves do not show them).
+    pub fn explain(&self) -> Report {
+        self.step(Op::Explain, "")
+    }
 }
 
 impl Drop for Pipeline {

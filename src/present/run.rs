@@ -9,7 +9,9 @@ use super::{Shown, html};
 use crate::hours::format_hour;
 use crate::input::HeldBack;
 use crate::input::{INGEST_HOUR, SEQ};
-use crate::run::{BacklogReport, DedupReport, ParseReport, PlanReport, RunMetrics, TableReport};
+use crate::run::{
+    BacklogReport, DedupReport, ParseReport, PlanReport, QueryPlans, RunMetrics, TableReport,
+};
 use crate::table::{Committed, MONTHLY_BILLS, col};
 use crate::view::cubic_meters;
 
@@ -168,10 +170,12 @@ impl fmt::Display for DedupReport {
             "  {} recording hours touched; {} earlier readings of those hours read from the dedup state",
             self.hours_touched, self.prior_rows
         )?;
-        writeln!(f, "{}:", plan_heading(self.slices))?;
-        write!(f, "{}", self.plan)
+        write!(f, "  {EXPLAIN}")
     }
 }
+
+/// Where a step's report points for its query plan.
+const EXPLAIN: &str = "pipeline.explain() shows Polars' query plans of the batch";
 
 impl Shown for DedupReport {
     fn html(&self) -> String {
@@ -194,14 +198,47 @@ impl Shown for DedupReport {
         html::table(&["", "records"], &rows)
             + &html::para(&format!(
                 "{} recording hours touched; {} earlier readings of those hours read from the \
-                 dedup state. {}:",
-                self.hours_touched,
-                self.prior_rows,
-                plan_heading(self.slices)
+                 dedup state. {EXPLAIN}.",
+                self.hours_touched, self.prior_rows,
             ))
-            + &html::pre(&self.plan)
     }
 }
+
+impl fmt::Display for QueryPlans {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dedup.is_none() && self.aggregation.is_none() {
+            return write!(f, "{NO_PLANS}");
+        }
+        if let Some((plan, slices)) = &self.dedup {
+            writeln!(f, "{}:\n{plan}", plan_heading(*slices))?;
+        }
+        if let Some(plan) = &self.aggregation {
+            writeln!(f, "Aggregation plan (optimized):\n{plan}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Shown for QueryPlans {
+    fn html(&self) -> String {
+        let mut out = String::new();
+        if let Some((plan, slices)) = &self.dedup {
+            out += &html::para(&format!("{}:", plan_heading(*slices)));
+            out += &html::pre(plan);
+        }
+        if let Some(plan) = &self.aggregation {
+            out += &html::para("Aggregation plan (optimized):");
+            out += &html::pre(plan);
+        }
+        if out.is_empty() {
+            out = html::para(NO_PLANS);
+        }
+        out
+    }
+}
+
+/// What `explain` says before the batch's dedup ran.
+const NO_PLANS: &str = "no query plan yet: the batch's dedup and hourly steps make them";
 
 /// What the dedup plan shown is: the whole query's, or the first slice's.
 fn plan_heading(slices: usize) -> String {
@@ -278,10 +315,6 @@ impl Shown for TableReport {
         let mut out = html::para(&summary(self));
         for line in bills_summary(self) {
             out += &html::para(&line);
-        }
-        if let Some(plan) = &self.plan {
-            out += &html::para("Aggregation plan (optimized):");
-            out += &html::pre(plan);
         }
         out + &head_html("First rows written:", &readable(&self.head))
     }

@@ -43,7 +43,9 @@ use polars::prelude::DataFrame;
 pub(crate) use agree::{checked_tables, checked_tables_pinned};
 pub use backlog::{BacklogBatch, BacklogReport, catch_up};
 pub use metrics::{Counts, RunMetrics};
-pub use report::{BillsWritten, ClosedMonth, DedupReport, ParseReport, PlanReport, TableReport};
+pub use report::{
+    BillsWritten, ClosedMonth, DedupReport, ParseReport, PlanReport, QueryPlans, TableReport,
+};
 
 use crate::config::Config;
 use crate::error::{Error, Result};

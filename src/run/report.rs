@@ -79,6 +79,15 @@ pub struct TableReport {
     pub bills: Option<BillsWritten>,
 }
 
+/// Polars' optimized plans of a batch's queries, kept for `explain`.
+#[derive(Debug, Clone, Default)]
+pub struct QueryPlans {
+    /// The dedup query's plan (of its first slice) and how many slices by meter it ran in.
+    pub dedup: Option<(String, usize)>,
+    /// The aggregation's plan, when the hourly step ran one.
+    pub aggregation: Option<String>,
+}
+
 /// What the cumulative step wrote to `monthly_bills`: the months whose end the watermark passed.
 #[derive(Debug, Clone)]
 pub struct BillsWritten {
