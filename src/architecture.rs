@@ -52,6 +52,7 @@ const LAYERS: &[&[&str]] = &[
         "memory",
         "provenance",
         "source_digest",
+        "testing",
     ],
     &["storage"],
     &["config"],

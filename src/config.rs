@@ -209,7 +209,8 @@ mod tests {
 
     #[test]
     fn rejects_bad_parameters_before_writing() -> std::io::Result<()> {
-        let dir = std::env::temp_dir().join(format!("aquabill-config-{}", std::process::id()));
+        let temp_dir = crate::testing::TempDir::new("config");
+        let dir = temp_dir.path().to_path_buf();
         let input = dir.join("log");
         std::fs::create_dir_all(&input)?;
         let (i, d) = (input.to_string_lossy(), dir.to_string_lossy());
@@ -277,7 +278,7 @@ mod tests {
             }
         }
         assert!(!Path::new(&out).exists(), "validation wrote nothing");
-        std::fs::remove_dir_all(&dir)
+        Ok(())
     }
 
     #[test]

@@ -48,6 +48,8 @@ mod run;
 mod state;
 mod storage;
 mod table;
+#[cfg(test)]
+mod testing;
 mod trace;
 mod verify;
 mod view;

@@ -386,7 +386,8 @@ mod tests {
 
     #[test]
     fn ids_are_interned_across_files_and_chunks() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("aquabill-parse-{}", std::process::id()));
+        let temp_dir = crate::testing::TempDir::new("parse");
+        let dir = temp_dir.path().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("creating", &dir, e))?;
         let line = |m: &str, c: &str| {
             format!(
@@ -411,7 +412,6 @@ mod tests {
             });
         }
         let parsed = parse_files(&files, None)?;
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))?;
         assert_eq!(parsed.meters, ["M2", "M1", "M3"]);
         assert_eq!(parsed.customers, ["C1", "C2"]);
         let ids = |name: &str| -> Result<Vec<i64>> {

@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn checkpoint_and_plan_round_trip() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("aquabill-cp-{}", std::process::id()));
+        let temp_dir = crate::testing::TempDir::new("cp");
+        let dir = temp_dir.path().to_path_buf();
         let store = Store::new(&crate::storage::Location::Local(dir.clone()));
         assert_eq!(store.load()?.next_batch, 0);
         assert_eq!(store.load_plan(0)?, None);
@@ -190,6 +191,6 @@ mod tests {
             other => panic!("an earlier layout must be refused by runs, got {other:?}"),
         }
         assert_eq!(store.load_for_rebuild()?, earlier);
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+        Ok(())
     }
 }

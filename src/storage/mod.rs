@@ -560,7 +560,8 @@ mod tests {
 
     #[test]
     fn local_files_are_created_once_and_replaced_atomically() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("aquabill-storage-{}", std::process::id()));
+        let temp_dir = crate::testing::TempDir::new("storage");
+        let dir = temp_dir.path().to_path_buf();
         let file = Location::Local(dir.join("sub/f.json"));
         assert_eq!(file.read()?, None);
         assert_eq!(

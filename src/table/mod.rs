@@ -476,8 +476,8 @@ mod tests {
 
     #[test]
     fn a_table_of_an_earlier_layout_gets_the_added_columns_before_a_write() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("aquabill-layouts-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp_dir = crate::testing::TempDir::new("layouts");
+        let dir = temp_dir.path().to_path_buf();
         let dir = Location::Local(dir);
         let mut earlier = block_on(Table::open_or_create(&dir, &EARLIER))??;
         let old = EARLIER.frame(vec![Values::Str(vec!["a".into()]), Values::Long(vec![1])])?;

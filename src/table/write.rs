@@ -241,8 +241,8 @@ mod tests {
     /// it never leaves the producer waiting on writers that stopped.
     #[test]
     fn a_refused_write_fails_instead_of_waiting() -> Result<()> {
-        let dir = std::env::temp_dir().join(format!("aquabill-refused-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let temp_dir = crate::testing::TempDir::new("refused");
+        let dir = temp_dir.path().to_path_buf();
         let table = block_on(Table::open_or_create(
             &Location::Local(dir.clone()),
             &HOURLY_USAGE,
@@ -273,6 +273,6 @@ mod tests {
             Ok(other) => panic!("the refused write must fail, got {other:?}"),
             Err(_) => panic!("the write waited for a minute instead of failing"),
         }
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+        Ok(())
     }
 }
