@@ -387,13 +387,51 @@ mod tests {
     }
 
     #[test]
-    fn the_table_matches_the_defaults() {
-        let defaults = Params::default().encode();
-        for p in PARAMETERS {
-            let literal = p.default.trim_matches('"');
-            let value = format!("{}={}:{literal}\n", p.name, literal.len());
-            assert!(defaults.contains(&value), "{value} in {defaults}");
-        }
+    fn the_defaults_are_the_documented_ones() {
+        // The parameters and defaults as the README's table documents them, in order.
+        let documented = [
+            ("input_root", "../data/sample"),
+            ("output_root", "../out/tables"),
+            ("checkpoint_location", ""),
+            ("billing_timezone", "UTC"),
+            ("batch_cap", "0"),
+            ("chunk_mb", "512"),
+            ("clock_skew_minutes", "5"),
+            ("rebuild", "false"),
+            ("rebuild_from_log", "false"),
+            ("rewrite_closed_bills", "false"),
+            ("chart_customer", ""),
+        ];
+        let listed: Vec<(&str, &str)> = PARAMETERS
+            .iter()
+            .map(|p| (p.name, p.default.trim_matches('"')))
+            .collect();
+        assert_eq!(listed, documented);
+        // The defaults a `Params::default()` carries on the wire are the same values.
+        let expected: String = documented
+            .iter()
+            .map(|(name, value)| format!("{name}={}:{value}\n", value.len()))
+            .collect();
+        assert_eq!(Params::default().encode(), expected);
+        // And the README's table says so.
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+            .unwrap_or_default();
+        let section = readme
+            .split("\n## Parameters\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n## ").next())
+            .unwrap_or_default();
+        let in_readme: Vec<(&str, &str)> = section
+            .lines()
+            .filter(|line| line.starts_with("| `"))
+            .filter_map(|line| {
+                let mut cells = line.split('|').map(str::trim).skip(1);
+                let name = cells.next()?.trim_matches('`');
+                let default = cells.next()?.trim_matches('`').trim_matches('"');
+                Some((name, default))
+            })
+            .collect();
+        assert_eq!(in_readme, documented);
     }
 
     #[test]

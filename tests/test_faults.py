@@ -200,6 +200,8 @@ def comparable(out: Path) -> dict[str, object]:
         'cumulative_usage': rows(out / 'cumulative_usage'),
         'dedup_readings': rows(out / '_checkpoint' / 'dedup_readings'),
         'dedup_keys': rows(out / '_checkpoint' / 'dedup_keys'),
+        'dedup_meters': rows(out / '_checkpoint' / 'dedup_meters'),
+        'monthly_bills': rows(out / 'monthly_bills', ('closed_by_batch',)),
         'quarantine': rows(out / 'quarantine', ('batch_id',)),
         'totals': totals,
         'watermark': checkpoint['watermark_hour'],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from collections import Counter
 from datetime import datetime
@@ -81,12 +82,17 @@ def test_adjacent_windows_deliver_each_record_once(tmp_path: Path, generate: Gen
 
 
 def test_duplicates_delays_and_replays_are_as_claimed(tmp_path: Path, generate: Generate) -> None:
-    summary = generate(tmp_path, '2026-03-01T00', '2026-03-08T00', '--meters', '60',
-                       '--duplicate-rate', '0.05', '--offline-share', '0.3', '--seed', '11')
+    generate(tmp_path, '2026-03-01T00', '2026-03-08T00', '--meters', '60',
+             '--duplicate-rate', '0.05', '--offline-share', '0.3', '--seed', '11')
     rows = [r for _, r in records(tmp_path)]
     copies = Counter((r['meter_id'], r['recorded_at']) for r in rows)
     duplicates = sum(n - 1 for n in copies.values())
-    assert duplicates == summary['retries'] - summary['retries_of_earlier_calls'] > 0
+    # Each reading is retried with probability 0.05: the share of retries lies within five
+    # standard deviations of it (a retry of a reading sent before the window may land in it,
+    # one sent at its end may not: a few either way).
+    rate, n = 0.05, len(copies)
+    band = 5 * math.sqrt(rate * (1 - rate) / n)
+    assert rate - band < duplicates / n < rate + band, (duplicates, n)
     assert max(copies.values()) == 2
     by_key: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -103,8 +109,17 @@ def test_duplicates_delays_and_replays_are_as_claimed(tmp_path: Path, generate: 
     delays = [(ts(r['ingested_at']) - ts(r['recorded_at'])).total_seconds() for r in rows]
     assert min(delays) > 0
     assert max(delays) < 7 * 24 * 3600, 'replays stay within the 7-day watermark'
-    live = sorted(d for d in delays if d <= 30 * 60)
-    assert len(live) >= summary['live'], 'live readings arrive within the 30-minute maximum'
+    live = [d for d in delays if d <= 30 * 60]
+    assert len(live) > len(rows) / 2, 'most readings arrive live, within 30 minutes'
     replayed = [d for d in delays if d > 30 * 60 + 3600]
-    assert summary['replayed'] > 0 and len(replayed) > 0
-    assert summary['out_of_order'] > 0
+    assert replayed, 'outages are replayed hours later'
+    # Out of order: some meter's readings arrive in another order than they were recorded.
+    by_meter: dict[str, list[dict]] = {}
+    for r in rows:
+        by_meter.setdefault(r['meter_id'], []).append(r)
+    inversions = 0
+    for readings in by_meter.values():
+        arrived = sorted(readings, key=lambda r: ts(r['ingested_at']))
+        inversions += sum(ts(b['recorded_at']) < ts(a['recorded_at'])
+                          for a, b in zip(arrived, arrived[1:]))
+    assert inversions > 0, 'some readings arrive after later ones of their meter'

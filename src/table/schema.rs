@@ -531,10 +531,44 @@ mod tests {
         );
         let short = HOURLY_USAGE.frame(vec![Values::Str(vec!["C1".into()])]);
         assert!(matches!(short, Err(Error::TableData { .. })));
+        // An empty frame has the table's columns, as the README documents `run_metrics`.
+        let empty = RUN_METRICS.empty_frame()?;
+        let names: Vec<&str> = empty
+            .get_column_names()
+            .iter()
+            .map(|n| n.as_str())
+            .collect();
         assert_eq!(
-            RUN_METRICS.empty_frame()?.width(),
-            RUN_METRICS.columns.len()
+            names,
+            [
+                "batch_id",
+                "started_at",
+                "files",
+                "lines_read",
+                "accepted",
+                "duplicates",
+                "conflicts",
+                "late",
+                "future",
+                "malformed",
+                "hours_touched",
+                "state_rows_read",
+                "watermark_hour",
+                "duration_ms",
+                "plan_ms",
+                "parse_ms",
+                "dedup_ms",
+                "hourly_usage_ms",
+                "cumulative_usage_ms",
+                "finish_ms",
+                "hourly_usage_version",
+                "hourly_usage_files",
+                "cumulative_usage_version",
+                "cumulative_usage_files",
+                "held_back_files",
+            ]
         );
+        assert_eq!(empty.height(), 0);
         Ok(())
     }
 }
