@@ -60,14 +60,10 @@ fn run(params: &Params<'_>) -> aquabill::Result<()> {
     if config.rebuild {
         println!("{}", aquabill::rebuild(&config)?);
     }
-    let mut run = Run::start(&config)?;
+    let run = Run::start(&config)?;
     println!("{}", run.plan_report());
-    run.parse()?;
-    run.dedup()?;
-    run.write_hourly()?;
-    run.write_cumulative()?;
     let later = run.later_files();
-    let metrics = run.finish()?;
+    let (_, metrics) = run.run_steps()?;
     println!("{metrics}");
     if metrics.files > 0 {
         println!("  dedup state rows read {}", metrics.state_rows_read);

@@ -3,18 +3,22 @@
 //! [`Run::start`] plans the batch ([`plan`]), then [`Run::parse`], [`Run::dedup`],
 //! [`Run::write_hourly`], [`Run::write_cumulative`] and [`Run::finish`] each do one step and
 //! return what they did. A run moves through [`Stage`]s; a step called out of order is an error.
+//! [`Run::run_steps`] is that order in code, for every caller that runs a batch whole (a
+//! backlog's batches, a rebuild's replay, `examples/run_once`); the notebook calls the steps cell
+//! by cell, and a test (`run::tests`) checks that its cells follow the same order.
 //!
-//! The order of the durable steps, which makes a crash at any point recoverable by simply
-//! running again (each Delta commit carries `(aquabill, batch id)` and is skipped if the table
-//! already holds the batch):
+//! The order of the durable steps (stated here only; other documents refer to it), which makes
+//! a crash at any point recoverable by simply running again (each Delta commit carries
+//! `(aquabill, batch id)` and is skipped if the table already holds the batch):
 //!
 //! 1. the plan file (`batches/<id>.json`), created only if absent, before any table is touched
 //!    and once every table was found to agree with the checkpoint ([`agree`]);
 //! 2. `hourly_usage`, then `cumulative_usage`, then `monthly_bills` (only when the batch's
 //!    watermark passes a billing month's end): data files, then one commit each;
 //! 3. `quarantine`, then `run_metrics`;
-//! 4. the dedup state: the keys of ids new in the batch, then the readings, after every table,
-//!    so a rerun classifies records exactly as the crashed attempt did;
+//! 4. the dedup state, after every table, so a rerun classifies records exactly as the crashed
+//!    attempt did: the keys of ids new in the batch (`dedup_keys`), the meters' index
+//!    (`dedup_meters`), then the readings (`dedup_readings`);
 //! 5. the checkpoint, last; then (every 24th batch) the vacuum.
 
 mod agree;

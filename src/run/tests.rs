@@ -41,12 +41,50 @@ fn cumulative_rows(config: &Config) -> Result<Rows> {
 }
 
 fn run_once(config: &Config) -> Result<RunMetrics> {
-    let mut run = Run::start(config)?;
-    run.parse()?;
-    run.dedup()?;
-    run.write_hourly()?;
-    run.write_cumulative()?;
-    run.finish()
+    Run::start(config)?.run_steps().map(|(_, metrics)| metrics)
+}
+
+/// The notebook's cells call the steps in their order (`Run::run_steps`, with the rebuild
+/// before the plan and the backlog after the first batch), each once.
+#[test]
+fn the_notebook_calls_the_steps_in_their_order()
+-> std::result::Result<(), Box<dyn std::error::Error>> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/notebooks/hourly_billing.ipynb"
+    );
+    let notebook: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path)?)?;
+    let steps = [
+        "rebuild",
+        "plan",
+        "parse",
+        "dedup",
+        "write_hourly",
+        "write_cumulative",
+        "finish",
+        "catch_up",
+    ];
+    let mut called = Vec::new();
+    for cell in notebook["cells"].as_array().into_iter().flatten() {
+        if cell["cell_type"] != "code" {
+            continue;
+        }
+        let source: String = match &cell["source"] {
+            serde_json::Value::Array(lines) => lines.iter().filter_map(|l| l.as_str()).collect(),
+            other => other.as_str().unwrap_or_default().to_owned(),
+        };
+        for (at, _) in source.match_indices("pipeline.") {
+            let name: String = source[at + "pipeline.".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if steps.contains(&name.as_str()) {
+                called.push(name);
+            }
+        }
+    }
+    assert_eq!(called, steps);
+    Ok(())
 }
 
 /// `(customer, hour) -> [columns...]` of a table, for comparisons.
@@ -98,8 +136,8 @@ fn key(customer: &str, hour: &str) -> (String, String) {
 /// A hand-worked log: two runs, a duplicate, a malformed line, a conflict, a late reading.
 #[test]
 fn hand_worked_runs() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("aquabill-run-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp_dir = crate::testing::TempDir::new("run");
+    let dir = temp_dir.path().to_path_buf();
     let log = dir.join("log");
     add_file(
         &log,
@@ -249,15 +287,15 @@ fn hand_worked_runs() -> Result<()> {
     let c = run_once(&config)?.counts;
     assert_eq!((c.accepted, c.duplicates), (0, 1));
     assert_eq!(cumulative_rows(&config)?[&key("C4", "08")], vec![0, 4000]);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+    Ok(())
 }
 
 /// A meter goes quiet and replays: the hours written while it was quiet keep it in their side
 /// files, and the replay rewrites those alone, in both tables.
 #[test]
 fn a_replay_rewrites_side_files_only() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("aquabill-side-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp_dir = crate::testing::TempDir::new("side");
+    let dir = temp_dir.path().to_path_buf();
     let log = dir.join("log");
     let (log_s, out_s) = (
         log.to_string_lossy().into_owned(),
@@ -362,15 +400,15 @@ fn a_replay_rewrites_side_files_only() -> Result<()> {
         (key("C2", "03"), vec![0, 10000]),
     ]);
     assert_eq!(cumulative, expected_cumulative);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+    Ok(())
 }
 
 /// A run takes what its listing found, in chunks; files that arrive meanwhile wait for the
 /// next run.
 #[test]
 fn a_backlog_runs_in_chunks_of_what_was_there() -> Result<()> {
-    let dir = std::env::temp_dir().join(format!("aquabill-chunks-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let temp_dir = crate::testing::TempDir::new("chunks");
+    let dir = temp_dir.path().to_path_buf();
     let log = dir.join("log");
     for (folder, reading) in [("00", "00:10"), ("01", "01:10"), ("02", "02:10")] {
         add_file(
@@ -391,15 +429,11 @@ fn a_backlog_runs_in_chunks_of_what_was_there() -> Result<()> {
     })?;
     // Chunks of one file: each file is about 150 bytes.
     config.chunk_bytes = Some(100);
-    let mut run = Run::start(&config)?;
+    let run = Run::start(&config)?;
     assert_eq!(run.plan_report().files.len(), 1);
     assert_eq!(run.plan_report().later, 2);
     let later = run.later_files();
-    run.parse()?;
-    run.dedup()?;
-    run.write_hourly()?;
-    run.write_cumulative()?;
-    run.finish()?;
+    run.run_steps()?;
     // A file that arrives during the run is not part of it.
     add_file(
         &log,
@@ -425,5 +459,5 @@ fn a_backlog_runs_in_chunks_of_what_was_there() -> Result<()> {
         "ingest_hour=2026-03-01T03/a.jsonl"
     );
     drop(next);
-    std::fs::remove_dir_all(&dir).map_err(|e| Error::io("removing", &dir, e))
+    Ok(())
 }
