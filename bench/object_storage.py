@@ -4,11 +4,11 @@ Generates a few ingestion hours at utility scale with the project's generator (d
 meters, 4 files an hour, as `bench/hourly_at_scale.py`), then processes them hour by hour through
 `examples/run_once` three times, each into new tables: the log and the tables on local disk; the
 log on local disk and the tables on S3; both on S3. The S3 server is the test suite's (moto,
-single-threaded, in this process: `aquabill_tools.s3server`), so its figures are an upper bound of
+single-threaded, in this process: `tests/s3server.py`), so its figures are an upper bound of
 what the store adds on loopback, not S3's latency. Each run's hour is uploaded (or linked) just
 before it, as new files arrive; the first hour creates the tables and is not compared. Prints
-every run's wall time and its requests to the S3 server, a run with no new files per set-up, and each hour's wall time against
-local disk.
+every run's wall time and its requests to the S3 server, a run with no new files per set-up,
+and each hour's wall time against local disk.
 
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/object_storage.py [--meters 100000] [--hours 4]
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import subprocess
 import tempfile
 import time
@@ -31,7 +32,8 @@ from pathlib import Path
 
 from hourly_at_scale import HOUR, copy_binaries, generate
 
-from aquabill_tools.s3server import S3Server
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / 'tests'))
+from s3server import S3Server  # noqa: E402  (the tests' S3 server)
 
 
 def timed_run(binary: Path, log: str, out: str, env: dict[str, str]) -> tuple[float, str]:

@@ -88,7 +88,8 @@ def test_the_row_limit_says_when_it_cut(explored: tuple[Path, Expected, list],
     cut = sql(kernel, 'SELECT * FROM cumulative_usage')
     assert len(html_rows(cut)) == 100
     assert 'the first 100 rows; the query returned more' in cut.text
-    whole = sql(kernel, "SELECT customer_id FROM cumulative_usage WHERE usage_hour = '2026-03-01T05'")
+    whole = sql(kernel,
+                "SELECT customer_id FROM cumulative_usage WHERE usage_hour = '2026-03-01T05'")
     n = sum(1 for _, h in exp.cumulative if h == '2026-03-01T05')
     assert len(html_rows(whole)) == n and f'{n} rows' in whole.text
 

@@ -19,7 +19,7 @@ import pytest
 from deltalake import DeltaTable
 
 from aquabill_tools import nbexec
-from aquabill_tools.s3server import REGION, Fault, S3Server
+from s3server import REGION, Fault, S3Server
 from conftest import NOTEBOOK, KernelFactory
 from faults import (TABLES, TIMING, batches_applied_once, crash_at_every_step, crashed, finish,
                     generate_log, rows, run_once, state)

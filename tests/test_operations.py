@@ -421,8 +421,9 @@ def test_verify_names_what_disagrees(tmp_path: Path, generator: Path, run_once_b
     found = verified(verify_binary, out)
     assert f'customer {customer}, hour {hour}: usage' in found.stdout, found.stdout
 
-    DeltaTable(str(out / 'quarantine')).delete(predicate='batch_id = 0 AND line_number = '
-                                               f"{dict(rows(out / 'quarantine')[0])['line_number']}")
+    first = dict(rows(out / 'quarantine')[0])['line_number']
+    DeltaTable(str(out / 'quarantine')).delete(
+        predicate=f'batch_id = 0 AND line_number = {first}')
     found = verified(verify_binary, out)
     assert 'batch 0 quarantined' in found.stdout, found.stdout
 

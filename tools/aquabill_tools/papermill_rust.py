@@ -81,7 +81,8 @@ class StderrFailsClient(PapermillNotebookClient):
     anything on stderr, where evcxr reports a cell's `?` error with status ok. The cell gets an
     error output and the run stops like on any other error."""
 
-    async def async_execute_cell(self, cell: Any, cell_index: int, execution_count: int | None = None,
+    async def async_execute_cell(self, cell: Any, cell_index: int,
+                                 execution_count: int | None = None,
                                  store_history: bool = True) -> Any:
         cell = await super().async_execute_cell(cell, cell_index, execution_count, store_history)
         why = failure(cell.get('outputs', [])) if cell.cell_type == 'code' else None
