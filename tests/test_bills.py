@@ -16,10 +16,9 @@ from deltalake import DeltaTable
 from aquabill_tools import nbexec
 from conftest import RunNotebook
 from expected import Bill, closed_bills, log_files, recompute
-from faults import TABLES, batches_applied_once, crashed, finish, run_once, state
 from readers import READERS, with_pyarrow
-from test_rebuild import same_result
-from test_semantics import add, reading
+from helpers import (TABLES, add, batches_applied_once, crashed, finish, reading, run_once,
+                     same_result, state)
 
 # Six meters over ten days across the end of March, one file an hour, with outages and retries.
 # The watermark (latest ingestion hour minus 7 days) passes March's end in UTC (04-01T00) with

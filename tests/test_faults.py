@@ -13,9 +13,9 @@ import pytest
 
 from aquabill_tools import nbexec
 from conftest import NOTEBOOK, KernelFactory
-from faults import (TIMING, batches_applied_once, crash_at_every_step, crashed, finish,
-                    generate_log, rows, run_once, state)
-from test_semantics import add, reading
+from helpers import (TIMING, add, assert_every_kind_of_step, batches_applied_once,
+                     crash_at_every_step, crashed, finish, generate_log, reading, rows, run_once,
+                     state)
 
 
 @pytest.fixture(scope='module')
@@ -46,18 +46,6 @@ def test_crash_at_every_durable_step(tmp_path: Path, run_once_binary: Path, log:
 
     covered = crash_at_every_step(attempt, state_of, reference)
     assert_every_kind_of_step(covered)
-
-
-def assert_every_kind_of_step(covered: list[str]) -> None:
-    """Every kind of durable step was hit, in the first batch and in later ones."""
-    kinds = set(covered)
-    for expected in ('plan written', 'checkpoint written', 'hourly_usage: committed',
-                     'hourly_usage: data files written', 'cumulative_usage: committed',
-                     'quarantine: committed', 'run_metrics: committed',
-                     'dedup_readings: committed', 'dedup_readings: created',
-                     'dedup_keys: committed', 'dedup_meters: committed'):
-        assert expected in kinds, (expected, sorted(kinds))
-    print(f'{len(covered)} crashes: {sorted(kinds)}')
 
 
 def test_kernel_killed_mid_write(tmp_path: Path, run_once_binary: Path, log: Path,

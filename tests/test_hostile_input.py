@@ -9,9 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from deltalake import DeltaTable
+from helpers import reading, run_once
 
-from faults import run_once
-from test_semantics import reading
 
 FOLDER = 'ingest_hour=2026-05-10T12'
 

@@ -22,7 +22,7 @@ from aquabill_tools import nbexec
 from aquabill_tools.env import built
 from conftest import NOTEBOOK, ROOT, Generate, KernelFactory
 from expected import recompute
-from test_pipeline_e2e import assert_tables_match
+from helpers import assert_tables_match
 
 SAMPLE = ROOT / 'data' / 'sample'
 

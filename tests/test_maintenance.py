@@ -12,9 +12,7 @@ from deltalake import DeltaTable
 
 from conftest import Generate
 from expected import recompute
-from faults import run_once
-from test_pipeline_e2e import assert_tables_match
-from test_semantics import add, reading
+from helpers import add, assert_tables_match, reading, run_once
 
 RUNS = 50
 EIGHT_DAYS = 8 * 24 * 3600

@@ -21,10 +21,9 @@ from deltalake import DeltaTable
 from aquabill_tools import nbexec
 from s3server import REGION, Fault, S3Server
 from conftest import NOTEBOOK, KernelFactory
-from faults import (TABLES, TIMING, batches_applied_once, crash_at_every_step, crashed, finish,
-                    generate_log, rows, run_once, state)
 from readers import duckdb_on_s3, duckdb_with_delta
-from test_faults import assert_every_kind_of_step
+from helpers import (TABLES, TIMING, assert_every_kind_of_step, batches_applied_once,
+                     crash_at_every_step, crashed, finish, generate_log, rows, run_once, state)
 
 
 @pytest.fixture(scope='module')

@@ -19,9 +19,8 @@ from deltalake import DeltaTable, TableFeatures
 from aquabill_tools import nbexec
 from aquabill_tools.env import built
 from conftest import ROOT, RunNotebook
-from faults import TABLES, batches_applied_once, crashed, finish, rows, run_once, state
-from test_rebuild import same_result
-from test_semantics import add, reading
+from helpers import (TABLES, add, batches_applied_once, crashed, finish, reading, rows, run_once,
+                     same_result, state)
 
 PREFIX = 'ingest_hour='
 

@@ -16,9 +16,8 @@ from aquabill_tools import nbexec
 from aquabill_tools.papermill_rust import RustTranslator
 from aquabill_tools.rust import cli_value
 from conftest import NOTEBOOK, ROOT, Generate, RunNotebook
-from faults import state
 from expected import recompute
-from test_pipeline_e2e import assert_tables_match
+from helpers import assert_tables_match, state
 
 PAPERMILL = Path(sys.executable).parent / 'aquabill-papermill'
 

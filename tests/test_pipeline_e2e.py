@@ -9,7 +9,8 @@ from deltalake import DeltaTable
 from aquabill_tools import nbexec
 
 from conftest import Generate, RunNotebook
-from expected import Expected, recompute
+from expected import recompute
+from helpers import assert_tables_match
 
 GEN = ('--meters', '40', '--seed', '5', '--duplicate-rate', '0.03', '--offline-share', '0.3',
        '--malformed-rate', '0.01', '--files-per-hour', '2')
@@ -17,21 +18,6 @@ GEN = ('--meters', '40', '--seed', '5', '--duplicate-rate', '0.03', '--offline-s
 
 def rows(path: Path) -> list[dict]:
     return DeltaTable(str(path)).to_pyarrow_table().to_pylist()
-
-
-def assert_tables_match(out: Path, exp: Expected) -> None:
-    hourly_rows = rows(out / 'hourly_usage')
-    assert len(hourly_rows) == len(exp.hourly), 'one row per customer and hour, no duplicates'
-    hourly = {(r['customer_id'], r['usage_hour']): (r['usage_ml'], r['reading_count'],
-                                                    r['meter_count'])
-              for r in hourly_rows}
-    assert hourly == exp.hourly
-    cumulative = rows(out / 'cumulative_usage')
-    assert len(cumulative) == len(exp.cumulative), 'one row per customer and hour, no duplicates'
-    got = {(r['customer_id'], r['usage_hour']): (r['billing_month'], r['usage_ml'],
-                                                 r['cumulative_ml'])
-           for r in cumulative}
-    assert got == exp.cumulative
 
 
 def totals(out: Path) -> dict[str, int]:

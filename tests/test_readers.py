@@ -11,9 +11,8 @@ import polars as pl
 
 from conftest import Generate
 from expected import recompute
-from faults import run_once
 from readers import READERS, with_duckdb, with_polars_scan, with_pyarrow
-from test_pipeline_e2e import assert_tables_match
+from helpers import assert_tables_match, run_once
 
 TABLES = ('hourly_usage', 'cumulative_usage', 'quarantine', 'run_metrics')
 

@@ -11,29 +11,15 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-import faults
-from faults import TABLES, TIMING, batches_applied_once, crashed, rows, run_once, state
-from test_semantics import reading
+import helpers
+from helpers import (TABLES, batches_applied_once, crashed, reading, rows, run_once,
+                     same_result)
 
 CAP = 24
 
 
 def finish(binary: Path, log: Path, out: Path) -> None:
-    faults.finish(binary, log, out, cap=CAP, attempts=100)
-
-
-def same_result(out: Path, ref: Path, later_batches: bool = False) -> None:
-    """Tables, dedup state and checkpoint agree; the rebuild takes a batch id of its own, so
-    batch ids differ for batches after it (`later_batches`)."""
-    got, expected = state(out), state(ref)
-    for found, root in ((got, out), (expected, ref)):
-        checkpoint = found['checkpoint']
-        assert isinstance(checkpoint, dict)
-        checkpoint.pop('next_batch')
-        if later_batches:
-            for table in ('quarantine', 'run_metrics'):
-                found[table] = rows(root / table, (*TIMING, 'batch_id'))
-    assert got == expected
+    helpers.finish(binary, log, out, cap=CAP, attempts=100)
 
 
 @pytest.fixture

@@ -9,17 +9,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from conftest import RunNotebook
-
-
-def reading(meter: str, customer: str, recorded: str, liters: str) -> str:
-    return (f'{{"meter_id":"{meter}","customer_id":"{customer}","recorded_at":"{recorded}",'
-            f'"usage_liters":{liters},"ingested_at":"{recorded}"}}')
-
-
-def add(log: Path, folder: str, name: str, *lines: str) -> None:
-    d = log / f'ingest_hour={folder}'
-    d.mkdir(parents=True, exist_ok=True)
-    (d / name).write_text(''.join(line + '\n' for line in lines))
+from helpers import add, reading
 
 
 def table(out: Path, name: str) -> list[dict]:

@@ -12,8 +12,7 @@ from deltalake import DeltaTable
 
 from conftest import Generate, RunNotebook
 from expected import recompute
-from test_pipeline_e2e import assert_tables_match
-from test_semantics import add, reading
+from helpers import add, assert_tables_match, reading
 
 
 def cumulative(out: Path) -> dict[tuple[str, str], dict]:

@@ -1,5 +1,7 @@
-"""Helpers of the reliability tests: one pipeline run in its own process (`run_once`), and the
-full state of a set of tables (contents, checkpoint, Delta transactions) to compare runs by."""
+"""Helpers shared by the tests (one module: test modules import only from here, `conftest`,
+`expected` and `readers`): log lines written by hand, one pipeline run in its own process
+(`run_once`), the full state of a set of tables (contents, checkpoint, Delta transactions) to
+compare runs by, and the comparison of tables with the plain-Python recomputation."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from deltalake import DeltaTable
+
+from expected import Expected
 
 # The reliability tests' log: 12 meters, duplicates, replays, malformed lines, 2 files an hour.
 GEN = ('--meters', '12', '--seed', '21', '--duplicate-rate', '0.05', '--offline-share', '0.3',
@@ -129,3 +133,60 @@ def batches_applied_once(out: Path) -> None:
                     versions[action['txn']['version']] += 1
         twice = {v: n for v, n in versions.items() if n > 1}
         assert not twice, f'{table}: batches committed more than once: {twice}'
+
+
+def table_rows(path: Path) -> list[dict]:
+    """A table's rows as dicts, as the Python `deltalake` package reads them."""
+    return DeltaTable(str(path)).to_pyarrow_table().to_pylist()
+
+
+def reading(meter: str, customer: str, recorded: str, liters: str) -> str:
+    return (f'{{"meter_id":"{meter}","customer_id":"{customer}","recorded_at":"{recorded}",'
+            f'"usage_liters":{liters},"ingested_at":"{recorded}"}}')
+
+
+def add(log: Path, folder: str, name: str, *lines: str) -> None:
+    d = log / f'ingest_hour={folder}'
+    d.mkdir(parents=True, exist_ok=True)
+    (d / name).write_text(''.join(line + '\n' for line in lines))
+
+
+def assert_tables_match(out: Path, exp: Expected) -> None:
+    hourly_rows = table_rows(out / 'hourly_usage')
+    assert len(hourly_rows) == len(exp.hourly), 'one row per customer and hour, no duplicates'
+    hourly = {(r['customer_id'], r['usage_hour']): (r['usage_ml'], r['reading_count'],
+                                                    r['meter_count'])
+              for r in hourly_rows}
+    assert hourly == exp.hourly
+    cumulative = table_rows(out / 'cumulative_usage')
+    assert len(cumulative) == len(exp.cumulative), 'one row per customer and hour, no duplicates'
+    got = {(r['customer_id'], r['usage_hour']): (r['billing_month'], r['usage_ml'],
+                                                 r['cumulative_ml'])
+           for r in cumulative}
+    assert got == exp.cumulative
+
+
+def same_result(out: Path, ref: Path, later_batches: bool = False) -> None:
+    """Tables, dedup state and checkpoint agree; the rebuild takes a batch id of its own, so
+    batch ids differ for batches after it (`later_batches`)."""
+    got, expected = state(out), state(ref)
+    for found, root in ((got, out), (expected, ref)):
+        checkpoint = found['checkpoint']
+        assert isinstance(checkpoint, dict)
+        checkpoint.pop('next_batch')
+        if later_batches:
+            for table in ('quarantine', 'run_metrics'):
+                found[table] = rows(root / table, (*TIMING, 'batch_id'))
+    assert got == expected
+
+
+def assert_every_kind_of_step(covered: list[str]) -> None:
+    """Every kind of durable step was hit, in the first batch and in later ones."""
+    kinds = set(covered)
+    for expected in ('plan written', 'checkpoint written', 'hourly_usage: committed',
+                     'hourly_usage: data files written', 'cumulative_usage: committed',
+                     'quarantine: committed', 'run_metrics: committed',
+                     'dedup_readings: committed', 'dedup_readings: created',
+                     'dedup_keys: committed', 'dedup_meters: committed'):
+        assert expected in kinds, (expected, sorted(kinds))
+    print(f'{len(covered)} crashes: {sorted(kinds)}')
