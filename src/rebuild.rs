@@ -34,7 +34,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::query::bills::changed_bills;
 use crate::run::{Run, catch_up, checked_tables_pinned};
-use crate::state::{FORMAT_1_STATE, Plan, RunLock, Store, marker};
+use crate::state::{Checkpoint, FORMAT_1_STATE, Plan, RunLock, Store, marker};
 use crate::storage::Location;
 use crate::table::{self, Committed, MONTHLY_BILLS, Pin, Spec, Table, block_on, pins};
 
@@ -122,26 +122,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     };
     let staged_to = staged.load()?.next_batch;
     let rebuild_batch = rebuild_batch.max(staged_to);
-    for batch in staged_to..replayed_to {
-        let Some(mut plan) = store.load_plan(batch)? else {
-            return Err(Error::Checkpoint {
-                path: config.checkpoint_dir.join("batches").display_path(),
-                reason: format!("the plan of batch {batch} is missing: cannot replay it"),
-            });
-        };
-        if plan.rebuild {
-            pass_over_rebuild(&staging, &staged, &plan)?;
-            continue;
-        }
-        for file in &mut plan.files {
-            let input = config.input_root.join(&file.rel_path);
-            file.path = input.display_path();
-            file.size = input.size()?;
-        }
-        staged.replace_plan(&plan)?;
-        // The saved plan, resumed as is (no listing: the replay takes no other file).
-        Run::start_next(&staging, &[])?.run_steps()?;
-    }
+    replay(config, &staging, &store, staged_to..replayed_to)?;
 
     // 2. The closed bills that change, reported; from here on ordinary runs must wait for the
     // rebuild to finish. (The lock still this rebuild's: no other run took a batch id
@@ -161,18 +142,69 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     }
 
     // 3. Replace each table by the staged one, one commit each.
-    let mut tables = Vec::new();
-    for spec in table::ALL {
-        let (live_dir, staged_dir) = (spec.dir(config), spec.dir(&staging));
-        let (rows, committed) = replace_table(&live_dir, &staged_dir, spec, rebuild_batch, config)?;
-        tables.push((spec.name, rows, committed));
-    }
+    let tables = table::ALL
+        .into_iter()
+        .map(|spec| {
+            let (live_dir, staged_dir) = (spec.dir(config), spec.dir(&staging));
+            let (rows, committed) =
+                replace_table(&live_dir, &staged_dir, spec, rebuild_batch, config)?;
+            Ok((spec.name, rows, committed))
+        })
+        .collect::<Result<Vec<_>>>()?;
 
-    // 4. The plans the tables now stand for (replayed with the files' sizes now, or planned
-    // afresh; the ids a fresh plan did not use, up to the rebuild's, are passed over like the
-    // rebuild's own: a later rebuild replays none of them), then the checkpoint: the staged
-    // one, past the rebuild batch.
+    // 4. The plans the tables now stand for, then the checkpoint.
     lock.check()?;
+    let replayed = record_plans(&store, &staged, rebuild_batch)?;
+    lock.check()?;
+    store.commit(&replayed)?;
+    // The dedup state of the earlier layout, replaced by this version's tables above.
+    config.checkpoint_dir.join(FORMAT_1_STATE).remove_all()?;
+    marker::finish(&config.output_root)?;
+    Ok(RebuildReport {
+        requested: true,
+        batches: rebuild_batch,
+        tables,
+        bill_changes,
+    })
+}
+
+/// Replays the committed plans of `batches` into the staging tables, with the files' sizes
+/// now; an earlier rebuild's batch is passed over.
+fn replay(
+    config: &Config,
+    staging: &Config,
+    store: &Store,
+    batches: std::ops::Range<i64>,
+) -> Result<()> {
+    let staged = Store::new(&staging.checkpoint_dir);
+    for batch in batches {
+        let Some(mut plan) = store.load_plan(batch)? else {
+            return Err(Error::Checkpoint {
+                path: config.checkpoint_dir.join("batches").display_path(),
+                reason: format!("the plan of batch {batch} is missing: cannot replay it"),
+            });
+        };
+        if plan.rebuild {
+            pass_over_rebuild(staging, &staged, &plan)?;
+            continue;
+        }
+        for file in &mut plan.files {
+            let input = config.input_root.join(&file.rel_path);
+            file.path = input.display_path();
+            file.size = input.size()?;
+        }
+        staged.replace_plan(&plan)?;
+        // The saved plan, resumed as is (no listing: the replay takes no other file).
+        Run::start_next(staging, &[])?.run_steps()?;
+    }
+    Ok(())
+}
+
+/// Writes the plans the replaced tables stand for into the live checkpoint folder (replayed
+/// with the files' sizes now, or planned afresh; the ids a fresh plan did not use, up to the
+/// rebuild's, are passed over like the rebuild's own: a later rebuild replays none of them);
+/// returns the checkpoint to commit: the staged one, past the rebuild batch.
+fn record_plans(store: &Store, staged: &Store, rebuild_batch: i64) -> Result<Checkpoint> {
     let mut replayed = staged.load()?;
     let pass_over = |batch_id: i64| Plan {
         batch_id,
@@ -189,17 +221,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     }
     store.replace_plan(&pass_over(rebuild_batch))?;
     replayed.next_batch = rebuild_batch + 1;
-    lock.check()?;
-    store.commit(&replayed)?;
-    // The dedup state of the earlier layout, replaced by this version's tables above.
-    config.checkpoint_dir.join(FORMAT_1_STATE).remove_all()?;
-    marker::finish(&config.output_root)?;
-    Ok(RebuildReport {
-        requested: true,
-        batches: rebuild_batch,
-        tables,
-        bill_changes,
-    })
+    Ok(replayed)
 }
 
 /// The pins the live tables are checked against: the run's, or none when the rebuild may

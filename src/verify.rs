@@ -199,149 +199,178 @@ struct Running {
     total: i64,
 }
 
-/// `cumulative_usage` against `hourly_usage` hour by hour, and the bills against the totals.
-fn running_totals(
-    hourly: Option<Table>,
-    cumulative: Option<Table>,
-    bills: &DataFrame,
-    config: &Config,
-) -> Result<(Check, Check)> {
-    let (mut totals, mut checked_bills) = (Found::new(), Found::new());
-    // (customer, last hour) -> (month, total) of every bill.
-    let mut open_bills: BTreeMap<(String, i64), (String, i64)> = BTreeMap::new();
-    let (customers, months) = (
-        strs(bills, col::CUSTOMER_ID)?,
-        strs(bills, col::BILLING_MONTH)?,
-    );
-    let (amounts, last_hours) = (longs(bills, col::TOTAL_ML)?, longs(bills, col::LAST_HOUR)?);
-    for i in 0..bills.height() {
-        let key = (customers[i].clone(), last_hours[i]);
-        if open_bills
-            .insert(key, (months[i].clone(), amounts[i]))
-            .is_some()
-        {
-            checked_bills.add(format!(
-                "customer {} has two bills ending at {}",
-                customers[i],
-                format_hour(last_hours[i])
-            ));
-        }
-    }
-    let bill_count = open_bills.len();
-    let hourly_hours = hourly.as_ref().map(Table::partitions).unwrap_or_default();
-    let cumulative_hours = cumulative
-        .as_ref()
-        .map(Table::partitions)
-        .unwrap_or_default();
-    let mut running: BTreeMap<String, Running> = BTreeMap::new();
-    // The customers of each month, from its first hour.
-    let mut month_customers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut rows = 0usize;
-    for &hour in hourly_hours.union(&cumulative_hours) {
-        let name = format_hour(hour);
-        let usage: BTreeMap<String, i64> = match (&hourly, hourly_hours.contains(&hour)) {
-            (Some(table), true) => {
-                let frame = block_on(table.read_hours(&BTreeSet::from([hour])))??;
-                let ids = strs(&frame, col::CUSTOMER_ID)?;
-                let ml = longs(&frame, col::USAGE_ML)?;
-                if ids.iter().collect::<BTreeSet<_>>().len() != ids.len() {
-                    totals.add(format!("hourly_usage has a customer twice in hour {name}"));
-                }
-                ids.into_iter().zip(ml).collect()
-            }
-            _ => BTreeMap::new(),
+/// One customer's row of `cumulative_usage` in one hour, as the walk checks it.
+struct Row<'a> {
+    customer: &'a str,
+    month: &'a str,
+    usage: i64,
+    total: i64,
+}
+
+/// The walk over the hours: what it found, and what it carries from hour to hour.
+struct Walk {
+    totals: Found,
+    bills: Found,
+    /// (customer, last hour) -> (month, total) of every bill not yet met by the walk.
+    open_bills: BTreeMap<(String, i64), (String, i64)>,
+    running: BTreeMap<String, Running>,
+    /// The customers of each month, from its first hour.
+    month_customers: BTreeMap<String, BTreeSet<String>>,
+    rows: usize,
+}
+
+impl Walk {
+    /// A walk that will meet `bills` (`monthly_bills` rows) at their last hours.
+    fn new(bills: &DataFrame) -> Result<Self> {
+        let mut walk = Self {
+            totals: Found::new(),
+            bills: Found::new(),
+            open_bills: BTreeMap::new(),
+            running: BTreeMap::new(),
+            month_customers: BTreeMap::new(),
+            rows: 0,
         };
-        let Some(table) = cumulative
-            .as_ref()
-            .filter(|_| cumulative_hours.contains(&hour))
-        else {
-            totals.add(format!(
-                "hour {name} has hourly_usage rows and no cumulative_usage rows"
-            ));
-            continue;
-        };
-        let frame = block_on(table.read_hours(&BTreeSet::from([hour])))??;
-        rows += frame.height();
-        let ids = strs(&frame, col::CUSTOMER_ID)?;
-        let (in_month, ml) = (
-            strs(&frame, col::BILLING_MONTH)?,
-            longs(&frame, col::USAGE_ML)?,
+        let (customers, months) = (
+            strs(bills, col::CUSTOMER_ID)?,
+            strs(bills, col::BILLING_MONTH)?,
         );
-        let total = longs(&frame, col::CUMULATIVE_ML)?;
-        let first_hour = month_start_hour(hour, config.billing_timezone)?;
+        let (amounts, last_hours) = (longs(bills, col::TOTAL_ML)?, longs(bills, col::LAST_HOUR)?);
+        for i in 0..bills.height() {
+            let key = (customers[i].clone(), last_hours[i]);
+            if walk
+                .open_bills
+                .insert(key, (months[i].clone(), amounts[i]))
+                .is_some()
+            {
+                walk.bills.add(format!(
+                    "customer {} has two bills ending at {}",
+                    customers[i],
+                    format_hour(last_hours[i])
+                ));
+            }
+        }
+        Ok(walk)
+    }
+
+    /// Checks hour `hour`'s `cumulative_usage` rows (`frame`) against its `hourly_usage`
+    /// (`usage` by customer); `first_hour` is the first hour of the hour's billing month.
+    fn hour(
+        &mut self,
+        hour: i64,
+        frame: &DataFrame,
+        usage: &BTreeMap<String, i64>,
+        first_hour: i64,
+    ) -> Result<()> {
+        let name = format_hour(hour);
+        self.rows += frame.height();
+        let (ids, in_month) = (
+            strs(frame, col::CUSTOMER_ID)?,
+            strs(frame, col::BILLING_MONTH)?,
+        );
+        let (ml, total) = (
+            longs(frame, col::USAGE_ML)?,
+            longs(frame, col::CUMULATIVE_ML)?,
+        );
         let mut here: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for i in 0..frame.height() {
-            let (customer, month) = (&ids[i], &in_month[i]);
+            let row = Row {
+                customer: &ids[i],
+                month: &in_month[i],
+                usage: ml[i],
+                total: total[i],
+            };
             if !here
-                .entry(month.clone())
+                .entry(row.month.to_owned())
                 .or_default()
-                .insert(customer.clone())
+                .insert(row.customer.to_owned())
             {
-                totals.add(format!("customer {customer} has two rows in hour {name}"));
+                self.totals.add(format!(
+                    "customer {} has two rows in hour {name}",
+                    row.customer
+                ));
                 continue;
             }
-            let expected_usage = usage.get(customer).copied().unwrap_or(0);
-            if ml[i] != expected_usage {
-                totals.add(format!(
-                    "customer {customer}, hour {name}: usage {} in cumulative_usage, {} in \
-                     hourly_usage",
-                    ml[i], expected_usage
-                ));
-            }
-            let before = running
-                .get(customer)
-                .filter(|r| r.month == *month && r.hour == hour - 1)
-                .map(|r| r.total);
-            let expected_total = match before {
-                Some(previous) => previous + ml[i],
-                None if hour == first_hour => ml[i],
-                None => {
-                    totals.add(format!(
-                        "customer {customer} has no row in the hour before {name} of month \
-                         {month}"
-                    ));
-                    total[i]
-                }
-            };
-            if total[i] != expected_total {
-                totals.add(format!(
-                    "customer {customer}, hour {name}: running total {}, expected {expected_total}",
-                    total[i]
-                ));
-            }
-            running.insert(
-                customer.clone(),
-                Running {
-                    month: month.clone(),
-                    hour,
-                    total: total[i],
-                },
-            );
-            if let Some((bill_month, amount)) = open_bills.remove(&(customer.clone(), hour))
-                && (bill_month != *month || amount != total[i])
-            {
-                checked_bills.add(format!(
-                    "customer {customer}'s bill for {bill_month} is {amount} ml, and the \
-                     running total at its last hour {name} is {} ml ({month})",
-                    total[i]
-                ));
-            }
+            self.row(hour, &row, usage, first_hour);
         }
         for customer in usage.keys() {
             if !here.values().any(|customers| customers.contains(customer)) {
-                totals.add(format!(
+                self.totals.add(format!(
                     "customer {customer} has hourly_usage in hour {name} and no \
                      cumulative_usage row"
                 ));
             }
         }
+        self.month_customers_stay(hour, here, first_hour);
+        Ok(())
+    }
+
+    /// One row: its usage against `hourly_usage`, its total against the hour before, and the
+    /// bill that ends in this hour, if any.
+    fn row(&mut self, hour: i64, row: &Row<'_>, usage: &BTreeMap<String, i64>, first_hour: i64) {
+        let (name, customer, month) = (format_hour(hour), row.customer, row.month);
+        let expected_usage = usage.get(customer).copied().unwrap_or(0);
+        if row.usage != expected_usage {
+            self.totals.add(format!(
+                "customer {customer}, hour {name}: usage {} in cumulative_usage, {} in \
+                 hourly_usage",
+                row.usage, expected_usage
+            ));
+        }
+        let before = self
+            .running
+            .get(customer)
+            .filter(|r| r.month == month && r.hour == hour - 1)
+            .map(|r| r.total);
+        let expected_total = match before {
+            Some(previous) => previous + row.usage,
+            None if hour == first_hour => row.usage,
+            None => {
+                self.totals.add(format!(
+                    "customer {customer} has no row in the hour before {name} of month {month}"
+                ));
+                row.total
+            }
+        };
+        if row.total != expected_total {
+            self.totals.add(format!(
+                "customer {customer}, hour {name}: running total {}, expected {expected_total}",
+                row.total
+            ));
+        }
+        self.running.insert(
+            customer.to_owned(),
+            Running {
+                month: month.to_owned(),
+                hour,
+                total: row.total,
+            },
+        );
+        if let Some((bill_month, amount)) = self.open_bills.remove(&(customer.to_owned(), hour))
+            && (bill_month != month || amount != row.total)
+        {
+            self.bills.add(format!(
+                "customer {customer}'s bill for {bill_month} is {amount} ml, and the running \
+                 total at its last hour {name} is {} ml ({month})",
+                row.total
+            ));
+        }
+    }
+
+    /// A month's customers are the same in every hour (the table is dense), from its first.
+    fn month_customers_stay(
+        &mut self,
+        hour: i64,
+        here: BTreeMap<String, BTreeSet<String>>,
+        first_hour: i64,
+    ) {
         for (month, customers) in here {
-            let known = month_customers.entry(month.clone()).or_default();
+            let known = self.month_customers.entry(month.clone()).or_default();
             if hour == first_hour {
                 *known = customers;
             } else if *known != customers {
-                totals.add(format!(
-                    "month {month}, hour {name}: {} customers, {} in the month's first hour",
+                self.totals.add(format!(
+                    "month {month}, hour {}: {} customers, {} in the month's first hour",
+                    format_hour(hour),
                     customers.len(),
                     known.len()
                 ));
@@ -349,22 +378,75 @@ fn running_totals(
             }
         }
     }
-    for ((customer, hour), (month, _)) in open_bills {
-        checked_bills.add(format!(
-            "customer {customer}'s bill for {month} ends at hour {}, which has no running total",
+
+    /// The two checks, once every hour was walked: bills never met are named.
+    fn finish(mut self, hours: usize, bill_count: usize) -> (Check, Check) {
+        for ((customer, hour), (month, _)) in std::mem::take(&mut self.open_bills) {
+            self.bills.add(format!(
+                "customer {customer}'s bill for {month} ends at hour {}, which has no running \
+                 total",
+                format_hour(hour)
+            ));
+        }
+        (
+            self.totals.check(
+                "running totals",
+                format!("{} rows in {hours} hours", self.rows),
+            ),
+            self.bills.check("bills", format!("{bill_count} bills")),
+        )
+    }
+}
+
+/// `cumulative_usage` against `hourly_usage` hour by hour, and the bills against the totals.
+fn running_totals(
+    hourly: Option<Table>,
+    cumulative: Option<Table>,
+    bills: &DataFrame,
+    config: &Config,
+) -> Result<(Check, Check)> {
+    let mut walk = Walk::new(bills)?;
+    let bill_count = walk.open_bills.len();
+    let hourly_hours = hourly.as_ref().map(Table::partitions).unwrap_or_default();
+    let cumulative_hours = cumulative
+        .as_ref()
+        .map(Table::partitions)
+        .unwrap_or_default();
+    let hours: BTreeSet<i64> = hourly_hours.union(&cumulative_hours).copied().collect();
+    for &hour in &hours {
+        let usage = match (&hourly, hourly_hours.contains(&hour)) {
+            (Some(table), true) => hourly_usage_of(table, hour, &mut walk.totals)?,
+            _ => BTreeMap::new(),
+        };
+        let Some(table) = cumulative
+            .as_ref()
+            .filter(|_| cumulative_hours.contains(&hour))
+        else {
+            walk.totals.add(format!(
+                "hour {} has hourly_usage rows and no cumulative_usage rows",
+                format_hour(hour)
+            ));
+            continue;
+        };
+        let frame = block_on(table.read_hours(&BTreeSet::from([hour])))??;
+        let first_hour = month_start_hour(hour, config.billing_timezone)?;
+        walk.hour(hour, &frame, &usage, first_hour)?;
+    }
+    Ok(walk.finish(hours.len(), bill_count))
+}
+
+/// Hour `hour`'s usage by customer in `hourly_usage`; a customer twice is named in `found`.
+fn hourly_usage_of(table: &Table, hour: i64, found: &mut Found) -> Result<BTreeMap<String, i64>> {
+    let frame = block_on(table.read_hours(&BTreeSet::from([hour])))??;
+    let ids = strs(&frame, col::CUSTOMER_ID)?;
+    let ml = longs(&frame, col::USAGE_ML)?;
+    if ids.iter().collect::<BTreeSet<_>>().len() != ids.len() {
+        found.add(format!(
+            "hourly_usage has a customer twice in hour {}",
             format_hour(hour)
         ));
     }
-    Ok((
-        totals.check(
-            "running totals",
-            format!(
-                "{rows} rows in {} hours",
-                hourly_hours.union(&cumulative_hours).count()
-            ),
-        ),
-        checked_bills.check("bills", format!("{bill_count} bills")),
-    ))
+    Ok(ids.into_iter().zip(ml).collect())
 }
 
 /// Every row of an unpartitioned table.

@@ -88,13 +88,8 @@ impl Run {
         );
         let p = crate::trace::phase("cumulative/plan", t);
         let by_hour = usage_by_hour(&added)?;
-        // What `hourly_usage` rewrote of each hour: the same decision, from the same state.
         let mut sides = Sides::new(&cumulative, tz);
-        let mut hourly_layouts = BTreeMap::new();
-        for (&hour, usage) in &by_hour {
-            let changed: FastSet<String> = usage.iter().map(|(c, _)| c.clone()).collect();
-            hourly_layouts.insert(hour, sides.hourly(hour, &changed)?);
-        }
+        let hourly_layouts = hourly_layouts(&mut sides, &by_hour)?;
         let p = crate::trace::phase("cumulative/layouts", p);
         let step = Step {
             cumulative: &cumulative,
@@ -112,17 +107,7 @@ impl Run {
         let mut written_rows = RowsWritten::default();
         let written = cumulative.write_frames(|emit| {
             let mut emit = |rows: DataFrame, role: Role| emit(written_rows.note(rows), role);
-            for plan in &plans {
-                step.month(plan, &mut sides, &mut rewrites, &mut emit)?;
-            }
-            // (An hour that got zero rows above was made final with them already.)
-            for &hour in finals.difference(&rewrites.whole.clone()) {
-                let stored = step.read(hour, None)?;
-                let month = month_of(&stored, hour)?;
-                emit(stored.rows.to_frame(hour, &month, true)?, Role::Main)?;
-                rewrites.whole.insert(hour);
-            }
-            Ok(())
+            step.walk(&plans, &finals, &mut sides, &mut rewrites, &mut emit)
         })?;
         let p = crate::trace::phase("cumulative/write", p);
         let committed = block_on(cumulative.commit_written(
@@ -182,6 +167,29 @@ impl Step<'_> {
     }
 
     /// Rewrites what the run changes of one billing month.
+    /// The walk: each month's plan in turn, then the hours the watermark passed that no month
+    /// rewrote, made final as stored.
+    fn walk(
+        &self,
+        plans: &[MonthPlan],
+        finals: &BTreeSet<i64>,
+        sides: &mut Sides<'_>,
+        rewrites: &mut Rewrites,
+        emit: &mut Emit<'_>,
+    ) -> Result<()> {
+        for plan in plans {
+            self.month(plan, sides, rewrites, emit)?;
+        }
+        // (An hour that got zero rows above was made final with them already.)
+        for &hour in finals.difference(&rewrites.whole.clone()) {
+            let stored = self.read(hour, None)?;
+            let month = month_of(&stored, hour)?;
+            emit(stored.rows.to_frame(hour, &month, true)?, Role::Main)?;
+            rewrites.whole.insert(hour);
+        }
+        Ok(())
+    }
+
     fn month(
         &self,
         plan: &MonthPlan,
@@ -353,6 +361,20 @@ fn stack(a: HourRows, b: HourRows) -> Result<HourRows> {
 }
 
 /// The batch's new usage per hour: `(customer_id, usage_ml)` of each customer.
+/// What `hourly_usage` rewrote of each hour the batch added usage to: the same decision, from
+/// the same state.
+fn hourly_layouts(
+    sides: &mut Sides<'_>,
+    by_hour: &BTreeMap<i64, Vec<(String, i64)>>,
+) -> Result<BTreeMap<i64, Hourly>> {
+    let mut layouts = BTreeMap::new();
+    for (&hour, usage) in by_hour {
+        let changed: FastSet<String> = usage.iter().map(|(c, _)| c.clone()).collect();
+        layouts.insert(hour, sides.hourly(hour, &changed)?);
+    }
+    Ok(layouts)
+}
+
 fn usage_by_hour(added: &DataFrame) -> Result<BTreeMap<i64, Vec<(String, i64)>>> {
     let err = Error::polars("cumulative");
     let mut out = BTreeMap::new();

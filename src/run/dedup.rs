@@ -23,82 +23,26 @@ use crate::trace;
 
 impl Run {
     /// Applies the watermark and removes duplicates against the dedup state. Takes the parsed
-    /// records (their memory is released as they are classified): once per parse.
+    /// records (their memory is released as they are classified): once per parse. Its phases,
+    /// each a function below and a label of `AQUABILL_TRACE`: keys, watermark, the state read
+    /// (meters, then readings), classify (with the outcomes and the accounting check), index.
     pub fn dedup(&mut self) -> Result<DedupReport> {
         let t = Instant::now();
-        let mut parsed = match std::mem::replace(&mut self.stage, super::Stage::Planned) {
-            Stage::Parsed(parsed) => parsed,
-            other => {
-                self.stage = other;
-                return Err(Error::StepOrder {
-                    step: "dedup",
-                    needs: "parse",
-                });
-            }
-        };
-        let err = Error::polars;
+        let mut parsed = self.take_parsed()?;
         let key_table = self.open(&DEDUP_KEYS)?;
         let keys = keys::assign(&key_table, &mut parsed)?;
         self.keep(key_table);
         let p = trace::phase("dedup/keys", t);
         let records = std::mem::take(&mut parsed.records);
         drop(parsed);
-        let checked = check_watermark(
-            records.lazy(),
-            self.batch.plan.watermark_before,
-            self.batch.clock_skew_minutes(&self.config),
-        )
-        .collect()
-        .map_err(err("watermark"))?;
-        let late = with_outcome(&checked, outcome::LATE).map_err(err("watermark"))?;
-        let future = with_outcome(&checked, outcome::FUTURE).map_err(err("watermark"))?;
-        let in_time = with_outcome(&checked, outcome::IN_TIME).map_err(err("watermark"))?;
-        drop(checked);
+        let in_time = self.apply_watermark(records)?;
         let p = trace::phase("dedup/watermark", p);
-        self.quarantine_records(&late, Reason::Late)?;
-        self.quarantine_records(&future, Reason::Future)?;
-        self.ledger.counts.late += late.height() as u64;
-        self.ledger.counts.future += future.height() as u64;
-
-        // Stored readings are read only where a copy may be: for the meters and hours the
-        // index says hold readings, and readings no later than the meter's latest.
-        let meter_table = self.open(&DEDUP_METERS)?;
-        let meters =
-            MeterIndex::from_frame(&block_on(meter_table.read_hours(&Default::default()))??)?;
-        self.keep(meter_table);
-        let p = trace::phase("dedup/read meters", p);
-        let touched = may_hold(&in_time, &meters)?;
-        let p = trace::phase("dedup/meters", p);
-        let state = self.open(&DEDUP_STATE)?;
-        let prior = block_on(state.read_hours_matching(col::METER, &touched))??;
-        self.keep(state);
+        let (meters, prior) = self.read_state(&in_time)?;
         let prior_rows = prior.height();
         let p = trace::phase("dedup/read state", p);
-        let reading = reading_key(&[&in_time, &prior])?;
         let slices = slice_count(in_time.height());
-        let (classified, plan) =
-            classify_in_slices(in_ingestion_order(in_time)?, prior, reading, slices)
-                .map_err(err("dedup"))?;
-        let p = trace::phase("dedup/classify", p);
-        let only = |o: &str| with_outcome(&classified, o).map_err(err("dedup"));
-        let accepted = only(outcome::ACCEPTED)?;
-        let conflicts = only(outcome::CONFLICT)?;
-        let counts = &mut self.ledger.counts;
-        counts.accepted = accepted.height() as u64;
-        counts.duplicates = only(outcome::DUPLICATE)?.height() as u64;
-        counts.conflicts = conflicts.height() as u64;
-        self.quarantine_records(&conflicts, Reason::Conflict)?;
-        let c = self.ledger.counts;
-        if c.lines_read != c.accepted + c.duplicates + c.quarantined() {
-            return Err(Error::Accounting(format!(
-                "read {} lines but accepted {} + duplicates {} + quarantined {}",
-                c.lines_read,
-                c.accepted,
-                c.duplicates,
-                c.quarantined()
-            )));
-        }
-        let p = trace::phase("dedup/outcomes", p);
+        let (accepted, plan) = self.classify(in_time, prior, slices)?;
+        let p = trace::phase("dedup/classify and outcomes", p);
         let affected_hours = hour_set(&accepted, col::USAGE_HOUR)?;
         // What the state knows after the run (and so which meters count as new to a
         // customer's hour), and who is quiet: no reading since the start of the latest
@@ -118,7 +62,7 @@ impl Run {
             .filter_map(|key| keys.customer_ids.get(&key).cloned())
             .collect();
         let report = DedupReport {
-            counts: c,
+            counts: self.ledger.counts,
             hours_touched: affected_hours.len(),
             prior_rows,
             slices,
@@ -137,6 +81,91 @@ impl Run {
         }));
         self.step_done("dedup", t);
         Ok(report)
+    }
+
+    /// The parsed batch, if the parse step ran last; the stage is left as it was otherwise.
+    fn take_parsed(&mut self) -> Result<super::Parsed> {
+        match std::mem::replace(&mut self.stage, Stage::Planned) {
+            Stage::Parsed(parsed) => Ok(parsed),
+            other => {
+                self.stage = other;
+                Err(Error::StepOrder {
+                    step: "dedup",
+                    needs: "parse",
+                })
+            }
+        }
+    }
+
+    /// The records in time: late and future ones go to the ledger and the quarantine.
+    fn apply_watermark(&mut self, records: DataFrame) -> Result<DataFrame> {
+        let err = Error::polars("watermark");
+        let checked = check_watermark(
+            records.lazy(),
+            self.batch.plan.watermark_before,
+            self.batch.clock_skew_minutes(&self.config),
+        )
+        .collect()
+        .map_err(err)?;
+        let late = with_outcome(&checked, outcome::LATE).map_err(err)?;
+        let future = with_outcome(&checked, outcome::FUTURE).map_err(err)?;
+        let in_time = with_outcome(&checked, outcome::IN_TIME).map_err(err)?;
+        drop(checked);
+        self.quarantine_records(&late, Reason::Late)?;
+        self.quarantine_records(&future, Reason::Future)?;
+        self.ledger.counts.late += late.height() as u64;
+        self.ledger.counts.future += future.height() as u64;
+        Ok(in_time)
+    }
+
+    /// The meters' index, and the stored readings a copy of `in_time` may be among: only for
+    /// the meters and hours the index says hold readings, and readings no later than the
+    /// meter's latest.
+    fn read_state(&mut self, in_time: &DataFrame) -> Result<(MeterIndex, DataFrame)> {
+        let meter_table = self.open(&DEDUP_METERS)?;
+        let meters =
+            MeterIndex::from_frame(&block_on(meter_table.read_hours(&Default::default()))??)?;
+        self.keep(meter_table);
+        let touched = may_hold(in_time, &meters)?;
+        let state = self.open(&DEDUP_STATE)?;
+        let prior = block_on(state.read_hours_matching(col::METER, &touched))??;
+        self.keep(state);
+        Ok((meters, prior))
+    }
+
+    /// First copy wins, in `slices` slices by meter: the accepted records, and the plan of
+    /// the (first slice's) query. Duplicates are counted, conflicts quarantined, and the
+    /// batch's accounting is checked: `read = accepted + duplicates + quarantined`.
+    fn classify(
+        &mut self,
+        in_time: DataFrame,
+        prior: DataFrame,
+        slices: usize,
+    ) -> Result<(DataFrame, String)> {
+        let err = Error::polars("dedup");
+        let reading = reading_key(&[&in_time, &prior])?;
+        let (classified, plan) =
+            classify_in_slices(in_ingestion_order(in_time)?, prior, reading, slices)
+                .map_err(err)?;
+        let only = |o: &str| with_outcome(&classified, o).map_err(err);
+        let accepted = only(outcome::ACCEPTED)?;
+        let conflicts = only(outcome::CONFLICT)?;
+        let counts = &mut self.ledger.counts;
+        counts.accepted = accepted.height() as u64;
+        counts.duplicates = only(outcome::DUPLICATE)?.height() as u64;
+        counts.conflicts = conflicts.height() as u64;
+        self.quarantine_records(&conflicts, Reason::Conflict)?;
+        let c = self.ledger.counts;
+        if c.lines_read != c.accepted + c.duplicates + c.quarantined() {
+            return Err(Error::Accounting(format!(
+                "read {} lines but accepted {} + duplicates {} + quarantined {}",
+                c.lines_read,
+                c.accepted,
+                c.duplicates,
+                c.quarantined()
+            )));
+        }
+        Ok((accepted, plan))
     }
 
     /// Quarantine rows for records that parsed but do not count.

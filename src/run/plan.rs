@@ -11,8 +11,74 @@ use crate::clock::{self, latest_ingest_hour};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, format_hour};
-use crate::input::{PlannedFile, list_new_files};
-use crate::state::{Plan, RunLock, Store, marker};
+use crate::input::{HeldBack, PlannedFile, list_new_files};
+use crate::state::{Checkpoint, Plan, RunLock, Store, marker};
+
+/// The files a batch may take, and what the listing reports beside them.
+struct Found {
+    /// Not committed, nor in the plan being resumed, in ingestion order.
+    files: Vec<PlannedFile>,
+    /// Paths that do not fit the log's layout, with the reason.
+    ignored: Vec<(String, &'static str)>,
+    /// Folders dated after the current hour.
+    held_back: Vec<HeldBack>,
+}
+
+/// The files a batch may take: listed now (up to `batch_cap` with the resumed plan's), or left
+/// by the run's first listing; those committed since (another run may have taken some between
+/// two batches of this one) and those in the resumed plan `saved` left out.
+fn find(
+    config: &Config,
+    checkpoint: &Checkpoint,
+    saved: Option<&Plan>,
+    candidates: Candidates<'_>,
+) -> Result<Found> {
+    let (files, ignored, held_back) = match candidates {
+        Candidates::Listed => {
+            let latest = latest_ingest_hour(clock::now()?, config.clock_skew_minutes);
+            let listing = list_new_files(
+                &config.input_root,
+                &checkpoint.files,
+                checkpoint.watermark_hour,
+                checkpoint.next_batch,
+                latest,
+            )?;
+            let mut files = listing.new_files;
+            if let Some(cap) = config.batch_cap {
+                files.truncate(cap.saturating_sub(saved.map_or(0, |p| p.files.len())));
+            }
+            (files, listing.ignored, listing.held_back)
+        }
+        Candidates::Later(files) => (files.to_vec(), Vec::new(), Vec::new()),
+    };
+    let in_saved =
+        |f: &PlannedFile| saved.is_some_and(|p| p.files.iter().any(|s| s.rel_path == f.rel_path));
+    let files = files
+        .into_iter()
+        .filter(|f| !checkpoint.files.contains_key(&f.rel_path) && !in_saved(f))
+        .collect();
+    Ok(Found {
+        files,
+        ignored,
+        held_back,
+    })
+}
+
+/// The latest ingestion hour and the watermark once `plan`'s batch is done.
+fn after(plan: &Plan, checkpoint: &Checkpoint) -> (Option<i64>, Option<i64>) {
+    let latest_ingest_after = plan
+        .files
+        .iter()
+        .map(|f| f.ingest_hour)
+        .chain(checkpoint.latest_ingest_hour)
+        .max();
+    let watermark_after = latest_ingest_after
+        .map(|h| h - WATERMARK_HOURS)
+        .into_iter()
+        .chain(checkpoint.watermark_hour)
+        .max();
+    (latest_ingest_after, watermark_after)
+}
 
 /// Where a run's batch comes from.
 enum Candidates<'a> {
@@ -47,35 +113,11 @@ impl Run {
         let store = Store::new(&config.checkpoint_dir);
         let checkpoint = store.load()?;
         let saved = store.load_plan(checkpoint.next_batch)?;
-        let (candidates, ignored, held_back) = match candidates {
-            Candidates::Listed => {
-                let latest = latest_ingest_hour(clock::now()?, config.clock_skew_minutes);
-                let listing = list_new_files(
-                    &config.input_root,
-                    &checkpoint.files,
-                    checkpoint.watermark_hour,
-                    checkpoint.next_batch,
-                    latest,
-                )?;
-                let mut files = listing.new_files;
-                if let Some(cap) = config.batch_cap {
-                    files.truncate(cap.saturating_sub(saved.as_ref().map_or(0, |p| p.files.len())));
-                }
-                (files, listing.ignored, listing.held_back)
-            }
-            Candidates::Later(files) => (files.to_vec(), Vec::new(), Vec::new()),
-        };
-        // Not committed since (another run may have taken some between two batches of this
-        // one), nor in the plan being resumed.
-        let in_saved = |f: &PlannedFile| {
-            saved
-                .as_ref()
-                .is_some_and(|p| p.files.iter().any(|s| s.rel_path == f.rel_path))
-        };
-        let candidates: Vec<PlannedFile> = candidates
-            .into_iter()
-            .filter(|f| !checkpoint.files.contains_key(&f.rel_path) && !in_saved(f))
-            .collect();
+        let Found {
+            files: candidates,
+            ignored,
+            held_back,
+        } = find(config, &checkpoint, saved.as_ref(), candidates)?;
         let (plan, resumed, later) = match saved {
             Some(plan) => (plan, true, candidates),
             None => {
@@ -103,17 +145,7 @@ impl Run {
         if !resumed && !plan.files.is_empty() {
             store.save_plan(&plan)?;
         }
-        let latest_ingest_after = plan
-            .files
-            .iter()
-            .map(|f| f.ingest_hour)
-            .chain(checkpoint.latest_ingest_hour)
-            .max();
-        let watermark_after = latest_ingest_after
-            .map(|h| h - WATERMARK_HOURS)
-            .into_iter()
-            .chain(checkpoint.watermark_hour)
-            .max();
+        let (latest_ingest_after, watermark_after) = after(&plan, &checkpoint);
         let mut run = Self {
             config: config.clone(),
             lock,
