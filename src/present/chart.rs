@@ -53,16 +53,47 @@ fn amount(ml: i64, per_unit: i64) -> String {
     }
 }
 
+/// Where the chart's values land: the plot area's size and the scales of its two axes.
+struct Plot {
+    first: i64,
+    span: f64,
+    width: f64,
+    height: f64,
+    usage_max: i64,
+    total_max: i64,
+}
+
+impl Plot {
+    fn new(first: i64, last: i64, points: &[Point]) -> Self {
+        Self {
+            first,
+            span: (last - first + 1).max(1) as f64,
+            width: WIDTH - LEFT - RIGHT,
+            height: HEIGHT - TOP - BOTTOM,
+            usage_max: nice_ceiling(points.iter().map(|p| p.usage_ml).max().unwrap_or(0)),
+            total_max: nice_ceiling(points.iter().map(|p| p.cumulative_ml).max().unwrap_or(0)),
+        }
+    }
+
+    /// The x of hour `hour`'s start.
+    fn x(&self, hour: i64) -> f64 {
+        LEFT + (hour - self.first) as f64 / self.span * self.width
+    }
+
+    /// The y of value `v` on an axis up to `max`.
+    fn y(&self, v: i64, max: i64) -> f64 {
+        TOP + self.height - v as f64 / max as f64 * self.height
+    }
+
+    /// One hour's width, at least half a pixel.
+    fn bar_width(&self) -> f64 {
+        (self.width / self.span).max(0.5)
+    }
+}
+
 /// The chart of `points` (sorted by hour) over the hours `first..=last`.
 pub fn month_svg(title: &str, first: i64, last: i64, points: &[Point]) -> String {
-    let span = (last - first + 1).max(1) as f64;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let usage_max = nice_ceiling(points.iter().map(|p| p.usage_ml).max().unwrap_or(0));
-    let total_max = nice_ceiling(points.iter().map(|p| p.cumulative_ml).max().unwrap_or(0));
-    let x = |hour: i64| LEFT + (hour - first) as f64 / span * plot_w;
-    let y = |v: i64, max: i64| TOP + plot_h - v as f64 / max as f64 * plot_h;
-
+    let plot = Plot::new(first, last, points);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -71,9 +102,17 @@ pub fn month_svg(title: &str, first: i64, last: i64, points: &[Point]) -> String
          <text x=\"{LEFT}\" y=\"18\" font-size=\"13\">{}</text>",
         escape(title)
     );
-    // Axes and gridlines at quarter steps.
+    axes(&mut svg, &plot);
+    day_ticks(&mut svg, &plot, first, last);
+    bars(&mut svg, &plot, points);
+    running_total(&mut svg, &plot, points);
+    svg
+}
+
+/// Axes and gridlines at quarter steps, with both axes' labels.
+fn axes(svg: &mut String, plot: &Plot) {
     for i in 0..=4 {
-        let gy = TOP + plot_h * f64::from(i) / 4.0;
+        let gy = TOP + plot.height * f64::from(i) / 4.0;
         let _ = write!(
             svg,
             "<line x1=\"{LEFT}\" y1=\"{gy:.1}\" x2=\"{:.1}\" y2=\"{gy:.1}\" stroke=\"#ddd\"/>\
@@ -82,61 +121,64 @@ pub fn month_svg(title: &str, first: i64, last: i64, points: &[Point]) -> String
             WIDTH - RIGHT,
             LEFT - 4.0,
             gy + 4.0,
-            amount(usage_max * i64::from(4 - i) / 4, 1000),
+            amount(plot.usage_max * i64::from(4 - i) / 4, 1000),
             WIDTH - RIGHT + 4.0,
             gy + 4.0,
-            amount(total_max * i64::from(4 - i) / 4, 1_000_000),
+            amount(plot.total_max * i64::from(4 - i) / 4, 1_000_000),
         );
     }
+    let middle = TOP + plot.height / 2.0;
     let _ = write!(
         svg,
-        "<text x=\"8\" y=\"{:.1}\" fill=\"#1f77b4\" transform=\"rotate(-90 8 {:.1})\" \
+        "<text x=\"8\" y=\"{middle:.1}\" fill=\"#1f77b4\" transform=\"rotate(-90 8 {middle:.1})\" \
          text-anchor=\"middle\">liters per hour</text>\
-         <text x=\"{:.1}\" y=\"{:.1}\" fill=\"#d62728\" transform=\"rotate(90 {:.1} {:.1})\" \
+         <text x=\"{:.1}\" y=\"{middle:.1}\" fill=\"#d62728\" transform=\"rotate(90 {:.1} {middle:.1})\" \
          text-anchor=\"middle\">running total, m³</text>",
-        TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0,
         WIDTH - 8.0,
-        TOP + plot_h / 2.0,
         WIDTH - 8.0,
-        TOP + plot_h / 2.0,
     );
-    // Day ticks: UTC midnights, labelled every few days so labels never overlap.
-    let days = (span / 24.0).ceil() as i64;
+}
+
+/// Day ticks: UTC midnights, labelled every few days so labels never overlap.
+fn day_ticks(svg: &mut String, plot: &Plot, first: i64, last: i64) {
+    let days = (plot.span / 24.0).ceil() as i64;
     let every = (days / 8).max(1);
     let mut day = 0;
     for hour in first..=last {
         if hour.rem_euclid(24) != 0 {
             continue;
         }
-        let tx = x(hour);
+        let tx = plot.x(hour);
         let _ = write!(
             svg,
             "<line x1=\"{tx:.1}\" y1=\"{:.1}\" x2=\"{tx:.1}\" y2=\"{:.1}\" stroke=\"#999\"/>",
-            TOP + plot_h,
-            TOP + plot_h + 4.0
+            TOP + plot.height,
+            TOP + plot.height + 4.0
         );
         if day % every == 0 {
             let label = format_hour(hour);
             let _ = write!(
                 svg,
                 "<text x=\"{tx:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
-                TOP + plot_h + 16.0,
+                TOP + plot.height + 16.0,
                 escape(label.get(5..10).unwrap_or(&label))
             );
         }
         day += 1;
     }
-    // Bars: one per hour with usage, one path so the markup stays small.
-    let bar_w = (plot_w / span).max(0.5);
+}
+
+/// Bars: one per hour with usage, one path so the markup stays small.
+fn bars(svg: &mut String, plot: &Plot, points: &[Point]) {
+    let bar_w = plot.bar_width();
     let mut bars = String::new();
     for p in points.iter().filter(|p| p.usage_ml > 0) {
-        let top = y(p.usage_ml, usage_max);
+        let top = plot.y(p.usage_ml, plot.usage_max);
         let _ = write!(
             bars,
             "M{:.1} {:.1}h{bar_w:.2}V{:.1}h-{bar_w:.2}Z",
-            x(p.hour),
-            TOP + plot_h,
+            plot.x(p.hour),
+            TOP + plot.height,
             top
         );
     }
@@ -144,25 +186,29 @@ pub fn month_svg(title: &str, first: i64, last: i64, points: &[Point]) -> String
         svg,
         "<path d=\"{bars}\" fill=\"#1f77b4\" fill-opacity=\"0.6\"/>"
     );
-    // The running total at each hour's end.
+}
+
+/// The running total at each hour's end, and the plot's frame.
+fn running_total(svg: &mut String, plot: &Plot, points: &[Point]) {
     let line: Vec<String> = points
         .iter()
         .map(|p| {
             format!(
                 "{:.1},{:.1}",
-                x(p.hour) + bar_w,
-                y(p.cumulative_ml, total_max)
+                plot.x(p.hour) + plot.bar_width(),
+                plot.y(p.cumulative_ml, plot.total_max)
             )
         })
         .collect();
     let _ = write!(
         svg,
         "<polyline points=\"{}\" fill=\"none\" stroke=\"#d62728\" stroke-width=\"1.5\"/>\
-         <rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{plot_w}\" height=\"{plot_h}\" fill=\"none\" \
+         <rect x=\"{LEFT}\" y=\"{TOP}\" width=\"{}\" height=\"{}\" fill=\"none\" \
          stroke=\"#999\"/></svg>",
-        line.join(" ")
+        line.join(" "),
+        plot.width,
+        plot.height,
     );
-    svg
 }
 
 #[cfg(test)]
