@@ -184,17 +184,29 @@ def test_each_clone_runs_its_own_library(tmp_path: Path, kernels: Path,
         if (ROOT / name).is_file():
             (other / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, other / name)
-    settings = other / 'src' / 'present' / 'settings.rs'
-    label = '("rebuild_from_log", '
-    assert label in settings.read_text()
-    settings.write_text(
-        settings.read_text().replace(label, '("rebuild_from_log of the other clone", '))
+    # The other clone's validate cell shows a changed label, and its `run_once` another word.
+    for rel, text, changed in (
+            ('src/present/settings.rs', '("rebuild_from_log", ',
+             '("rebuild_from_log of the other clone", '),
+            ('src/present/run.rs', '"no new files: nothing changed"',
+             '"no new files: nothing changed in the other clone"')):
+        source = other / rel
+        assert text in source.read_text(), (rel, text)
+        source.write_text(source.read_text().replace(text, changed))
     subprocess.run(['cargo', 'build', '-p', 'aquabill', '--lib', '--example', 'run_once'],
                    cwd=other, check=True, capture_output=True)
-    changed = b'rebuild_from_log of the other clone'
+
+    def idle_run(binary: Path) -> str:
+        empty = tmp_path / 'empty-log'
+        empty.mkdir(exist_ok=True)
+        return subprocess.run([str(binary), '-p', 'input_root', str(empty), '-p', 'output_root',
+                               str(tmp_path / 'idle')], capture_output=True, text=True,
+                              check=True).stdout
+
     plain = Path(os.environ['CARGO_TARGET_DIR']) / 'debug' / 'examples' / 'run_once'
-    assert changed in plain.read_bytes(), 'the plain name is the clone built last'
-    assert changed not in built('aquabill', 'run_once').read_bytes()
+    assert 'in the other clone' in idle_run(plain), 'the plain name is the clone built last'
+    own = idle_run(built('aquabill', 'run_once'))
+    assert 'no new files: nothing changed' in own and 'other clone' not in own, own
     params = {'input_root': str(SAMPLE), 'output_root': str(tmp_path / 'out')}
 
     def validate_cell(kernel: nbexec.Kernel, notebook: Path) -> str:
