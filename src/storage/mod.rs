@@ -9,22 +9,20 @@
 //! temporary file hard-linked to its name locally and a PUT with `If-None-Match: *` on S3;
 //! "replace only if unchanged" is a PUT with `If-Match: <etag>` (S3 only).
 //!
+//! `local.rs` and `s3.rs` hold each side's operations; every method of [`Location`] picks one.
+//!
 //! S3 settings (endpoint, region, credentials) come from the standard `AWS_*` environment
 //! variables only, never from notebook parameters, and are never printed; the Delta tables use
 //! the same clients (`table::stores`).
 
+mod local;
 mod runtime;
 mod s3;
 
 use std::fmt;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use futures::{StreamExt as _, TryStreamExt as _};
-use object_store::path::Path as Key;
-use object_store::{
-    ObjectStore, ObjectStoreExt as _, PutMode, PutOptions, PutPayload, UpdateVersion,
-};
+use object_store::UpdateVersion;
 
 pub use runtime::block_on;
 pub use s3::client as s3_client;
@@ -179,22 +177,11 @@ impl Location {
         }
     }
 
-    /// The bucket's client and the key, for an S3 location.
-    fn object(&self) -> Result<Option<(std::sync::Arc<dyn ObjectStore>, Key)>> {
+    /// The object, for an S3 location; `None` for a local one.
+    fn object(&self) -> Result<Option<s3::Object>> {
         match self {
             Self::Local(_) => Ok(None),
-            Self::S3 { bucket, key } => {
-                let store = s3::client(bucket).map_err(self.storage_error("connecting to"))?;
-                Ok(Some((store, Key::from(key.as_str()))))
-            }
-        }
-    }
-
-    fn storage_error(&self, action: &'static str) -> impl Fn(object_store::Error) -> Error + '_ {
-        move |source| Error::Storage {
-            action,
-            location: self.to_string(),
-            source: Box::new(source),
+            Self::S3 { bucket, key } => s3::Object::new(bucket, key, self.to_string()).map(Some),
         }
     }
 
@@ -216,94 +203,34 @@ impl Location {
 
     /// The file's size in bytes; an error if it does not exist.
     pub fn size(&self) -> Result<u64> {
-        let Some((store, key)) = self.object()? else {
-            let path = self.display_path();
-            return std::fs::metadata(&path)
-                .map(|m| m.len())
-                .map_err(|e| Error::io("reading", &path, e));
-        };
-        block_on(store.head(&key))?
-            .map(|meta| meta.size)
-            .map_err(self.storage_error("reading"))
+        match self.object()? {
+            Some(object) => object.size(),
+            None => local::size(&self.display_path()),
+        }
     }
 
     /// The file's bytes and (on S3) its version for [`Location::replace_if_unchanged`].
     pub fn read_versioned(&self) -> Result<Option<(Vec<u8>, Version)>> {
-        let Some((store, key)) = self.object()? else {
-            let path = self.display_path();
-            return match std::fs::read(&path) {
-                Ok(bytes) => Ok(Some((bytes, Version::default()))),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::io("reading", &path, e)),
-            };
-        };
-        block_on(async {
-            match store.get(&key).await {
-                Ok(got) => {
-                    let version = Version {
-                        e_tag: got.meta.e_tag.clone(),
-                        version: got.meta.version.clone(),
-                    };
-                    let bytes = got.bytes().await.map_err(self.storage_error("reading"))?;
-                    Ok(Some((bytes.to_vec(), version)))
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.storage_error("reading")(e)),
-            }
-        })?
+        match self.object()? {
+            Some(object) => object.read_versioned(),
+            None => Ok(local::read(&self.display_path())?.map(|b| (b, Version::default()))),
+        }
     }
 
     /// Replaces the file with `bytes` atomically: readers see the old or the new bytes, and a
     /// crash leaves one or the other.
     pub fn write_atomic(&self, bytes: Vec<u8>) -> Result<()> {
-        let Some((store, key)) = self.object()? else {
-            return write_local_atomic(&self.display_path(), &bytes);
-        };
-        block_on(store.put(&key, PutPayload::from(bytes)))?
-            .map(drop)
-            .map_err(self.storage_error("writing"))
+        match self.object()? {
+            Some(object) => object.write(bytes),
+            None => local::write_atomic(&self.display_path(), &bytes),
+        }
     }
 
     /// Writes `bytes` only if the file does not exist yet (on S3 `If-None-Match: *`).
     pub fn create_new(&self, bytes: Vec<u8>) -> Result<Created> {
-        let Some((store, key)) = self.object()? else {
-            let path = self.display_path();
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-            }
-            // Written whole under a temporary name, then linked to its name: a link fails if
-            // the name exists, and a crash leaves no half-written file under it.
-            let tmp = temporary_sibling(&path);
-            let written = write_synced(&tmp, &bytes);
-            let linked = written.and_then(|()| match std::fs::hard_link(&tmp, &path) {
-                Ok(()) => Ok(Created::Yes(Version::default())),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                    Ok(Created::AlreadyExists)
-                }
-                // A file system without hard links: create the name exclusively and write it.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::Unsupported | std::io::ErrorKind::PermissionDenied
-                    ) =>
-                {
-                    create_exclusive(&path, &bytes)
-                }
-                Err(e) => Err(Error::io("creating", &path, e)),
-            });
-            let removed = std::fs::remove_file(&tmp);
-            let created = linked?;
-            removed.map_err(|e| Error::io("removing", &tmp, e))?;
-            if let Some(dir) = path.parent() {
-                sync_dir(dir)?;
-            }
-            return Ok(created);
-        };
-        let options = PutOptions::from(PutMode::Create);
-        match block_on(store.put_opts(&key, PutPayload::from(bytes), options))? {
-            Ok(put) => Ok(Created::Yes(put.into())),
-            Err(object_store::Error::AlreadyExists { .. }) => Ok(Created::AlreadyExists),
-            Err(e) => Err(self.storage_error("creating")(e)),
+        match self.object()? {
+            Some(object) => object.create_new(bytes),
+            None => local::create_new(&self.display_path(), &bytes),
         }
     }
 
@@ -315,21 +242,13 @@ impl Location {
         bytes: Vec<u8>,
         version: &Version,
     ) -> Result<Option<Version>> {
-        let Some((store, key)) = self.object()? else {
-            return Err(Error::io(
+        match self.object()? {
+            Some(object) => object.replace_if_unchanged(bytes, version),
+            None => Err(Error::io(
                 "replacing only if unchanged",
                 self.display_path(),
                 std::io::Error::from(std::io::ErrorKind::Unsupported),
-            ));
-        };
-        let options = PutOptions::from(PutMode::Update(version.update()));
-        match block_on(store.put_opts(&key, PutPayload::from(bytes), options))? {
-            Ok(put) => Ok(Some(put.into())),
-            Err(
-                object_store::Error::Precondition { .. }
-                | object_store::Error::AlreadyExists { .. },
-            ) => Ok(None),
-            Err(e) => Err(self.storage_error("replacing")(e)),
+            )),
         }
     }
 
@@ -340,86 +259,41 @@ impl Location {
 
     /// [`Location::exists`], for async callers.
     pub async fn exists_async(&self) -> Result<bool> {
-        let Some((store, key)) = self.object()? else {
-            return Ok(self.display_path().exists());
-        };
-        if store.head(&key).await.is_ok() {
-            return Ok(true);
+        match self.object()? {
+            Some(object) => object.exists().await,
+            None => Ok(self.display_path().exists()),
         }
-        let mut below = store.list(Some(&key));
-        below
-            .try_next()
-            .await
-            .map(|first| first.is_some())
-            .map_err(self.storage_error("listing"))
     }
 
     /// Removes the file; a missing file is not an error.
     pub fn remove(&self) -> Result<()> {
-        let Some((store, key)) = self.object()? else {
-            let path = self.display_path();
-            return missing_is_removed(std::fs::remove_file(&path), &path);
-        };
-        match block_on(store.delete(&key))? {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(self.storage_error("removing")(e)),
+        match self.object()? {
+            Some(object) => object.remove(),
+            None => local::remove(&self.display_path()),
         }
     }
 
     /// Removes the folder and everything below it; a missing folder is not an error.
     pub fn remove_all(&self) -> Result<()> {
-        let Some((store, key)) = self.object()? else {
-            let path = self.display_path();
-            return missing_is_removed(std::fs::remove_dir_all(&path), &path);
-        };
-        block_on(async {
-            let keys = store.list(Some(&key)).map_ok(|meta| meta.location).boxed();
-            store
-                .delete_stream(keys)
-                .try_for_each(|_| async { Ok(()) })
-                .await
-                .map_err(self.storage_error("removing"))
-        })?
+        match self.object()? {
+            Some(object) => object.remove_all(),
+            None => local::remove_all(&self.display_path()),
+        }
     }
 
     /// The files below this S3 folder whose relative path sorts after `start_after` (all of
     /// them if `None`), in key order: one paged `ListObjectsV2` from that key on, so the
-    /// listing does not grow with what sorts before it.
+    /// listing does not grow with what sorts before it. (A local log is listed folder by
+    /// folder: `input::discover`.)
     pub fn list_files(&self, start_after: Option<&str>) -> Result<Vec<Listed>> {
-        let Some((store, key)) = self.object()? else {
-            return Err(Error::io(
+        match self.object()? {
+            Some(object) => object.list_files(start_after),
+            None => Err(Error::io(
                 "listing by key",
                 self.display_path(),
                 std::io::Error::from(std::io::ErrorKind::Unsupported),
-            ));
-        };
-        let prefix = if key.as_ref().is_empty() {
-            String::new()
-        } else {
-            format!("{key}/")
-        };
-        block_on(async {
-            let listing = match start_after {
-                Some(after) => {
-                    store.list_with_offset(Some(&key), &Key::from(format!("{prefix}{after}")))
-                }
-                None => store.list(Some(&key)),
-            };
-            let metas: Vec<_> = listing
-                .try_collect()
-                .await
-                .map_err(self.storage_error("listing"))?;
-            Ok(metas
-                .into_iter()
-                .filter_map(|meta| {
-                    let rel = meta.location.as_ref().strip_prefix(&prefix)?.to_owned();
-                    Some(Listed {
-                        rel_path: rel,
-                        size: meta.size,
-                    })
-                })
-                .collect())
-        })?
+            )),
+        }
     }
 }
 
@@ -431,72 +305,6 @@ impl fmt::Display for Location {
             Self::S3 { bucket, key } => write!(f, "s3://{bucket}/{key}"),
         }
     }
-}
-
-/// The result of removing a local file or folder: one that is already gone is removed.
-fn missing_is_removed(removed: std::io::Result<()>, path: &Path) -> Result<()> {
-    match removed {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io("removing", path, e)),
-        _ => Ok(()),
-    }
-}
-
-/// Replaces `path` atomically with `bytes`: a temporary file, fsync, rename, fsync the folder.
-fn write_local_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    write_synced(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io("renaming", &tmp, e))?;
-    sync_dir(dir)
-}
-
-/// Writes `bytes` to a new file `path` (replacing one of that name) and syncs it.
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = std::fs::File::create(path).map_err(|e| Error::io("creating", path, e))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("writing", path, e))
-}
-
-/// Persists a rename or link in `dir`; not every file system supports syncing a folder, so a
-/// folder that cannot be synced is not an error.
-fn sync_dir(dir: &Path) -> Result<()> {
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-/// Creates `path` only if it does not exist (`O_EXCL`) and writes `bytes` to it.
-fn create_exclusive(path: &Path, bytes: &[u8]) -> Result<Created> {
-    let mut file = match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-    {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            return Ok(Created::AlreadyExists);
-        }
-        Err(e) => return Err(Error::io("creating", path, e)),
-    };
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("writing", path, e))?;
-    Ok(Created::Yes(Version::default()))
-}
-
-/// A hidden name beside `path` that no other process uses at the same time.
-fn temporary_sibling(path: &Path) -> PathBuf {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{}-{nanos}.tmp", std::process::id()));
-    PathBuf::from(name)
 }
 
 #[cfg(test)]
