@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from aquabill_tools import nbexec
-from aquabill_tools.env import built, load_build_env
+from aquabill_tools.env import built, load_build_env, source_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / 'notebooks' / 'hourly_billing.ipynb'
@@ -103,23 +103,6 @@ def kernel_factory(build_env: dict[str, str]) -> KernelFactory:
 def run_once_binary(build_env: dict[str, str]) -> Path:
     """The `run_once` example: one pipeline run per process, no kernel."""
     return built('aquabill', 'run_once')
-
-
-def source_digest(root: Path) -> str:
-    """The digest of a checkout's library sources, computed here as `src/source_digest.rs`
-    documents it: FNV-1a (128 bits) over each file's path, a zero byte, its length (8 bytes,
-    little-endian) and its bytes, in the order of the paths; the files are `Cargo.toml`,
-    `Cargo.lock`, `build.rs` and every `.rs` file under `src/`, hidden ones left out."""
-    files = ['Cargo.toml', 'Cargo.lock', 'build.rs']
-    files += [p.relative_to(root).as_posix() for p in (root / 'src').rglob('*.rs')
-              if not any(part.startswith('.') for part in p.relative_to(root).parts)]
-    digest, prime, mask = 0x6c62272e07bb014262b821756295c58d, 2**88 + 0x13b, 2**128 - 1
-    for name in sorted(files):
-        data = (root / name).read_bytes()
-        for chunk in (name.encode(), b'\0', len(data).to_bytes(8, 'little'), data):
-            for byte in chunk:
-                digest = ((digest ^ byte) * prime) & mask
-    return f'{digest:032x}'
 
 
 @pytest.fixture(scope='session')

@@ -41,29 +41,68 @@ def load_build_env() -> None:
             os.environ[name] = value
 
 
+# What a library or binary built from the `aquabill` package carries before its sources'
+# digest (`src/source_digest.rs`), and `;` after it.
+DIGEST_MARKER = b'aquabill-source-digest:'
+
+
+def source_digest(root: Path = ROOT) -> str:
+    """The digest of a checkout's library sources, as `src/source_digest.rs` computes it:
+    FNV-1a (128 bits) over each file's path, a zero byte, its length (8 bytes, little-endian)
+    and its bytes, in the order of the paths; the files are `Cargo.toml`, `Cargo.lock`,
+    `build.rs` and every `.rs` file under `src/`, hidden ones left out."""
+    files = ['Cargo.toml', 'Cargo.lock', 'build.rs']
+    files += [p.relative_to(root).as_posix() for p in (root / 'src').rglob('*.rs')
+              if not any(part.startswith('.') for part in p.relative_to(root).parts)]
+    digest, prime, mask = 0x6c62272e07bb014262b821756295c58d, 2**88 + 0x13b, 2**128 - 1
+    for name in sorted(files):
+        data = (root / name).read_bytes()
+        for chunk in (name.encode(), b'\0', len(data).to_bytes(8, 'little'), data):
+            for byte in chunk:
+                digest = ((digest ^ byte) * prime) & mask
+    return f'{digest:032x}'
+
+
 def built(package: str, example: str | None = None) -> Path:
     """Builds a binary of this clone's workspace (or one of a package's examples) in the shared
-    build and returns the path of a copy of its own, under the clone's folder of the target.
+    build and returns the path of a copy of its own.
 
-    Every clone on the machine builds into one target folder, where cargo keeps each clone's
-    binaries apart under hashed names but links the last one built to the plain name
-    (`debug/examples/run_once`), and leaves that link alone when this clone's binary is fresh:
-    the plain name may be another clone's build. Removed first, it is linked again to this
-    clone's. One package per cargo call: packages built together would unify their
-    dependencies' features and rebuild them."""
+    Every clone on the machine builds into one target folder, where cargo names two clones'
+    builds of a package alike and may find this clone's build fresh with the other clone's
+    binary in place. So the plain name (`debug/examples/run_once`) is removed first, so that
+    cargo links it again; a binary of the `aquabill` package must carry this clone's source
+    digest, or this clone's `src/lib.rs` is marked changed and it is built again (as the
+    notebook's import cell does for the library); other packages' sources are marked changed
+    before every build. The result is copied (hard-linked) under `aquabill-bins/`. One package
+    per cargo call: packages built together would unify their dependencies' features and
+    rebuild them."""
     load_build_env()
     target = Path(os.environ['CARGO_TARGET_DIR'])
     debug = target / 'debug'
     name = example if example is not None else package
     plain = debug / 'examples' / name if example is not None else debug / name
-    plain.unlink(missing_ok=True)
     cmd = ['cargo', 'build', '--quiet', '-p', package]
     if example is not None:
         cmd += ['--example', example]
-    subprocess.run(cmd, cwd=ROOT, check=True)
-    if not plain.is_file():
-        raise FileNotFoundError(plain)
-    own = target / 'aquabill-bins' / clone_id() / name
+    digest = source_digest() if package == 'aquabill' else None
+    if digest is None:
+        for manifest in ROOT.glob('*/Cargo.toml'):
+            if f'name = "{package}"' in manifest.read_text():
+                for source in (manifest.parent / 'src').glob('*.rs'):
+                    os.utime(source)
+    for attempt in range(2):
+        plain.unlink(missing_ok=True)
+        subprocess.run(cmd, cwd=ROOT, check=True)
+        if not plain.is_file():
+            raise FileNotFoundError(plain)
+        if digest is None or DIGEST_MARKER + digest.encode() + b';' in plain.read_bytes():
+            break
+        if attempt == 1:
+            raise RuntimeError(f'{plain} does not carry this clone\'s source digest {digest}, '
+                               'even after building again: another clone is building into the '
+                               'same target folder')
+        os.utime(ROOT / 'src' / 'lib.rs')
+    own = target / 'aquabill-bins' / (digest or clone_id()) / name
     own.parent.mkdir(parents=True, exist_ok=True)
     staged = own.with_name(f'.{name}.{os.getpid()}')
     os.link(plain, staged)
