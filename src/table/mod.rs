@@ -309,17 +309,25 @@ impl Table {
             .filter(|pin| stored.get(&pin.property()) != Some(&pin.value))
             .map(|pin| (pin.property(), pin.value.clone()))
             .collect();
-        if changed.is_empty() {
+        self.set_properties(changed).await
+    }
+
+    /// Sets `properties` on the table (one property commit; none when there are none).
+    async fn set_properties(
+        &mut self,
+        properties: std::collections::HashMap<String, String>,
+    ) -> Result<()> {
+        if properties.is_empty() {
             return Ok(());
         }
         self.table = self
             .table
             .clone()
             .set_tbl_properties()
-            .with_properties(changed)
+            .with_properties(properties)
             .with_raise_if_not_exists(false)
             .await
-            .map_err(err)?;
+            .map_err(delta_error(self.spec.name))?;
         Ok(())
     }
 
@@ -328,16 +336,8 @@ impl Table {
     /// adds the columns added since (one schema commit; its earlier rows have no value there).
     pub async fn upgrade(&mut self) -> Result<()> {
         let err = delta_error(self.spec.name);
-        if !self.missing_pins.is_empty() {
-            self.table = self
-                .table
-                .clone()
-                .set_tbl_properties()
-                .with_properties(std::mem::take(&mut self.missing_pins))
-                .with_raise_if_not_exists(false)
-                .await
-                .map_err(err)?;
-        }
+        let missing = std::mem::take(&mut self.missing_pins);
+        self.set_properties(missing).await?;
         if !self.missing_columns.is_empty() {
             self.table = self
                 .table
