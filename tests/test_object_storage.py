@@ -110,7 +110,7 @@ def duckdb_rows(con: duckdb.DuckDBPyConnection, table: str) -> list[dict]:
 def test_a_run_lists_the_log_from_the_watermark_on_and_whole_when_idle(
         s3: S3Server, s3_log: str, tables: str, run_once_binary: Path) -> None:
     finish(run_once_binary, s3_log, tables, env=s3.env)
-    s3.requests.clear()
+    s3.forget_requests()
     idle = run_once(run_once_binary, s3_log, tables, env=s3.env)
     assert idle.returncode == 0 and 'no new files' in idle.stdout, idle.stderr
     log_bucket, log_prefix = bucket_and_prefix(s3_log)

@@ -41,16 +41,26 @@ pub(crate) fn checked_tables_pinned(
     let newest_allowed = resuming.or(last);
     let mut tables = BTreeMap::new();
     let mut disagree = Vec::new();
-    for spec in ALL {
-        let dir = spec.dir(config);
-        let Some(table) = block_on(Table::open_existing(&dir, spec, pins))?? else {
+    // Every table at once: on object storage each opening is a few round trips.
+    let opened = block_on(futures::future::join_all(ALL.iter().map(
+        |spec| async move {
+            let dir = spec.dir(config);
+            let Some(table) = Table::open_existing(&dir, spec, pins).await? else {
+                return Ok((spec, dir, None));
+            };
+            let held = table.last_batch().await?;
+            Ok::<_, Error>((spec, dir, Some((table, held))))
+        },
+    )))?;
+    for table in opened {
+        let (spec, dir, table) = table?;
+        let Some((table, held)) = table else {
             // No table yet: right before the first batch (the run creates it), wrong after.
             if last.is_some() {
                 disagree.push(format!("`{}` is missing ({dir})", spec.name));
             }
             continue;
         };
-        let held = block_on(table.last_batch())??;
         if let Some(problem) = judge(spec, held, last, newest_allowed) {
             disagree.push(format!("`{}` {problem}", spec.name));
         }

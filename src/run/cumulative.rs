@@ -12,7 +12,7 @@ use polars::prelude::*;
 
 use super::compaction::CUMULATIVE_FILES_PER_HOUR;
 use super::layout::Sides;
-use super::stream::RowsWritten;
+use super::stream::{HourRead, RowsWritten, read_ahead};
 use super::{Run, TableReport};
 use crate::error::{Error, Result};
 use crate::hashing::FastSet;
@@ -89,6 +89,13 @@ impl Run {
         let p = crate::trace::phase("cumulative/plan", t);
         let by_hour = usage_by_hour(&added)?;
         let mut sides = Sides::new(&cumulative, tz);
+        sides.read_side_sets(
+            by_hour.keys().copied().chain(
+                plans
+                    .iter()
+                    .flat_map(|plan| stored.range(plan.from..=plan.last).copied()),
+            ),
+        )?;
         let hourly_layouts = hourly_layouts(&mut sides, &by_hour)?;
         let p = crate::trace::phase("cumulative/layouts", p);
         let step = Step {
@@ -157,13 +164,7 @@ impl Step<'_> {
             Some(paths) if paths.is_empty() => CUMULATIVE_USAGE.empty_frame()?,
             Some(paths) => block_on(self.cumulative.read_files(&hours, paths))??,
         };
-        Ok(StoredHour {
-            month: frame
-                .column(col::BILLING_MONTH)
-                .ok()
-                .and_then(|c| c.str().ok()?.iter().flatten().next().map(str::to_owned)),
-            rows: HourRows::from_frame(&frame)?,
-        })
+        StoredHour::from_frame(&frame)
     }
 
     /// Rewrites what the run changes of one billing month.
@@ -213,13 +214,12 @@ impl Step<'_> {
         if let Some(last) = plan.last_stored.filter(|&l| l < plan.from) {
             walk.continue_from(&self.read(last, None)?.rows);
         }
+        // A month's stored hours come before its new ones. What each stored hour is read for
+        // is known before any is read, so they are read ahead, several at once.
+        let mut stored_hours = Vec::new();
+        let mut reads: Vec<HourRead> = Vec::new();
+        let mut new_hours = Vec::new();
         for hour in plan.from..=plan.last {
-            let added: HourUsage<'_> = self
-                .by_hour
-                .get(&hour)
-                .map(|usage| usage.iter().map(|(c, u)| (c.as_str(), *u)).collect())
-                .unwrap_or_default();
-            let is_final = self.is_final(hour);
             if !self.stored.contains(&hour) {
                 if plan.last_stored.is_some_and(|last| hour < last) {
                     return Err(Error::table_data(
@@ -231,32 +231,34 @@ impl Step<'_> {
                         ),
                     ));
                 }
-                let rows = walk.new_hour(&added)?;
-                self.emit_whole(
-                    rows,
-                    hour,
-                    &plan.month,
-                    is_final,
-                    |c| self.quiet.contains(c),
-                    emit,
-                )?;
-                rewrites.whole.insert(hour);
+                new_hours.push(hour);
                 continue;
             }
-            let side_set = sides.side_set(hour)?.cloned();
+            let side_set = sides.side_set(hour)?.cloned().unwrap_or_default();
             let layout = layout::cumulative(
-                is_final,
+                self.is_final(hour),
                 self.hourly_layouts.get(&hour).copied(),
-                side_set.as_ref(),
+                sides.side_set(hour)?,
                 walk.changed(hour),
                 |c| in_month.contains(c),
             );
             let last = plan.last_stored == Some(hour);
             let side_paths = self.cumulative.files_of(hour, Role::Side);
             let read_all = layout != Cumulative::Side || last;
-            let stored = self.read(hour, (!read_all).then_some(&side_paths))?;
-            let rows = walk.stored_hour(hour, &stored.rows, &added, last)?;
-            let side_set = side_set.unwrap_or_default();
+            reads.push((hour, (!read_all).then(|| side_paths.clone())));
+            stored_hours.push((layout, side_set, side_paths, last));
+        }
+        let mut stored_hours = stored_hours.into_iter();
+        read_ahead(self.cumulative, &reads, |hour, frame| {
+            let Some((layout, side_set, side_paths, last)) = stored_hours.next() else {
+                return Err(Error::table_data(
+                    CUMULATIVE_USAGE.name,
+                    col::USAGE_HOUR,
+                    format!("hour {} was read but not asked for", format_hour(hour)),
+                ));
+            };
+            let stored = StoredHour::from_frame(&frame)?;
+            let rows = walk.stored_hour(hour, &stored.rows, &self.added(hour), last)?;
             let kept_apart = |c: &str| side_set.contains(c) || !in_month.contains(c);
             match layout {
                 Cumulative::Side => {
@@ -280,8 +282,24 @@ impl Step<'_> {
                     rewrites.whole.insert(hour);
                 }
             }
+            Ok(())
+        })?;
+        for hour in new_hours {
+            let rows = walk.new_hour(&self.added(hour))?;
+            let is_final = self.is_final(hour);
+            let quiet = |c: &str| self.quiet.contains(c);
+            self.emit_whole(rows, hour, &plan.month, is_final, quiet, emit)?;
+            rewrites.whole.insert(hour);
         }
         Ok(())
+    }
+
+    /// The usage the run adds to each customer's `hour`.
+    fn added(&self, hour: i64) -> HourUsage<'_> {
+        self.by_hour
+            .get(&hour)
+            .map(|usage| usage.iter().map(|(c, u)| (c.as_str(), *u)).collect())
+            .unwrap_or_default()
     }
 
     /// An hour written whole: one final file, or a main and a side file.
@@ -342,6 +360,18 @@ impl Step<'_> {
 struct StoredHour {
     month: Option<String>,
     rows: HourRows,
+}
+
+impl StoredHour {
+    fn from_frame(frame: &DataFrame) -> Result<Self> {
+        Ok(Self {
+            month: frame
+                .column(col::BILLING_MONTH)
+                .ok()
+                .and_then(|c| c.str().ok()?.iter().flatten().next().map(str::to_owned)),
+            rows: HourRows::from_frame(frame)?,
+        })
+    }
 }
 
 /// The billing month of a stored hour's rows.

@@ -40,6 +40,7 @@ impl Run {
         let quiet = &classified.quiet;
         let mut added = split_by_hour(&added, col::USAGE_HOUR)?;
         let mut sides = Sides::new(&cumulative, self.config.billing_timezone);
+        sides.read_side_sets(added.keys().copied())?;
         let mut layouts = BTreeMap::new();
         for (&hour, rows) in &added {
             layouts.insert(hour, sides.hourly(hour, &customers(rows)?)?);

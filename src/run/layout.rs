@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 use crate::hashing::FastSet;
 use crate::hours::{month_end_hour, month_start_hour};
 use crate::query::layout::{self, Hourly};
-use crate::table::{Role, Table, block_on, col};
+use crate::table::{Role, Table, block_on, col, split_by_hour};
 
 /// `cumulative_usage` as the layout decisions see it, with what was read of it so far.
 pub(super) struct Sides<'a> {
@@ -37,6 +37,34 @@ impl<'a> Sides<'a> {
             side_sets: BTreeMap::new(),
             months: BTreeMap::new(),
         }
+    }
+
+    /// Reads the side sets of `hours` at once (their side files in one read, which fetches
+    /// many files at a time), so that [`Sides::side_set`] finds them.
+    pub(super) fn read_side_sets(&mut self, hours: impl IntoIterator<Item = i64>) -> Result<()> {
+        let wanted: BTreeSet<i64> = hours
+            .into_iter()
+            .filter(|h| !self.side_sets.contains_key(h))
+            .filter(|h| self.stored.contains(h) && !self.foreign.contains(h))
+            .collect();
+        let paths: BTreeSet<String> = wanted
+            .iter()
+            .flat_map(|&h| self.cumulative.files_of(h, Role::Side))
+            .collect();
+        let mut by_hour = if paths.is_empty() {
+            BTreeMap::new()
+        } else {
+            let rows = block_on(self.cumulative.read_files(&wanted, &paths))??;
+            split_by_hour(&rows, col::USAGE_HOUR)?
+        };
+        for hour in wanted {
+            let set = match by_hour.remove(&hour) {
+                Some(rows) => customers(&rows)?,
+                None => FastSet::default(),
+            };
+            self.side_sets.insert(hour, Some(set));
+        }
+        Ok(())
     }
 
     /// The side set of `hour`; `None` when `cumulative_usage` has no such hour, or has a file of

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use futures::StreamExt as _;
 use polars::prelude::DataFrame;
 
 use super::report::TableReport;
@@ -13,31 +14,34 @@ use crate::table::{Committed, Table, block_on};
 pub(super) type HourRead = (i64, Option<BTreeSet<String>>);
 
 /// Hands the rows read of each hour partition in `reads` of `table` (all its files, or the files
-/// named), in order, to `each`, while a helper thread reads the next few: reading overlaps the
-/// work on the hour before.
+/// named), in order, to `each`, while a helper thread reads the next few, several at once:
+/// reading overlaps the work on the hour before, and on object storage the round trips of
+/// several hours overlap each other.
 pub(super) fn read_ahead(
     table: &Table,
     reads: &[HourRead],
     mut each: impl FnMut(i64, DataFrame) -> Result<()>,
 ) -> Result<()> {
+    // Hours read and waiting; hours being read at once (each a few round trips on S3).
     const AHEAD: usize = 2;
+    const READING: usize = 8;
     let (sender, receiver) = std::sync::mpsc::sync_channel::<Result<(i64, DataFrame)>>(AHEAD);
     std::thread::scope(|scope| {
         scope.spawn(move || {
-            for (hour, files) in reads {
-                let hour = *hour;
-                let hours = BTreeSet::from([hour]);
-                let rows = match files {
-                    None => block_on(table.read_hours(&hours)),
-                    Some(paths) if paths.is_empty() => Ok(table.empty_frame()),
-                    Some(paths) => block_on(table.read_files(&hours, paths)),
+            let reading = block_on(async {
+                let mut hours = futures::stream::iter(reads)
+                    .map(|r| read_hour(table, r))
+                    .buffered(READING);
+                while let Some(rows) = hours.next().await {
+                    let failed = rows.is_err();
+                    // The receiver reports an error; if it is gone, nobody is waiting.
+                    if sender.send(rows).is_err() || failed {
+                        break;
+                    }
                 }
-                .and_then(|r| r);
-                let failed = rows.is_err();
-                // The receiver reports an error; if it is gone, nobody is waiting.
-                if sender.send(rows.map(|rows| (hour, rows))).is_err() || failed {
-                    break;
-                }
+            });
+            if let Err(e) = reading {
+                let _ = sender.send(Err(e));
             }
         });
         // Dropping the receiver early (on an error) stops the reader at its next send.
@@ -47,6 +51,17 @@ pub(super) fn read_ahead(
         }
         Ok(())
     })
+}
+
+/// The rows of one hour partition of `table` that `read` names.
+async fn read_hour(table: &Table, (hour, files): &HourRead) -> Result<(i64, DataFrame)> {
+    let hours = BTreeSet::from([*hour]);
+    let rows = match files {
+        None => table.read_hours(&hours).await?,
+        Some(paths) if paths.is_empty() => table.empty_frame()?,
+        Some(paths) => table.read_files(&hours, paths).await?,
+    };
+    Ok((*hour, rows))
 }
 
 /// Rows a streamed table step wrote, and the first few to show.

@@ -10,6 +10,7 @@
 //! "replace only if unchanged" is a PUT with `If-Match: <etag>` (S3 only).
 //!
 //! `local.rs` and `s3.rs` hold each side's operations; every method of [`Location`] picks one.
+//! `uploads.rs` lets a table's data files upload many at a time.
 //!
 //! S3 settings (endpoint, region, credentials) come from the standard `AWS_*` environment
 //! variables only, never from notebook parameters, and are never printed; the Delta tables use
@@ -18,6 +19,7 @@
 mod local;
 mod runtime;
 mod s3;
+mod uploads;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use object_store::UpdateVersion;
 
 pub use runtime::block_on;
 pub use s3::client as s3_client;
+pub use uploads::{IN_FLIGHT, Overlapping, Uploads};
 
 use crate::error::{Error, Result};
 

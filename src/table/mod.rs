@@ -45,6 +45,8 @@ pub struct Table {
     /// The table's folder or URL, for messages.
     location: String,
     table: DeltaTable,
+    /// The data-file uploads still in flight (a table on S3; see `storage::uploads`).
+    uploads: Option<std::sync::Arc<crate::storage::Uploads>>,
     files: Vec<FileEntry>,
     /// Properties a table of an earlier version lacks (pinned parameters, with the values it
     /// was opened with, and the log retention): stored by [`Table::upgrade`].
@@ -163,9 +165,8 @@ impl Table {
             .iter()
             .map(|&(name, kind)| delta_field(spec, name, kind))
             .collect::<Result<Vec<_>>>()?;
-        let table = DeltaTable::try_from_url(url)
-            .await
-            .map_err(err)?
+        let (table, uploads) = stores::load(dir, url).await.map_err(err)?;
+        let table = table
             .create()
             .with_table_name(spec.name)
             .with_columns(fields)
@@ -190,6 +191,7 @@ impl Table {
             spec,
             location: dir.to_string(),
             table,
+            uploads,
             files: Vec::new(),
             missing_pins: Default::default(),
             missing_columns: Vec::new(),

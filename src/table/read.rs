@@ -9,11 +9,13 @@ use deltalake::arrow::error::ArrowError;
 use deltalake::parquet::arrow::arrow_reader::{
     ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
 };
+use futures::StreamExt as _;
 use object_store::ObjectStoreExt as _;
 use polars::prelude::DataFrame;
 
 use super::{Table, convert, delta_error};
 use crate::error::{Error, Result};
+use crate::storage::IN_FLIGHT;
 
 /// The keys wanted from one hour partition, in a column of strings or of integers.
 #[derive(Clone, Copy)]
@@ -100,6 +102,7 @@ impl Table {
         let err = delta_error(name);
         let store = self.table.log_store().object_store(None);
         let mut out = self.spec.empty_frame()?;
+        let mut chosen = Vec::new();
         for file in &self.files {
             if paths.is_some_and(|p| !p.contains(&file.path)) {
                 continue;
@@ -111,13 +114,31 @@ impl Table {
                 },
                 None => unpartitioned,
             };
-            let bytes = store
-                .get(&file.view.object_store_path())
-                .await
-                .map_err(|e| err(e.into()))?
-                .bytes()
-                .await
-                .map_err(|e| err(e.into()))?;
+            chosen.push((file, wanted));
+        }
+        // Many files are fetched at once (each a round trip on S3), each on the runtime, so
+        // they arrive while the earlier ones are decoded here in the table's order.
+        let fetches = futures::stream::iter(chosen.iter().map(|(file, _)| {
+            let store = std::sync::Arc::clone(&store);
+            let key = file.view.object_store_path();
+            tokio::spawn(async move { store.get(&key).await?.bytes().await })
+        }))
+        .buffered(IN_FLIGHT);
+        futures::pin_mut!(fetches);
+        for (file, wanted) in chosen.iter().copied() {
+            let bytes = match fetches.next().await {
+                Some(Ok(fetched)) => fetched.map_err(|e| err(e.into()))?,
+                Some(Err(joined)) => {
+                    return Err(Error::Panicked {
+                        what: format!("reading {} of {name}: {joined}", file.path),
+                    });
+                }
+                None => {
+                    return Err(Error::Panicked {
+                        what: format!("reading {} of {name}: no fetch", file.path),
+                    });
+                }
+            };
             // The columns' types come from the parquet schema alone, not from an Arrow schema
             // a writer embedded: another engine's file (an `UPDATE` or `OPTIMIZE` elsewhere)
             // may ask for string views or large strings, which hold the same values.

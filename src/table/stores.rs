@@ -6,6 +6,10 @@
 //! 0.12): of two writers committing the same version one gets "already exists" and retries on
 //! top of the other, so no commit is lost or doubled, on any store that implements conditional
 //! writes (AWS S3 since 2024, MinIO, Ceph RGW, R2). No lock table is needed.
+//!
+//! A table on S3 is opened on its bucket's client wrapped in `storage::uploads::Overlapping`, so
+//! its data files upload many at a time while the writers encode the next ones; the table keeps
+//! the [`Uploads`] to wait for them before anything is committed.
 
 use std::sync::{Arc, Once};
 
@@ -13,11 +17,34 @@ use deltalake::logstore::{
     LogStore, LogStoreFactory, ObjectStoreFactory, ObjectStoreRef, StorageConfig, default_logstore,
     logstore_factories, object_store_factories,
 };
-use deltalake::{DeltaResult, DeltaTableError};
+use deltalake::{DeltaResult, DeltaTable, DeltaTableBuilder, DeltaTableError};
 use object_store::path::Path as Key;
 
 use crate::error::{Error, Result};
-use crate::storage::{Location, s3_client};
+use crate::storage::{Location, Overlapping, Uploads, s3_client};
+
+/// The table in `dir`, its log loaded if it has one (a location without a table is no error: the
+/// caller may create it), and for a table on S3 the uploads its data files go through.
+pub(super) async fn load(
+    dir: &Location,
+    url: url::Url,
+) -> DeltaResult<(DeltaTable, Option<Arc<Uploads>>)> {
+    let (builder, uploads) = match dir {
+        Location::Local(_) => (DeltaTableBuilder::from_url(url)?, None),
+        Location::S3 { bucket, .. } => {
+            let uploads = Arc::new(Uploads::default());
+            let store = Overlapping::new(s3_client(bucket)?, Arc::clone(&uploads));
+            let builder = DeltaTableBuilder::from_url(url.clone())?
+                .with_storage_backend(Arc::new(store), url);
+            (builder, Some(uploads))
+        }
+    };
+    let mut table = builder.build()?;
+    match table.load().await {
+        Ok(()) | Err(DeltaTableError::NotATable(_)) => Ok((table, uploads)),
+        Err(e) => Err(e),
+    }
+}
 
 /// The URL `deltalake` opens the table in `dir` with.
 pub(super) fn table_url(dir: &Location) -> Result<url::Url> {

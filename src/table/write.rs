@@ -128,10 +128,34 @@ impl Table {
         });
         let adds = written?;
         produced?;
+        self.wait_for_uploads()?;
         if !adds.is_empty() {
             crate::faults::durable(&format!("{name}: data files written"));
         }
         Ok(Written(adds))
+    }
+}
+
+impl Table {
+    /// Waits for the data files still uploading (a table on S3, `storage::uploads`); the first
+    /// that failed fails the write. On a thread of its own: the caller may be on the runtime.
+    fn wait_for_uploads(&self) -> Result<()> {
+        let Some(uploads) = &self.uploads else {
+            return Ok(());
+        };
+        let finished = std::thread::scope(|scope| {
+            scope
+                .spawn(|| block_on(uploads.finish()))
+                .join()
+                .map_err(|_| Error::Panicked {
+                    what: format!("waiting for the uploads of {}", self.spec.name),
+                })
+        })??;
+        finished.map(drop).map_err(|failed| Error::WriteData {
+            table: self.spec.name.to_owned(),
+            location: format!("{} (object {})", self.location, failed.key),
+            source: Box::new(failed.source),
+        })
     }
 }
 

@@ -72,8 +72,8 @@ def built(package: str, example: str | None = None) -> Path:
     binary in place. So the plain name (`debug/examples/run_once`) is removed first, so that
     cargo links it again; a binary of the `aquabill` package must carry this clone's source
     digest, or this clone's `src/lib.rs` is marked changed and it is built again (as the
-    notebook's import cell does for the library); other packages' sources are marked changed
-    before every build. The result is copied (hard-linked) under `aquabill-bins/`. One package
+    notebook's import cell does for the library); an example's source and other packages'
+    sources are marked changed before every build. The result is copied (hard-linked) under `aquabill-bins/`. One package
     per cargo call: packages built together would unify their dependencies' features and
     rebuild them."""
     load_build_env()
@@ -84,8 +84,16 @@ def built(package: str, example: str | None = None) -> Path:
     cmd = ['cargo', 'build', '--quiet', '-p', package]
     if example is not None:
         cmd += ['--example', example]
-    digest = source_digest() if package == 'aquabill' else None
-    if digest is None:
+    # The library's code is in a binary of the package that uses it; an example that does not
+    # (a reference point such as `bare_pass`) carries no digest, and its own source, marked
+    # changed, makes cargo build it again.
+    example_source = ROOT / 'examples' / f'{example}.rs'
+    uses_library = package == 'aquabill' and (
+        example is None or 'aquabill::' in example_source.read_text())
+    digest = source_digest() if uses_library else None
+    if example is not None and package == 'aquabill':
+        os.utime(example_source)
+    elif digest is None:
         for manifest in ROOT.glob('*/Cargo.toml'):
             if f'name = "{package}"' in manifest.read_text():
                 for source in (manifest.parent / 'src').glob('*.rs'):
