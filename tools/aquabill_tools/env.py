@@ -73,9 +73,9 @@ def built(package: str, example: str | None = None) -> Path:
     cargo links it again; a binary of the `aquabill` package must carry this clone's source
     digest, or this clone's `src/lib.rs` is marked changed and it is built again (as the
     notebook's import cell does for the library); an example's source and other packages'
-    sources are marked changed before every build. The result is copied (hard-linked) under `aquabill-bins/`. One package
-    per cargo call: packages built together would unify their dependencies' features and
-    rebuild them."""
+    sources are marked changed before every build. The result is copied (hard-linked) under
+    `aquabill-bins/`. One package per cargo call: packages built together would unify their
+    dependencies' features and rebuild them."""
     load_build_env()
     target = Path(os.environ['CARGO_TARGET_DIR'])
     debug = target / 'debug'
