@@ -188,6 +188,15 @@ class S3Server:
             self._store.requests.clear()
             self._store.in_flight.clear()
 
+    @property
+    def latency_ms(self) -> float:
+        """What every request waits before it is answered."""
+        return self._store.latency * 1000
+
+    @latency_ms.setter
+    def latency_ms(self, value: float) -> None:
+        self._store.latency = value / 1000
+
     def in_flight(self, since: int = 0) -> list[int]:
         """For each request from the `since`-th on, the requests in flight when it started."""
         return self._store.in_flight[since:]

@@ -107,6 +107,28 @@ def duckdb_rows(con: duckdb.DuckDBPyConnection, table: str) -> list[dict]:
     return [dict(zip(columns, row)) for row in rel.fetchall()]
 
 
+@pytest.fixture
+def slow_s3() -> Iterator[S3Server]:
+    """A server of its own whose every request takes 20 ms, as on S3."""
+    server = S3Server(latency_ms=20)
+    yield server
+    server.stop()
+
+
+def test_at_s3_latency_runs_keep_many_requests_in_flight(
+        slow_s3: S3Server, log: Path, reference: Path, run_once_binary: Path,
+        tmp_path: Path) -> None:
+    tables = f's3://{slow_s3.new_bucket()}/tables'
+    finish(run_once_binary, log, tables, cap=20, env=slow_s3.env)
+    data_files = [flying for (method, path, _), flying
+                  in zip(slow_s3.requests, slow_s3.in_flight())
+                  if method == 'PUT' and path.endswith('.parquet')]
+    # Data files upload many at a time (a writer thread each would keep 2 in flight).
+    assert len(data_files) > 100 and max(data_files) >= 8, max(data_files, default=0)
+    slow_s3.latency_ms = 0  # (the copy below is the test's, one object at a time)
+    assert copied(slow_s3, tables, tmp_path / 'copy') == state(reference)
+
+
 def test_a_run_lists_the_log_from_the_watermark_on_and_whole_when_idle(
         s3: S3Server, s3_log: str, tables: str, run_once_binary: Path) -> None:
     finish(run_once_binary, s3_log, tables, env=s3.env)

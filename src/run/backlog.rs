@@ -43,7 +43,9 @@ pub struct BacklogReport {
 /// the next run.
 pub fn catch_up(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogReport> {
     let mut report = BacklogReport::default();
-    loop {
+    // Nothing left: no batch to plan (and no lock to take, a few round trips on S3). The batch
+    // before finished any saved plan, and its listing found nothing more.
+    while !later.is_empty() {
         // What the previous batch freed goes back to the system first, so that every batch
         // starts from about the same resident floor.
         memory::release_freed();
@@ -65,4 +67,5 @@ pub fn catch_up(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogR
             closed: cumulative.bills.map(|b| b.months).unwrap_or_default(),
         });
     }
+    Ok(report)
 }

@@ -29,6 +29,7 @@ impl Run {
     pub fn dedup(&mut self) -> Result<DedupReport> {
         let t = Instant::now();
         let mut parsed = self.take_parsed()?;
+        self.open_at_once(&[&DEDUP_KEYS, &DEDUP_METERS, &DEDUP_STATE])?;
         let key_table = self.open(&DEDUP_KEYS)?;
         let keys = keys::assign(&key_table, &mut parsed)?;
         self.keep(key_table);

@@ -176,6 +176,28 @@ impl Run {
         }
     }
 
+    /// Opens the existing tables of `specs` that are not open yet, all at once (on object
+    /// storage each opening is a few round trips), for the steps that follow. A table that does
+    /// not exist yet is left to [`Run::open`], which creates it in the steps' order.
+    fn open_at_once(&mut self, specs: &[&'static Spec]) -> Result<()> {
+        let pins = pins(&self.config);
+        let config = &self.config;
+        let opening = specs
+            .iter()
+            .filter(|spec| !self.tables.contains_key(spec.name))
+            .map(|&spec| {
+                let pins = &pins;
+                async move { Table::open_existing(&spec.dir(config), spec, pins).await }
+            });
+        let opened = block_on(futures::future::join_all(opening))?;
+        for table in opened {
+            if let Some(table) = table? {
+                self.keep(table);
+            }
+        }
+        Ok(())
+    }
+
     /// Keeps `table` open for the run's later steps.
     fn keep(&mut self, table: Table) {
         self.tables.insert(table.name(), table);

@@ -30,12 +30,26 @@ pub enum Committed {
 impl Table {
     /// The last batch id committed to this table.
     pub async fn last_batch(&self) -> Result<Option<i64>> {
+        let version = self.version_and_files().0;
+        if let Some((at, batch)) = *self.known_last_batch()
+            && at == version
+        {
+            return Ok(batch);
+        }
         let err = delta_error(self.spec.name);
         let snapshot = self.table.snapshot().map_err(err)?;
-        snapshot
+        let batch = snapshot
             .transaction_version(self.table.log_store().as_ref(), APP_ID)
             .await
-            .map_err(err)
+            .map_err(err)?;
+        *self.known_last_batch() = Some((version, batch));
+        Ok(batch)
+    }
+
+    fn known_last_batch(&self) -> std::sync::MutexGuard<'_, Option<super::KnownBatch>> {
+        self.last_batch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether batch `batch_id` (or a later one) already committed to this table, as read from
@@ -116,7 +130,9 @@ impl Table {
     ) -> Result<Committed> {
         let name = self.spec.name;
         let err = delta_error(name);
-        if self.has_batch(batch_id).await? {
+        // As of the version the step read (its start checked the latest); the commit itself is
+        // conditional on that version being the latest.
+        if self.last_batch().await?.is_some_and(|b| b >= batch_id) {
             return Ok(Committed::AlreadyCommitted);
         }
         let mut actions: Vec<Action> = self
@@ -160,7 +176,15 @@ impl Table {
             .map_err(err)?;
         let version = finalized.version();
         crate::faults::durable(&format!("{name}: committed"));
-        self.refresh().await?;
+        // The state after the commit, as the commit built it (reading the log again would
+        // cost round trips on S3).
+        self.table.state = Some(finalized.snapshot());
+        self.list_files().await?;
+        // The commit is the table's version now (the run holds the lock, so nobody else
+        // commits): its last batch is this one.
+        if self.table.version() == Some(version) {
+            *self.known_last_batch() = Some((self.version_and_files().0, Some(batch_id)));
+        }
         Ok(if changed {
             Committed::Version(version)
         } else {

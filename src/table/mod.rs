@@ -54,7 +54,13 @@ pub struct Table {
     /// Columns a later version added that the table lacks (a table of an earlier version):
     /// added by [`Table::upgrade`].
     missing_columns: Vec<StructField>,
+    /// The last batch committed, as read at a version of the table (reading it replays the
+    /// log: a few round trips on S3): read again once the version changed.
+    last_batch: std::sync::Mutex<Option<KnownBatch>>,
 }
+
+/// A table's last batch (`.1`) as read at its version `.0` (-1: no version).
+type KnownBatch = (i64, Option<i64>);
 
 /// One active data file.
 #[derive(Clone)]
@@ -166,24 +172,29 @@ impl Table {
             .map(|&(name, kind)| delta_field(spec, name, kind))
             .collect::<Result<Vec<_>>>()?;
         let (table, uploads) = stores::load(dir, url).await.map_err(err)?;
-        let table = table
-            .create()
-            .with_table_name(spec.name)
-            .with_columns(fields)
-            .with_partition_columns(spec.partition)
-            .with_configuration_property(
-                TableProperty::CheckpointInterval,
-                Some(schema::CHECKPOINT_INTERVAL),
-            )
-            .with_configuration_property(
-                TableProperty::LogRetentionDuration,
-                Some(schema::LOG_RETENTION),
-            )
-            .with_raise_if_key_not_exists(false)
-            .with_configuration(pins.iter().map(|p| (p.property(), Some(p.value.clone()))))
-            .with_save_mode(SaveMode::Ignore)
-            .await
-            .map_err(err)?;
+        // A table whose log loaded is opened as it is; the create below would load it again.
+        let table = if table.version().is_some() {
+            table
+        } else {
+            table
+                .create()
+                .with_table_name(spec.name)
+                .with_columns(fields)
+                .with_partition_columns(spec.partition)
+                .with_configuration_property(
+                    TableProperty::CheckpointInterval,
+                    Some(schema::CHECKPOINT_INTERVAL),
+                )
+                .with_configuration_property(
+                    TableProperty::LogRetentionDuration,
+                    Some(schema::LOG_RETENTION),
+                )
+                .with_raise_if_key_not_exists(false)
+                .with_configuration(pins.iter().map(|p| (p.property(), Some(p.value.clone()))))
+                .with_save_mode(SaveMode::Ignore)
+                .await
+                .map_err(err)?
+        };
         if !existed {
             crate::faults::durable(&format!("{}: created", spec.name));
         }
@@ -195,6 +206,7 @@ impl Table {
             files: Vec::new(),
             missing_pins: Default::default(),
             missing_columns: Vec::new(),
+            last_batch: Default::default(),
         };
         table.check_layout()?;
         table.check_pins(pins)?;
