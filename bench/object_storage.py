@@ -16,6 +16,10 @@ started (median and most: over every request, and over the requests of data file
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/object_storage.py [--meters 100000] [--hours 4]
         [--latency 0 30] [--start 2026-06-01T00] [--work DIR] [--log-on-s3] [--trace]
+        [--run-once BINARY]
+
+`--run-once` runs another build of `examples/run_once` (an earlier version, say) instead of this
+clone's, for a comparison at the same latencies.
 
 About 170 MB of log per hour at the default scale; a few minutes to generate it once (kept in
 --work and reused). Not part of the test suite.
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument('--work', type=Path, help='keep and reuse the log here')
     parser.add_argument('--log-on-s3', action='store_true', help='the log on S3 too')
     parser.add_argument('--trace', action='store_true', help="print each run's step times")
+    parser.add_argument('--run-once', type=Path, help='another build of examples/run_once')
     args = parser.parse_args()
 
     first = datetime.strptime(args.start, HOUR)
@@ -87,6 +92,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix='aquabill-s3-bench-') as tmp:
         work = args.work or Path(tmp)
         bins = copy_binaries(work / 'bin')
+        if args.run_once is not None:
+            bins['run_once'] = args.run_once.resolve()
         log = generate(bins['gen'], work / 'log', first, hours[-1] + timedelta(hours=1),
                        args.meters)
         for latency in args.latency:
