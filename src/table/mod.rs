@@ -57,6 +57,8 @@ pub struct Table {
     /// The last batch committed, as read at a version of the table (reading it replays the
     /// log: a few round trips on S3): read again once the version changed.
     last_batch: std::sync::Mutex<Option<KnownBatch>>,
+    /// Row groups decoded by this table's reads, for tests of what a read reads.
+    row_groups_read: std::sync::atomic::AtomicUsize,
 }
 
 /// A table's last batch (`.1`) as read at its version `.0` (-1: no version).
@@ -207,6 +209,7 @@ impl Table {
             missing_pins: Default::default(),
             missing_columns: Vec::new(),
             last_batch: Default::default(),
+            row_groups_read: Default::default(),
         };
         table.check_layout()?;
         table.check_pins(pins)?;
