@@ -41,23 +41,21 @@ pub(crate) fn checked_tables_pinned(
     let newest_allowed = resuming.or(last);
     let mut tables = BTreeMap::new();
     let mut disagree = Vec::new();
-    // Every table at once: on object storage each opening is a few round trips.
-    let opened = block_on(futures::future::join_all(ALL.iter().map(
-        |spec| async move {
-            let dir = spec.dir(config);
-            let Some(table) = Table::open_existing(&dir, spec, pins).await? else {
-                return Ok((spec, dir, None));
-            };
-            let held = table.last_batch().await?;
-            Ok::<_, Error>((spec, dir, Some((table, held))))
+    let opened = open_existing_at_once(config, &ALL, pins)?;
+    // Each table's last batch, all at once too (reading it replays the table's log).
+    let held = block_on(futures::future::join_all(opened.iter().map(
+        |table| async move {
+            match table {
+                Some(table) => table.last_batch().await.map(Some),
+                None => Ok(None),
+            }
         },
     )))?;
-    for table in opened {
-        let (spec, dir, table) = table?;
-        let Some((table, held)) = table else {
+    for ((spec, table), held) in ALL.into_iter().zip(opened).zip(held) {
+        let (Some(table), Some(held)) = (table, held?) else {
             // No table yet: right before the first batch (the run creates it), wrong after.
             if last.is_some() {
-                disagree.push(format!("`{}` is missing ({dir})", spec.name));
+                disagree.push(format!("`{}` is missing ({})", spec.name, spec.dir(config)));
             }
             continue;
         };
@@ -79,6 +77,21 @@ pub(crate) fn checked_tables_pinned(
         last_batch: last.map_or_else(|| "none (a new checkpoint)".to_owned(), |b| b.to_string()),
         tables: disagree.join("; "),
     })
+}
+
+/// The tables of `specs` in `config`'s folders, in order, opened all at once (on object storage
+/// each opening is a few round trips); `None` where a table does not exist (nothing is created).
+pub(super) fn open_existing_at_once(
+    config: &Config,
+    specs: &[&'static Spec],
+    pins: &[Pin],
+) -> Result<Vec<Option<Table>>> {
+    let opening = specs
+        .iter()
+        .map(|&spec| async move { Table::open_existing(&spec.dir(config), spec, pins).await });
+    block_on(futures::future::join_all(opening))?
+        .into_iter()
+        .collect()
 }
 
 /// What is wrong with a table that holds batch `held` when the checkpoint's last batch is

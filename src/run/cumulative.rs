@@ -234,11 +234,11 @@ impl Step<'_> {
                 new_hours.push(hour);
                 continue;
             }
-            let side_set = sides.side_set(hour)?.cloned().unwrap_or_default();
+            let side_set = sides.side_set(hour)?.cloned();
             let layout = layout::cumulative(
                 self.is_final(hour),
                 self.hourly_layouts.get(&hour).copied(),
-                sides.side_set(hour)?,
+                side_set.as_ref(),
                 walk.changed(hour),
                 |c| in_month.contains(c),
             );
@@ -246,7 +246,7 @@ impl Step<'_> {
             let side_paths = self.cumulative.files_of(hour, Role::Side);
             let read_all = layout != Cumulative::Side || last;
             reads.push((hour, (!read_all).then(|| side_paths.clone())));
-            stored_hours.push((layout, side_set, side_paths, last));
+            stored_hours.push((layout, side_set.unwrap_or_default(), side_paths, last));
         }
         let mut stored_hours = stored_hours.into_iter();
         read_ahead(self.cumulative, &reads, |hour, frame| {

@@ -180,20 +180,14 @@ impl Run {
     /// storage each opening is a few round trips), for the steps that follow. A table that does
     /// not exist yet is left to [`Run::open`], which creates it in the steps' order.
     fn open_at_once(&mut self, specs: &[&'static Spec]) -> Result<()> {
-        let pins = pins(&self.config);
-        let config = &self.config;
-        let opening = specs
+        let closed: Vec<&'static Spec> = specs
             .iter()
+            .copied()
             .filter(|spec| !self.tables.contains_key(spec.name))
-            .map(|&spec| {
-                let pins = &pins;
-                async move { Table::open_existing(&spec.dir(config), spec, pins).await }
-            });
-        let opened = block_on(futures::future::join_all(opening))?;
-        for table in opened {
-            if let Some(table) = table? {
-                self.keep(table);
-            }
+            .collect();
+        let opened = agree::open_existing_at_once(&self.config, &closed, &pins(&self.config))?;
+        for table in opened.into_iter().flatten() {
+            self.keep(table);
         }
         Ok(())
     }

@@ -223,10 +223,12 @@ mod tests {
         let inner: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
         let uploads = Arc::new(Uploads::default());
         let store = Overlapping::new(Arc::clone(&inner), Arc::clone(&uploads));
+        let data_file = |i: u8| Key::from(format!("usage_hour=2026-03-01T00/part-{i}.parquet"));
         block_on(async {
             for i in 0..100 {
-                let key = Key::from(format!("usage_hour=2026-03-01T00/part-{i}.parquet"));
-                store.put(&key, PutPayload::from(vec![i as u8; 10])).await?;
+                store
+                    .put(&data_file(i), PutPayload::from(vec![i; 10]))
+                    .await?;
             }
             let commit = Key::from("_delta_log/00000000000000000001.json");
             let create = PutOptions::from(PutMode::Create);
@@ -243,9 +245,8 @@ mod tests {
             );
             assert_eq!(uploads.finish().await.map_err(|f| f.source)?, 100);
             for i in 0..100 {
-                let key = Key::from(format!("usage_hour=2026-03-01T00/part-{i}.parquet"));
-                let bytes = inner.get(&key).await?.bytes().await?;
-                assert_eq!(bytes.as_ref(), &[i as u8; 10]);
+                let bytes = inner.get(&data_file(i)).await?.bytes().await?;
+                assert_eq!(bytes.as_ref(), &[i; 10]);
             }
             // Nothing is left to wait for.
             assert_eq!(uploads.finish().await.map_err(|f| f.source)?, 0);

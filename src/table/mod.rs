@@ -152,7 +152,7 @@ impl Table {
         if !dir.join("_delta_log").exists_async().await? {
             return Ok(None);
         }
-        Self::open_pinned(dir, spec, pins).await.map(Some)
+        Self::open(dir, spec, pins, true).await.map(Some)
     }
 
     /// Opens the table in `dir`, creating it with `pins` stored as its properties if it does not
@@ -161,12 +161,22 @@ impl Table {
     /// earlier version that stores no value, or lacks columns added since, is noted
     /// ([`Table::upgrade`]).
     pub async fn open_pinned(dir: &Location, spec: &'static Spec, pins: &[Pin]) -> Result<Self> {
+        let existed = dir.join("_delta_log").exists_async().await?;
+        Self::open(dir, spec, pins, existed).await
+    }
+
+    /// [`Table::open_pinned`], where `existed` says whether the table's log folder was there.
+    async fn open(
+        dir: &Location,
+        spec: &'static Spec,
+        pins: &[Pin],
+        existed: bool,
+    ) -> Result<Self> {
         let started = std::time::Instant::now();
         let err = delta_error(spec.name);
         if let Some(path) = dir.as_local() {
             std::fs::create_dir_all(path).map_err(|e| Error::io("creating", path, e))?;
         }
-        let existed = dir.join("_delta_log").exists_async().await?;
         let url = stores::table_url(dir)?;
         let fields = spec
             .columns

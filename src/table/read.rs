@@ -158,7 +158,13 @@ impl Table {
                         }
                     }
                     wanted => {
-                        let size = u64::try_from(file.view.size()).unwrap_or_default();
+                        let size = u64::try_from(file.view.size()).map_err(|_| {
+                            Error::table_data(
+                                name,
+                                "size",
+                                format!("file {} has the size {}", file.path, file.view.size()),
+                            )
+                        })?;
                         let reader = Ranges { store, key, size };
                         let builder =
                             ParquetRecordBatchStreamBuilder::new_with_options(reader, options())
@@ -370,7 +376,7 @@ mod tests {
     fn a_customer_is_read_from_one_row_group_of_each_hour() -> Result<()> {
         use crate::storage::Location;
         use crate::table::schema::Values;
-        use crate::table::{CUMULATIVE_USAGE, Role, block_on};
+        use crate::table::{CUMULATIVE_USAGE, Role, block_on, col};
 
         let temp_dir = crate::testing::TempDir::new("customer-groups");
         let dir = Location::Local(temp_dir.path().to_path_buf());
@@ -400,10 +406,10 @@ mod tests {
             .iter()
             .map(|&h| (h, BTreeSet::from(["C004242".to_owned()])))
             .collect();
-        let rows = block_on(table.read_hours_matching_text(col_customer(), &wanted))??;
+        let rows = block_on(table.read_hours_matching_text(col::CUSTOMER_ID, &wanted))??;
         // The row groups read may hold other customers; the one customer is in each hour.
         let ids = rows
-            .column(col_customer())
+            .column(col::CUSTOMER_ID)
             .and_then(|c| c.str().cloned())
             .map_err(Error::polars("test"))?;
         assert_eq!(ids.iter().filter(|c| *c == Some("C004242")).count(), 3);
@@ -413,10 +419,6 @@ mod tests {
             "one row group of each hour file"
         );
         Ok(())
-    }
-
-    fn col_customer() -> &'static str {
-        crate::table::col::CUSTOMER_ID
     }
 
     #[test]
