@@ -219,6 +219,9 @@ pub enum Error {
     /// A run's own accounting does not add up; nothing after the check was committed.
     #[error("accounting check failed: {0}")]
     Accounting(String),
+    /// Dedup refused its input (a bug, never bad data: nothing was written).
+    #[error("dedup: {0}")]
+    Dedup(String),
 }
 
 /// Result with the library's [`Error`].

@@ -134,7 +134,7 @@ fn step(session: &mut Session, op: Op, argument: &str) -> Result<(String, String
         Op::Parse => shown(&session.run.as_mut().ok_or(no_run("parse"))?.parse()?),
         Op::Dedup => {
             let report = session.run.as_mut().ok_or(no_run("dedup"))?.dedup()?;
-            session.plans.dedup = Some((report.plan.clone(), report.slices));
+            session.plans.dedup = Some(report.method.clone());
             shown(&report)
         }
         Op::Hourly => {

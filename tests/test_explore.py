@@ -117,11 +117,12 @@ def test_tables_and_pruned_reads(explored: tuple[Path, Expected, list],
 def test_query_plans_only_on_request(explored: tuple[Path, Expected, list],
                                      kernel: nbexec.Kernel) -> None:
     """The scheduled run's step cells point to the plans without printing them;
-    `pipeline.explain()` shows the batch's dedup and aggregation plans."""
+    `pipeline.explain()` shows how dedup ran and the aggregation's plan."""
     _, _, results = explored
     steps = nbexec.text_of(results, 'dedup') + nbexec.text_of(results, 'hourly')
     assert 'pipeline.explain()' in steps, steps
     assert 'plan (optimized)' not in steps and 'AGGREGATE' not in steps, steps
     plans = kernel.execute('pipeline.explain()').text
-    assert 'Dedup plan (optimized)' in plans and 'Aggregation plan (optimized)' in plans, plans
+    assert 'Dedup (one pass over the batch)' in plans, plans
+    assert 'first copy wins' in plans and 'Aggregation plan (optimized)' in plans, plans
     assert 'AGGREGATE' in plans, plans

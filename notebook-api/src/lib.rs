@@ -226,8 +226,8 @@ impl Pipeline {
         self.step(Op::Verify, "")
     }
 
-    /// Polars' optimized plans of this batch's dedup and aggregation queries, as the dedup and
-    /// `hourly_usage` steps ran them (the steps themselves do not show them).
+    /// How this batch's dedup ran and Polars' optimized plan of its aggregation, as the dedup
+    /// and `hourly_usage` steps ran them (the steps themselves do not show them).
     pub fn explain(&self) -> Report {
         self.step(Op::Explain, "")
     }

@@ -175,7 +175,7 @@ impl fmt::Display for DedupReport {
 }
 
 /// Where a step's report points for its query plan.
-const EXPLAIN: &str = "pipeline.explain() shows Polars' query plans of the batch";
+const EXPLAIN: &str = "pipeline.explain() shows how dedup ran and Polars' plan of the aggregation";
 
 impl Shown for DedupReport {
     fn html(&self) -> String {
@@ -209,8 +209,8 @@ impl fmt::Display for QueryPlans {
         if self.dedup.is_none() && self.aggregation.is_none() {
             return write!(f, "{NO_PLANS}");
         }
-        if let Some((plan, slices)) = &self.dedup {
-            writeln!(f, "{}:\n{plan}", plan_heading(*slices))?;
+        if let Some(method) = &self.dedup {
+            writeln!(f, "{DEDUP_HEADING}:\n{method}")?;
         }
         if let Some(plan) = &self.aggregation {
             writeln!(f, "Aggregation plan (optimized):\n{plan}")?;
@@ -222,9 +222,9 @@ impl fmt::Display for QueryPlans {
 impl Shown for QueryPlans {
     fn html(&self) -> String {
         let mut out = String::new();
-        if let Some((plan, slices)) = &self.dedup {
-            out += &html::para(&format!("{}:", plan_heading(*slices)));
-            out += &html::pre(plan);
+        if let Some(method) = &self.dedup {
+            out += &html::para(&format!("{DEDUP_HEADING}:"));
+            out += &html::pre(method);
         }
         if let Some(plan) = &self.aggregation {
             out += &html::para("Aggregation plan (optimized):");
@@ -240,14 +240,8 @@ impl Shown for QueryPlans {
 /// What `explain` says before the batch's dedup ran.
 const NO_PLANS: &str = "no query plan yet: the batch's dedup and hourly steps make them";
 
-/// What the dedup plan shown is: the whole query's, or the first slice's.
-fn plan_heading(slices: usize) -> String {
-    if slices > 1 {
-        format!("Classified in {slices} slices by meter; dedup plan (optimized) of the first")
-    } else {
-        "Dedup plan (optimized)".to_owned()
-    }
-}
+/// The heading of how dedup ran (a pass in plain Rust, not a Polars query).
+const DEDUP_HEADING: &str = "Dedup (one pass over the batch)";
 
 /// One line: what the table step committed.
 fn summary(report: &TableReport) -> String {

@@ -17,24 +17,5 @@ pub mod meters;
 pub mod month;
 mod watermark;
 
-pub use dedup::{ReadingKey, classify_in_slices, slice_count};
-pub use watermark::check_watermark;
-
-/// Column holding each record's outcome.
-pub const OUTCOME: &str = "outcome";
-
-/// Outcomes, as stored in [`OUTCOME`].
-pub mod outcome {
-    /// Within the watermark (before dedup).
-    pub const IN_TIME: &str = "in_time";
-    /// Recorded too long before its ingestion hour or before the watermark.
-    pub const LATE: &str = "late";
-    /// Dated after its ingestion hour's end plus the clock-skew tolerance.
-    pub const FUTURE: &str = "future";
-    /// First copy of its reading: counted.
-    pub const ACCEPTED: &str = "accepted";
-    /// Later identical copy: dropped and counted.
-    pub const DUPLICATE: &str = "duplicate";
-    /// Later copy with another payload: quarantined.
-    pub const CONFLICT: &str = "conflict";
-}
+pub use dedup::{Outcome, ReadingKey, Readings, classify, slice_count};
+pub use watermark::{Timing, timing};

@@ -4,6 +4,7 @@
 //! will know after the run: each meter's hours and latest reading, and so which customers have
 //! a meter gone quiet.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -12,12 +13,11 @@ use polars::prelude::*;
 use super::{Classified, DedupReport, Run, Stage, keys};
 use crate::error::{Error, Result};
 use crate::hours::HOUR_MICROS;
+use crate::input::INGEST_HOUR;
 use crate::input::SEQ;
 use crate::quarantine::{Quarantined, Reason};
 use crate::query::meters::MeterIndex;
-use crate::query::{
-    OUTCOME, ReadingKey, check_watermark, classify_in_slices, outcome, slice_count,
-};
+use crate::query::{Outcome, ReadingKey, Readings, Timing, classify, slice_count, timing};
 use crate::table::{DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, block_on, col};
 use crate::trace;
 
@@ -42,7 +42,7 @@ impl Run {
         let prior_rows = prior.height();
         let p = trace::phase("dedup/read state", p);
         let slices = slice_count(in_time.height());
-        let (accepted, plan) = self.classify(in_time, prior, slices)?;
+        let (accepted, method) = self.classify(in_time, prior, slices)?;
         let p = trace::phase("dedup/classify and outcomes", p);
         let affected_hours = hour_set(&accepted, col::USAGE_HOUR)?;
         // What the state knows after the run (and so which meters count as new to a
@@ -67,7 +67,7 @@ impl Run {
             hours_touched: affected_hours.len(),
             prior_rows,
             slices,
-            plan,
+            method,
         };
         self.stage = Stage::Classified(Box::new(Classified {
             accepted,
@@ -101,17 +101,32 @@ impl Run {
     /// The records in time: late and future ones go to the ledger and the quarantine.
     fn apply_watermark(&mut self, records: DataFrame) -> Result<DataFrame> {
         let err = Error::polars("watermark");
-        let checked = check_watermark(
-            records.lazy(),
+        let (watermark, skew) = (
             self.batch.plan.watermark_before,
             self.batch.clock_skew_minutes(&self.config),
-        )
-        .collect()
-        .map_err(err)?;
-        let late = with_outcome(&checked, outcome::LATE).map_err(err)?;
-        let future = with_outcome(&checked, outcome::FUTURE).map_err(err)?;
-        let in_time = with_outcome(&checked, outcome::IN_TIME).map_err(err)?;
-        drop(checked);
+        );
+        let timings: Vec<Timing> = {
+            let ingest = long_values(&records, INGEST_HOUR, "watermark")?;
+            let recorded = long_values(&records, col::RECORDED_AT, "watermark")?;
+            ingest
+                .iter()
+                .zip(recorded.iter())
+                .map(|(&ingest, &recorded)| timing(ingest, recorded, watermark, skew))
+                .collect()
+        };
+        if timings.iter().all(|&t| t == Timing::InTime) {
+            return Ok(records);
+        }
+        let only = |wanted: Timing| {
+            let mask: BooleanChunked = timings.iter().map(|&t| t == wanted).collect();
+            records.filter(&mask).map_err(err)
+        };
+        let (late, future, in_time) = (
+            only(Timing::Late)?,
+            only(Timing::Future)?,
+            only(Timing::InTime)?,
+        );
+        drop(records);
         self.quarantine_records(&late, Reason::Late)?;
         self.quarantine_records(&future, Reason::Future)?;
         self.ledger.counts.late += late.height() as u64;
@@ -134,26 +149,36 @@ impl Run {
         Ok((meters, prior))
     }
 
-    /// First copy wins, in `slices` slices by meter: the accepted records, and the plan of
-    /// the (first slice's) query. Duplicates are counted, conflicts quarantined, and the
-    /// batch's accounting is checked: `read = accepted + duplicates + quarantined`.
+    /// First copy wins, in `slices` slices by meter: the accepted records, and a description
+    /// of the pass for `explain`. Duplicates are counted, conflicts quarantined, and the batch's
+    /// accounting is checked: `read = accepted + duplicates + quarantined`.
     fn classify(
         &mut self,
         in_time: DataFrame,
         prior: DataFrame,
         slices: usize,
     ) -> Result<(DataFrame, String)> {
-        let err = Error::polars("dedup");
+        let in_time = in_ingestion_order(in_time)?;
         let reading = reading_key(&[&in_time, &prior])?;
-        let (classified, plan) =
-            classify_in_slices(in_ingestion_order(in_time)?, prior, reading, slices)
-                .map_err(err)?;
-        let only = |o: &str| with_outcome(&classified, o).map_err(err);
-        let accepted = only(outcome::ACCEPTED)?;
-        let conflicts = only(outcome::CONFLICT)?;
+        let outcomes = {
+            let batch = Columns::of(&in_time)?;
+            let stored = Columns::of(&prior)?;
+            classify(batch.readings(), stored.readings(), reading, slices)
+                .map_err(|e| Error::Dedup(e.to_string()))?
+        };
+        let err = Error::polars("dedup");
+        let only = |wanted: Outcome| {
+            let mask: BooleanChunked = outcomes.iter().map(|&o| o == wanted).collect();
+            in_time.filter(&mask).map_err(err)
+        };
+        let accepted = only(Outcome::Accepted)?;
+        let conflicts = only(Outcome::Conflict)?;
         let counts = &mut self.ledger.counts;
         counts.accepted = accepted.height() as u64;
-        counts.duplicates = only(outcome::DUPLICATE)?.height() as u64;
+        counts.duplicates = outcomes
+            .iter()
+            .filter(|&&o| o == Outcome::Duplicate)
+            .count() as u64;
         counts.conflicts = conflicts.height() as u64;
         self.quarantine_records(&conflicts, Reason::Conflict)?;
         let c = self.ledger.counts;
@@ -166,7 +191,8 @@ impl Run {
                 c.quarantined()
             )));
         }
-        Ok((accepted, plan))
+        let method = describe(reading, slices, in_time.height(), prior.height());
+        Ok((accepted, method))
     }
 
     /// Quarantine rows for records that parsed but do not count.
@@ -300,13 +326,6 @@ fn new_meters(readings: &[(i64, i64, i64)], first: &[bool]) -> Result<DataFrame>
     .map_err(Error::polars("dedup"))
 }
 
-fn with_outcome(df: &DataFrame, outcome: &str) -> PolarsResult<DataFrame> {
-    df.clone()
-        .lazy()
-        .filter(col(OUTCOME).eq(lit(outcome)))
-        .collect()
-}
-
 /// The distinct hour indexes in `column`.
 pub(super) fn hour_set(df: &DataFrame, column: &str) -> Result<BTreeSet<i64>> {
     let c = df
@@ -314,4 +333,68 @@ pub(super) fn hour_set(df: &DataFrame, column: &str) -> Result<BTreeSet<i64>> {
         .and_then(|c| c.i64().cloned())
         .map_err(Error::polars("hours"))?;
     Ok(c.into_no_null_iter().collect())
+}
+
+/// The values of an `Int64` column without nulls: borrowed when the column is one chunk.
+fn long_values<'a>(frame: &'a DataFrame, name: &str, step: &'static str) -> Result<Cow<'a, [i64]>> {
+    let values = frame
+        .column(name)
+        .and_then(|c| c.i64())
+        .map_err(Error::polars(step))?;
+    if values.null_count() > 0 {
+        return Err(Error::table_data(step, name, "a null"));
+    }
+    Ok(match values.cont_slice() {
+        Ok(slice) => Cow::Borrowed(slice),
+        Err(_) => Cow::Owned(values.into_no_null_iter().collect()),
+    })
+}
+
+/// The columns dedup keys and compares, of one frame.
+struct Columns<'a> {
+    meter: Cow<'a, [i64]>,
+    recorded_at: Cow<'a, [i64]>,
+    customer: Cow<'a, [i64]>,
+    usage_ml: Cow<'a, [i64]>,
+}
+
+impl<'a> Columns<'a> {
+    fn of(frame: &'a DataFrame) -> Result<Self> {
+        let long = |name: &str| long_values(frame, name, "dedup");
+        Ok(Self {
+            meter: long(col::METER)?,
+            recorded_at: long(col::RECORDED_AT)?,
+            customer: long(col::CUSTOMER)?,
+            usage_ml: long(col::USAGE_ML)?,
+        })
+    }
+
+    fn readings(&self) -> Readings<'_> {
+        Readings {
+            meter: &self.meter,
+            recorded_at: &self.recorded_at,
+            customer: &self.customer,
+            usage_ml: &self.usage_ml,
+        }
+    }
+}
+
+/// What `explain` shows of the dedup pass.
+fn describe(reading: ReadingKey, slices: usize, records: usize, stored: usize) -> String {
+    let key = match reading {
+        ReadingKey::Packed { .. } => "meter and recorded_at packed into one integer",
+        ReadingKey::Pair => "the pair (meter, recorded_at)",
+    };
+    let sliced = if slices > 1 {
+        format!(", in {slices} slices by meter (one map at a time)")
+    } else {
+        String::new()
+    };
+    format!(
+        "first copy wins, one pass in ingestion order{sliced}:\n  \
+         a hash map from each reading ({key}) to its first copy's customer and usage,\n  \
+         filled with {stored} stored readings of the touched hours, then with the batch's \
+         {records} in-time records;\n  \
+         a later copy with the same payload is a duplicate, with another a conflict"
+    )
 }

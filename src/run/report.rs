@@ -51,11 +51,11 @@ pub struct DedupReport {
     pub hours_touched: usize,
     /// Dedup-state rows read (the touched hours' earlier readings).
     pub prior_rows: usize,
-    /// Slices by meter the batch was classified in, one query each (see
-    /// [`crate::query::classify_in_slices`]).
+    /// Slices by meter the batch was classified in, one after another (see
+    /// [`crate::query::classify`]).
     pub slices: usize,
-    /// Polars' optimized plan of the dedup query (of its first slice).
-    pub plan: String,
+    /// How dedup classified the batch (its pass, key and slices), for `explain`.
+    pub method: String,
 }
 
 /// What a table step committed.
@@ -79,11 +79,11 @@ pub struct TableReport {
     pub bills: Option<BillsWritten>,
 }
 
-/// Polars' optimized plans of a batch's queries, kept for `explain`.
+/// How a batch's dedup ran and Polars' optimized plan of its aggregation, kept for `explain`.
 #[derive(Debug, Clone, Default)]
 pub struct QueryPlans {
-    /// The dedup query's plan (of its first slice) and how many slices by meter it ran in.
-    pub dedup: Option<(String, usize)>,
+    /// How dedup classified the batch ([`DedupReport::method`]).
+    pub dedup: Option<String>,
     /// The aggregation's plan, when the hourly step ran one.
     pub aggregation: Option<String>,
 }
