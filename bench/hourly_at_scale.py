@@ -6,18 +6,26 @@ week of it hour by hour as the schedule would (the history: realistic tables and
 then measures:
 
 - the last hour of a billing month and the first hour of the next (is the cost flat?), each
-  through `examples/run_once` (the notebook's steps without a kernel), with records, wall time,
-  data time (wall minus a run with no new files), records per second, peak memory, time per
-  step, dedup-state rows read and held, bytes read, Delta files written; and, on the same hour's
-  files, DuckDB's stateless `read_json` + dedup + group by and a bare single-threaded serde_json
-  pass summing in hash maps (`examples/bare_pass`), as ratios;
+  through `examples/run_once` (the notebook's steps without a kernel), with records, wall time
+  (the whole process: table opens, plan, commits), data time (wall minus a run with no new
+  files), records per second, peak memory, time per step and per traced phase, dedup-state rows
+  read and held, bytes read, Delta files and rows written; and, on the same hour's files, the
+  anchor: DuckDB's stateless pass (`read_json` with the log's schema, first copy per meter and
+  time, group by customer and hour, written to Parquet; best of 3 runs, each in its own
+  process), and a bare single-threaded serde_json pass summing in hash maps
+  (`examples/bare_pass`), as ratios of the run's wall time;
 - the next hour as the schedule runs it: the notebook through `aquabill-papermill`, kernel start
   and compilation included, and the same with no new files (the notebook's fixed overhead);
 - the history's hour-by-hour processing rate, extrapolated to a month's backfill.
 
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/hourly_at_scale.py [--meters 100000]
-        [--history-hours 168] [--month-end 2026-06-30T23] [--work DIR]
+        [--history-hours 168] [--month-end 2026-06-30T23] [--work DIR] [--run-once BINARY]
+        [--no-notebook]
+
+`--run-once` measures another build of `examples/run_once` on the same history (A/B: the
+history is made, and kept, by the build the first invocation copied); `--no-notebook` skips the
+two papermill runs.
 
 About 170 MB of log per hour at the default scale (33 GB for the default week and a day) and
 an hour or more on 2 cores, most of it generating and processing the history. With --work, the
@@ -50,6 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / 'notebooks' / 'hourly_billing.ipynb'
 PAPERMILL = Path(sys.executable).parent / 'aquabill-papermill'
 STEP = re.compile(r'(plan|parse|dedup|hourly_usage|cumulative_usage|finish) (\d+) ms')
+PHASE = re.compile(r'^trace: (\S+(?: \S+)*?) (\d+) ms, rss', re.M)
 FILES_PER_HOUR = 4
 HOUR = '%Y-%m-%dT%H'
 
@@ -63,6 +72,7 @@ class Measured:
     wall: float = 0.0
     peak_mb: int = 0
     steps: dict[str, int] = field(default_factory=dict)
+    phases: dict[str, int] = field(default_factory=dict)
     state_read: int = 0
     state_rows: int = 0
     files_written: int = 0
@@ -130,16 +140,19 @@ def log_view(log: Path, first: datetime, end: datetime) -> Path:
     return view
 
 
-def run_once(binary: Path, log: Path, out: Path) -> tuple[float, int, str]:
-    """One hourly run (one ingestion hour's files): wall seconds, peak RSS MB, its report."""
+def run_once(binary: Path, log: Path, out: Path, traced: bool = False) -> tuple[float, int, str]:
+    """One hourly run (one ingestion hour's files): wall seconds, peak RSS MB, its report (with
+    the `AQUABILL_TRACE` phases after it when `traced`)."""
+    env = dict(os.environ, AQUABILL_TRACE='1') if traced else None
     began = time.monotonic()
     done = subprocess.run(['/usr/bin/time', '-f', '%M', str(binary), '-p', 'input_root', str(log),
                            '-p', 'output_root', str(out), '-p', 'batch_cap', str(FILES_PER_HOUR)],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, env=env)
     wall = time.monotonic() - began
     if done.returncode != 0:
         raise SystemExit(f'run_once failed:\n{done.stdout}\n{done.stderr}')
-    return wall, int(done.stderr.strip().splitlines()[-1]) // 1024, done.stdout
+    trace = done.stderr if traced else ''
+    return wall, int(done.stderr.strip().splitlines()[-1]) // 1024, done.stdout + trace
 
 
 def history(binary: Path, log: Path, out: Path, hours: int, key: dict[str, object]) -> float:
@@ -194,17 +207,39 @@ def state_rows(out: Path) -> int:
     return int(sum(table.get_add_actions(flatten=True).column('num_records').to_pylist()))
 
 
-def duckdb_pass(folder: Path) -> float:
-    began = time.monotonic()
-    duckdb.connect().execute(f"""
-        with r as (select * from read_json('{folder}/*.jsonl', format='newline_delimited',
-            columns={{'meter_id': 'VARCHAR', 'customer_id': 'VARCHAR',
-                      'recorded_at': 'TIMESTAMPTZ', 'usage_liters': 'DECIMAL(18,3)',
-                      'ingested_at': 'VARCHAR'}}, ignore_errors=true)),
-        d as (select distinct on (meter_id, recorded_at) * from r)
-        select customer_id, date_trunc('hour', recorded_at) as h, sum(usage_liters)
-        from d group by all""").fetchall()
-    return time.monotonic() - began
+ANCHOR = """
+COPY (
+  SELECT customer_id, date_trunc('hour', recorded_at) AS usage_hour,
+         sum(CAST(round(usage_liters * 1000) AS BIGINT)) AS usage_ml,
+         count(*) AS reading_count, count(DISTINCT meter_id) AS meter_count
+  FROM (SELECT DISTINCT ON (meter_id, recorded_at) *
+        FROM read_json('{folder}/*.jsonl', format='newline_delimited',
+             columns={{'meter_id':'VARCHAR','customer_id':'VARCHAR','recorded_at':'TIMESTAMPTZ',
+                       'usage_liters':'DECIMAL(12,3)','ingested_at':'TIMESTAMPTZ'}}))
+  GROUP BY ALL
+) TO '{out}' (FORMAT parquet)
+"""
+
+
+def duckdb_once(folder: Path) -> float:
+    """One anchor run in this process: seconds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        began = time.monotonic()
+        con = duckdb.connect()
+        con.execute(ANCHOR.format(folder=folder, out=Path(tmp) / 'out.parquet'))
+        con.close()
+        return time.monotonic() - began
+
+
+def duckdb_pass(folder: Path, runs: int = 3) -> float:
+    """The anchor: DuckDB's stateless pass over the hour's files, best of `runs`, each in a
+    fresh process (no warm engine state carried over)."""
+    times = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, __file__, '--duckdb-once', str(folder)],
+                             capture_output=True, text=True, check=True).stdout
+        times.append(float(out.strip()))
+    return min(times)
 
 
 def bare_pass(binary: Path, folder: Path) -> float:
@@ -219,12 +254,13 @@ def measure(name: str, bins: dict[str, Path], log: Path, out: Path, hour: dateti
     before = parquet_files(out)
     versions = {t: log_version(out / t) for t in OUTPUT_TABLES}
     m = Measured(name)
-    m.wall, m.peak_mb, text = run_once(bins['run_once'], log, out)
+    m.wall, m.peak_mb, text = run_once(bins['run_once'], log, out, traced=True)
     m.files_written = len(parquet_files(out) - before)
     m.rows_written = sum(rows_added(out / t, v) for t, v in versions.items())
     m.records = int(re.search(r'(\d+) lines', text).group(1))
     m.input_mb = sum(f.stat().st_size for f in folder.glob('*.jsonl')) / 1e6
     m.steps = {s: int(ms) for s, ms in STEP.findall(text)}
+    m.phases = {name: int(ms) for name, ms in PHASE.findall(text)}
     m.state_read = int(re.search(r'dedup state rows read (\d+)', text).group(1))
     m.read_mb = int(re.search(r'io: read (\d+) bytes', text).group(1)) / 1e6
     m.state_rows = state_rows(out)
@@ -261,7 +297,15 @@ def main() -> None:
     parser.add_argument('--month-end', default='2026-06-30T23',
                         help='last hour of a billing month (UTC): the first measured run')
     parser.add_argument('--work', type=Path, help='keep and reuse the log and history here')
+    parser.add_argument('--run-once', type=Path,
+                        help='measure this build of examples/run_once on the same history')
+    parser.add_argument('--no-notebook', action='store_true',
+                        help='skip the scheduled runs through papermill')
+    parser.add_argument('--duckdb-once', type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.duckdb_once:
+        print(f'{duckdb_once(args.duckdb_once):.3f}')
+        return
     work = args.work or Path(tempfile.mkdtemp(prefix='aquabill-scale-'))
     work.mkdir(parents=True, exist_ok=True)
     month_end = datetime.strptime(args.month_end, HOUR)
@@ -279,42 +323,53 @@ def main() -> None:
         # Hard links: Delta data and log files are never changed in place, only added and
         # deleted, so the measured runs leave the history as it was (and no disk is copied).
         shutil.copytree(hist, out, copy_function=os.link)
+        if args.run_once:
+            bins['run_once'] = args.run_once
+            print(f'measuring {args.run_once}', flush=True)
         runs = [measure('last hour of the month', bins, log, out, month_end),
                 measure('first hour of the next', bins, log, out,
                         month_end + timedelta(hours=1))]
         executed = work / 'executed'
-        scheduled = papermill(log, out, executed / 'next-hour.ipynb')
-        overhead = papermill(log, out, executed / 'no-new-files.ipynb')
+        scheduled = overhead = None
+        if not args.no_notebook:
+            scheduled = papermill(log, out, executed / 'next-hour.ipynb')
+            overhead = papermill(log, out, executed / 'no-new-files.ipynb')
         idle, _, _ = run_once(bins['run_once'], log, out)
         report(runs, idle, scheduled, overhead, per_hour, args.history_hours)
-        print(f'cells of the scheduled run (s): {cell_times(executed / "next-hour.ipynb")}')
-        print(f'cells with no new files (s): {cell_times(executed / "no-new-files.ipynb")}')
+        if not args.no_notebook:
+            print(f'cells of the scheduled run (s): {cell_times(executed / "next-hour.ipynb")}')
+            print(f'cells with no new files (s): {cell_times(executed / "no-new-files.ipynb")}')
     finally:
         if args.work is None:
             shutil.rmtree(work)
 
 
-def report(runs: list[Measured], idle: float, scheduled: float, overhead: float,
-           per_hour: float, history_hours: int) -> None:
+def report(runs: list[Measured], idle: float, scheduled: float | None,
+           overhead: float | None, per_hour: float, history_hours: int) -> None:
     print()
     head = (f"{'run':<24} {'records':>9} {'in MB':>6} {'wall s':>6} {'data s':>6} "
             f"{'rec/s':>8} {'peak MB':>7} {'state read':>10} {'state rows':>10} "
-            f"{'files':>5} {'rows written':>12} {'read MB':>7} {'duckdb s':>8} {'bare s':>6} "
-            f"{'x duckdb':>8} {'x bare':>6}")
+            f"{'files':>5} {'rows written':>12} {'read MB':>7} {'anchor s':>8} {'bare s':>6} "
+            f"{'x anchor':>8} {'x bare':>6}")
     print(head)
     for m in runs:
         data = m.wall - idle
         print(f'{m.name:<24} {m.records:>9} {m.input_mb:>6.0f} {m.wall:>6.2f} {data:>6.2f} '
               f'{m.records / data:>8.0f} {m.peak_mb:>7} {m.state_read:>10} {m.state_rows:>10} '
               f'{m.files_written:>5} {m.rows_written:>12} {m.read_mb:>7.0f} {m.duckdb:>8.2f} '
-              f'{m.bare:>6.2f} {data / m.duckdb:>8.1f} {data / m.bare:>6.1f}')
+              f'{m.bare:>6.2f} {m.wall / m.duckdb:>8.1f} {m.wall / m.bare:>6.1f}')
+    print('(x anchor, x bare: the run\'s whole wall time over that pass on the same files)')
     for m in runs:
         print(f'  {m.name}: ' + ', '.join(f'{s} {ms} ms' for s, ms in m.steps.items()))
+        print('    ' + ', '.join(f'{name} {ms}' for name, ms in m.phases.items()
+                               if not name.startswith('table/')))
     first, last = runs[1], runs[0]
     print(f'a run with no new files (run_once): {idle:.2f} s')
-    print(f'scheduled run of the next hour (papermill, kernel start and compilation included): '
-          f'{scheduled:.1f} s')
-    print(f'scheduled run with no new files (the notebook\'s fixed overhead): {overhead:.1f} s')
+    if scheduled is not None and overhead is not None:
+        print(f'scheduled run of the next hour (papermill, kernel start and compilation '
+              f'included): {scheduled:.1f} s')
+        print(f'scheduled run with no new files (the notebook\'s fixed overhead): '
+              f'{overhead:.1f} s')
     print(f'first hour of a month / last hour of the previous: '
           f'{(first.wall - idle) / (last.wall - idle):.2f}')
     print(f'history: {per_hour:.1f} s per hourly run over {history_hours} runs; a month of '
