@@ -3,11 +3,10 @@
 //! (in order of first appearance), appended to `dedup_keys` before the dedup state that uses
 //! them is committed, so a rerun after a crash finds them there.
 
-use std::collections::HashMap;
-
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
+use crate::hashing::FastMap;
 use crate::input::Parsed;
 use crate::table::{DEDUP_KEYS, Table, Values, block_on, col};
 
@@ -22,7 +21,7 @@ pub(super) struct BatchKeys {
     /// The `dedup_keys` rows of ids new in this batch.
     pub new_keys: DataFrame,
     /// Every customer key known after the batch, with its `customer_id`.
-    pub customer_ids: HashMap<i64, String>,
+    pub customer_ids: FastMap<i64, String>,
 }
 
 /// Replaces the batch indexes in `parsed.records`' `meter` and `customer` columns by keys,
@@ -36,7 +35,8 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
         stored.column(col::KEY).and_then(|c| c.i64().cloned()),
     );
     let (kinds, ids, keys) = (kinds.map_err(err)?, ids.map_err(err)?, keys.map_err(err)?);
-    let mut known: [HashMap<&str, i64>; 2] = Default::default();
+    let mut known: [FastMap<&str, i64>; 2] = Default::default();
+    known[0].reserve(stored.height());
     let mut next = 0i64;
     for ((kind, id), key) in kinds
         .iter()
@@ -92,7 +92,7 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
         ],
     )
     .map_err(err)?;
-    let mut customer_ids: HashMap<i64, String> = known[1]
+    let mut customer_ids: FastMap<i64, String> = known[1]
         .iter()
         .map(|(&id, &key)| (key, id.to_owned()))
         .collect();

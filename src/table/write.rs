@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use deltalake::kernel::Add;
 use deltalake::parquet::basic::Compression;
 use deltalake::parquet::file::properties::WriterProperties;
+use deltalake::parquet::schema::types::ColumnPath;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use polars::prelude::{DataFrame, IdxCa, IdxSize, SortMultipleOptions};
 
@@ -79,12 +80,16 @@ impl Table {
             let mut writer =
                 RecordBatchWriter::for_table(&self.table).map_err(delta_error(name))?;
             if let Some(rows) = self.spec.row_group_rows {
-                writer = writer.with_writer_properties(
-                    WriterProperties::builder()
-                        .set_compression(Compression::SNAPPY)
-                        .set_max_row_group_row_count(Some(rows))
-                        .build(),
-                );
+                let mut properties = WriterProperties::builder()
+                    .set_compression(Compression::SNAPPY)
+                    .set_max_row_group_row_count(Some(rows));
+                if let Some(sorted_by) = self.spec.sorted_by {
+                    // One row per value of the sort column in a file (a customer's hour): a
+                    // dictionary would hold every value once more, built for nothing.
+                    properties = properties
+                        .set_column_dictionary_enabled(ColumnPath::from(sorted_by), false);
+                }
+                writer = writer.with_writer_properties(properties.build());
             }
             writers.push(writer);
         }
