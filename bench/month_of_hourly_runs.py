@@ -8,9 +8,16 @@ A month replayed in minutes keeps everything Delta expires by the clock (log com
 `--simulated-clock`, each run sees the time of its hour (libfaketime, Debian's `faketime`
 package) and the files it wrote are dated then, as on a deployment running a month.
 
+With `--views`, the month's last hour is run by the notebook through `aquabill-papermill`
+instead (the scheduled run at a month's end), then the notebook once more with no new files, and
+each code cell's seconds are printed: the views (bills, chart, explore) on a full month of tables.
+`--interval-minutes 60` keeps the log of a month at 100,000 meters to about 10 GB: the tables have
+the same rows (one per customer and hour) as with readings every 5 minutes, the hourly runs read
+a twelfth of the records.
+
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/month_of_hourly_runs.py [--meters 200] \
-        [--hours 720] [--simulated-clock]
+        [--hours 720] [--simulated-clock] [--interval-minutes 5] [--views] [--work DIR]
 
 Each hour the generator adds one ingestion hour of log (with duplicates and week-long outage
 replays), then `examples/run_once` processes it. `day ms` is the mean run time of the 24 runs
@@ -30,7 +37,7 @@ from pathlib import Path
 from deltalake import DeltaTable
 
 from aquabill_tools.env import built
-
+from hourly_at_scale import cell_times, papermill
 
 
 def binaries() -> tuple[Path, Path]:
@@ -75,9 +82,16 @@ def main() -> None:
     parser.add_argument('--hours', type=int, default=720)
     parser.add_argument('--simulated-clock', action='store_true',
                         help='each run sees the time of its hour (needs libfaketime)')
+    parser.add_argument('--interval-minutes', type=int, default=5,
+                        help='minutes between a meter\'s readings')
+    parser.add_argument('--views', action='store_true',
+                        help='the last hour and the views through the notebook')
+    parser.add_argument('--work', type=Path, help='the folder for the log and tables')
     args = parser.parse_args()
     gen, run_once = binaries()
-    work = Path(tempfile.mkdtemp(prefix='aquabill-month-'))
+    work = args.work or Path(tempfile.mkdtemp(prefix='aquabill-month-'))
+    if args.work:
+        work.mkdir(parents=True)
     log, out = work / 'log', work / 'out'
     start = datetime(2026, 6, 1)
     clock = 'simulated clock (each run at its hour)' if args.simulated_clock else 'real clock'
@@ -93,7 +107,10 @@ def main() -> None:
                         hour.strftime('%Y-%m-%dT%H'), '--end-hour',
                         (hour + timedelta(hours=1)).strftime('%Y-%m-%dT%H'), '--meters',
                         str(args.meters), '--seed', '1', '--offline-share', '0.05',
-                        '--duplicate-rate', '0.015'], check=True, capture_output=True)
+                        '--duplicate-rate', '0.015', '--interval-minutes',
+                        str(args.interval_minutes)], check=True, capture_output=True)
+        if args.views and i + 1 == args.hours:
+            break
         # The run starts 5 minutes after its ingestion hour closed.
         now = hour + timedelta(hours=1, minutes=5)
         env = clock_at(now) if args.simulated_clock else None
@@ -116,6 +133,14 @@ def main() -> None:
             print(f'{i + 1:>4} {shown:>6.0f} {h[0]:>12} {c[0]:>12} {c[1]:>8} {c[2]:>11} '
                   f'{c[3]:>7.0f} {s[0]:>11}', flush=True)
     print(f'slowest run {slowest:.0f} ms')
+    if args.views:
+        executed = work / 'executed'
+        last = papermill(log, out, executed / 'last-hour.ipynb')
+        idle = papermill(log, out, executed / 'no-new-files.ipynb')
+        print(f'the last hour through the notebook: {last:.1f} s; cells (s): '
+              f'{cell_times(executed / "last-hour.ipynb")}')
+        print(f'the notebook with no new files: {idle:.1f} s; cells (s): '
+              f'{cell_times(executed / "no-new-files.ipynb")}')
     if len(days) >= 2:
         print(f'mean run of the last day / of the first day: {days[-1]:.0f} / {days[0]:.0f} ms '
               f'= {days[-1] / days[0]:.2f}')
