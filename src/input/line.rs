@@ -149,15 +149,14 @@ fn fast_fields(text: &str) -> Option<Fields<'_>> {
         if b.get(next) != Some(&b':') {
             return None;
         }
-        let slot = [
-            "meter_id",
-            "customer_id",
-            "recorded_at",
-            "usage_liters",
-            "ingested_at",
-        ]
-        .iter()
-        .position(|k| *k == key)?;
+        let slot = match key.as_bytes() {
+            b"meter_id" => 0,
+            b"customer_id" => 1,
+            b"recorded_at" => 2,
+            b"usage_liters" => 3,
+            b"ingested_at" => 4,
+            _ => return None,
+        };
         if found[slot].is_some() {
             return None;
         }

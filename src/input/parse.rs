@@ -58,10 +58,12 @@ struct Columns {
 type IdMap<K> = FastMap<K, i64>;
 
 /// An id as a hash-map key: ids up to 15 bytes (all usual meter and customer ids) packed in
-/// an integer with their length, so lookups compare integers, not strings; longer ids boxed.
+/// two words with their length, so lookups compare integers, not strings; longer ids boxed.
+/// (Two `u64`, not a `u128`: 8-byte alignment keeps a map entry at 32 bytes, not 48, so more of
+/// the map stays in cache.)
 #[derive(Clone, PartialEq, Eq, Hash)]
 enum IdKey {
-    Short(u128),
+    Short([u64; 2]),
     Long(Box<str>),
 }
 
@@ -72,7 +74,8 @@ impl IdKey {
             let mut word = [0u8; 16];
             word[..b.len()].copy_from_slice(b);
             word[15] = b.len() as u8;
-            IdKey::Short(u128::from_le_bytes(word))
+            let word = u128::from_le_bytes(word);
+            IdKey::Short([word as u64, (word >> 64) as u64])
         } else {
             IdKey::Long(id.into())
         }
@@ -80,8 +83,10 @@ impl IdKey {
 
     fn to_text(&self) -> String {
         match self {
-            IdKey::Short(word) => {
-                let bytes = word.to_le_bytes();
+            IdKey::Short([low, high]) => {
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&low.to_le_bytes());
+                bytes[8..].copy_from_slice(&high.to_le_bytes());
                 let len = usize::from(bytes[15]);
                 // The bytes came from a &str and are cut where it ended.
                 String::from_utf8_lossy(&bytes[..len]).into_owned()
