@@ -5,9 +5,10 @@ ingestion hours at utility scale, with wall time, records per second, peak memor
 
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/backlog.py [--meters 100000] [--days 1 7]
-        [--start 2026-06-01T00] [--work DIR] [-p chunk_mb 1024 ...]
+        [--start 2026-06-01T00] [--work DIR] [-p chunk_mb 1024 ...] [--run-once BINARY]
 
-`-p NAME VALUE` passes a notebook parameter to the runs (default parameters otherwise).
+`-p NAME VALUE` passes a notebook parameter to the runs (default parameters otherwise);
+`--run-once` runs another build of `examples/run_once` (A/B on the same log).
 
 The log (about 170 MB per ingestion hour at the default scale: 29 GB for a week) is generated
 with the project's generator and kept in DIR/log with --work, shared with
@@ -53,12 +54,15 @@ def main() -> None:
     parser.add_argument('--work', type=Path, help='keep and reuse the log here')
     parser.add_argument('-p', dest='params', nargs=2, action='append', default=[],
                         metavar=('NAME', 'VALUE'), help='a notebook parameter for the runs')
+    parser.add_argument('--run-once', type=Path, help='this build of examples/run_once')
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix='aquabill-backlog-'))
     work.mkdir(parents=True, exist_ok=True)
     start = datetime.strptime(args.start, HOUR)
     try:
         bins = copy_binaries(work / 'bin')
+        if args.run_once:
+            bins['run_once'] = args.run_once
         print(f"{'backlog':<8} {'records':>11} {'GB':>5} {'wall s':>7} {'rec/s':>9} "
               f"{'peak MB':>7} {'batches':>7}")
         # The longest backlog's log once; the shorter ones are its first days.
