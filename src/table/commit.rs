@@ -75,7 +75,9 @@ impl Table {
         }
         let frames = match rows.filter(|r| r.height() > 0) {
             Some(rows) => match self.spec.partition {
-                Some(part) => super::split_by_hour(rows, part)?.into_values().collect(),
+                Some(part) => super::write::split_by_hour_sorted(rows, part, self.spec.sorted_by)?
+                    .into_values()
+                    .collect(),
                 None => vec![rows.clone()],
             },
             None => Vec::new(),

@@ -170,7 +170,23 @@ impl Table {
 /// `rows` split by the hour index in `column`, in hour order (rows keep their order): one frame
 /// per hour partition.
 pub fn split_by_hour(rows: &DataFrame, column: &str) -> Result<BTreeMap<i64, DataFrame>> {
+    split_by_hour_sorted(rows, column, None)
+}
+
+/// [`split_by_hour`], each hour's rows ordered by the integer column `sorted_by` too (stable),
+/// in the same gather: what a table sorted by that column writes without sorting again.
+pub(super) fn split_by_hour_sorted(
+    rows: &DataFrame,
+    column: &str,
+    sorted_by: Option<&str>,
+) -> Result<BTreeMap<i64, DataFrame>> {
     let err = Error::polars("splitting rows by hour");
+    // Only an integer column without nulls is ordered here (the writer sorts any other).
+    let keys: Option<Vec<i64>> = sorted_by
+        .and_then(|name| rows.column(name).ok())
+        .and_then(|c| c.i64().ok())
+        .filter(|c| c.null_count() == 0)
+        .map(|c| c.into_no_null_iter().collect());
     let hours = rows
         .column(column)
         .and_then(|c| c.i64().cloned())
@@ -178,19 +194,100 @@ pub fn split_by_hour(rows: &DataFrame, column: &str) -> Result<BTreeMap<i64, Dat
     if hours.null_count() > 0 {
         return Err(Error::table_data("(rows to write)", column, "null hours"));
     }
+    // Rows of one hour mostly come together: the last hour's list is kept at hand.
     let mut groups: BTreeMap<i64, Vec<IdxSize>> = BTreeMap::new();
+    let mut current: Option<(i64, Vec<IdxSize>)> = None;
     for (i, hour) in hours.into_no_null_iter().enumerate() {
-        groups.entry(hour).or_default().push(i as IdxSize);
+        match &mut current {
+            Some((h, rows)) if *h == hour => rows.push(i as IdxSize),
+            _ => {
+                if let Some((h, rows)) = current.take() {
+                    groups.insert(h, rows);
+                }
+                let mut rows = groups.remove(&hour).unwrap_or_default();
+                rows.push(i as IdxSize);
+                current = Some((hour, rows));
+            }
+        }
+    }
+    if let Some((h, rows)) = current {
+        groups.insert(h, rows);
     }
     groups
         .into_iter()
-        .map(|(hour, rows_of_hour)| {
+        .map(|(hour, mut rows_of_hour)| {
+            if let Some(keys) = &keys {
+                order_by_key(&mut rows_of_hour, keys);
+            }
             let taken = rows
                 .take(&IdxCa::from_vec("".into(), rows_of_hour))
                 .map_err(err)?;
             Ok((hour, taken))
         })
         .collect()
+}
+
+/// Orders the row indexes `rows` by `keys[row]`, stably: a counting sort when the keys' range is
+/// narrow (meter keys are dense), a merge sort otherwise.
+fn order_by_key(rows: &mut [IdxSize], keys: &[i64]) {
+    let key = |row: IdxSize| keys[row as usize];
+    let (min, max) = rows.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &r| {
+        (lo.min(key(r)), hi.max(key(r)))
+    });
+    let span = max
+        .checked_sub(min)
+        .and_then(|span| usize::try_from(span).ok());
+    match span {
+        Some(span) if rows.len() > 1 && span <= rows.len().saturating_mul(4) => {
+            // Where each key's rows start, then each row placed in its key's next slot.
+            let mut next = vec![0usize; span + 2];
+            for &r in rows.iter() {
+                next[(key(r) - min) as usize + 1] += 1;
+            }
+            for k in 1..next.len() {
+                next[k] += next[k - 1];
+            }
+            let mut ordered = vec![0 as IdxSize; rows.len()];
+            for &r in rows.iter() {
+                let slot = &mut next[(key(r) - min) as usize];
+                ordered[*slot] = r;
+                *slot += 1;
+            }
+            rows.copy_from_slice(&ordered);
+        }
+        _ => rows.sort_by_key(|&r| key(r)),
+    }
+}
+
+/// Whether `frame`'s `column` is in ascending order already (no nulls): what the writer need
+/// not sort.
+fn is_sorted(frame: &DataFrame, column: &str) -> bool {
+    let Ok(values) = frame.column(column) else {
+        return false;
+    };
+    if values.null_count() > 0 {
+        return false;
+    }
+    if let Ok(longs) = values.i64() {
+        let mut last = i64::MIN;
+        return longs.into_no_null_iter().all(|v| {
+            let ok = v >= last;
+            last = v;
+            ok
+        });
+    }
+    if let Ok(texts) = values.str() {
+        let mut iter = texts.iter().flatten();
+        let Some(mut last) = iter.next() else {
+            return true;
+        };
+        return iter.all(|v| {
+            let ok = v >= last;
+            last = v;
+            ok
+        });
+    }
+    false
 }
 
 /// One writer thread of [`Table::write_frames`]: each frame it receives becomes one file.
@@ -230,13 +327,13 @@ fn write_frames_from(
     let mut adds = Vec::new();
     while let Some((frame, role)) = next() {
         let frame = match spec.sorted_by {
-            Some(column) => frame
+            Some(column) if !is_sorted(&frame, column) => frame
                 .sort(
                     [column],
                     SortMultipleOptions::default().with_maintain_order(true),
                 )
                 .map_err(Error::polars("sorting rows to write"))?,
-            None => frame,
+            _ => frame,
         };
         let batch = convert::to_record_batch(spec, &frame, &schema)?;
         drop(frame);
@@ -267,6 +364,65 @@ mod tests {
     use crate::storage::Location;
     use crate::table::HOURLY_USAGE;
     use crate::table::schema::Values;
+    use polars::prelude::Column;
+
+    #[test]
+    fn hours_are_split_and_ordered_by_the_sort_key_stably() -> Result<()> {
+        let err = Error::polars("test");
+        // (hour, key, position): keys dense (a counting sort) and then sparse (a merge sort).
+        for keys in [
+            vec![3i64, 1, 2, 1, 3, 0, 1],
+            vec![900i64, 5, 70_000, 5, 900, -4, 5],
+        ] {
+            let hours = [7i64, 7, 8, 7, 8, 7, 7];
+            let rows = DataFrame::new(
+                keys.len(),
+                vec![
+                    Column::new("hour".into(), hours.to_vec()),
+                    Column::new("key".into(), keys.clone()),
+                    Column::new(
+                        "position".into(),
+                        (0..keys.len() as i64).collect::<Vec<_>>(),
+                    ),
+                ],
+            )
+            .map_err(err)?;
+            let split = split_by_hour_sorted(&rows, "hour", Some("key"))?;
+            assert_eq!(split.keys().copied().collect::<Vec<_>>(), [7, 8]);
+            for (hour, frame) in &split {
+                let positions: Vec<i64> = frame
+                    .column("position")
+                    .and_then(|c| c.i64().cloned())
+                    .map_err(err)?
+                    .into_no_null_iter()
+                    .collect();
+                // By hand: the rows of the hour, by key, equal keys in their order.
+                let mut expected: Vec<i64> = (0..keys.len() as i64)
+                    .filter(|&i| hours[i as usize] == *hour)
+                    .collect();
+                expected.sort_by_key(|&i| keys[i as usize]);
+                assert_eq!(positions, expected, "hour {hour}, keys {keys:?}");
+                assert!(is_sorted(frame, "key"));
+            }
+            // Without a sort column the rows keep their order.
+            let plain = split_by_hour(&rows, "hour")?;
+            let first: Vec<i64> = plain[&7]
+                .column("position")
+                .and_then(|c| c.i64().cloned())
+                .map_err(err)?
+                .into_no_null_iter()
+                .collect();
+            assert_eq!(first, [0, 1, 3, 5, 6]);
+        }
+        let texts = DataFrame::new(
+            3,
+            vec![Column::new("id".into(), ["C1", "C2", "C10"].to_vec())],
+        )
+        .map_err(err)?;
+        assert!(!is_sorted(&texts, "id"), "C10 sorts before C2");
+        assert!(!is_sorted(&texts, "no such column"));
+        Ok(())
+    }
 
     /// A store that refuses every data file (here: a plain file where the hour's partition
     /// folder must go) fails the write with an error, however many frames are still to come;
