@@ -12,7 +12,7 @@ peak, for comparison.
 
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/scheduled_memory.py [--meters 100000] [--hours 6]
-        [--start 2026-05-10T00] [--work DIR] [--interval 0.05]
+        [--start 2026-05-10T00] [--work DIR] [--interval 0.05] [--no-run-once]
 
 Not part of the test suite.
 """
@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument('--start', default='2026-05-10T00', help='the first ingestion hour')
     parser.add_argument('--work', type=Path, help='keep and reuse the log here')
     parser.add_argument('--interval', type=float, default=0.05, help='seconds between samples')
+    parser.add_argument('--no-run-once', action='store_true',
+                        help='the notebook only (a long backlog takes minutes more)')
     args = parser.parse_args()
 
     first = datetime.strptime(args.start, HOUR)
@@ -128,6 +130,8 @@ def main() -> None:
         made_of = ', '.join(f'{name} {size / 2**20:,.0f} MB'
                             for name, size in by_name.most_common())
         print(f'\nThe peak ({time.strftime("%H:%M:%S", time.gmtime(peak_at))} UTC): {made_of}')
+        if args.no_run_once:
+            return
 
         began = time.monotonic()
         done = subprocess.run(['/usr/bin/time', '-f', '%M', str(bins['run_once']), '-p',
