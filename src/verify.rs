@@ -121,6 +121,11 @@ fn agreement(config: &Config) -> Result<Check> {
     }
     let store = Store::new(&config.checkpoint_dir);
     let checkpoint = store.load()?;
+    match store.committed(&checkpoint).all() {
+        Ok(_) => {}
+        Err(e @ Error::Checkpoint { .. }) => found.add(e.to_string()),
+        Err(e) => return Err(e),
+    }
     let resuming = store
         .load_plan(checkpoint.next_batch)?
         .filter(|plan| !plan.files.is_empty())

@@ -10,6 +10,7 @@ import os
 import subprocess
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 
 from deltalake import DeltaTable
@@ -117,8 +118,57 @@ def state(out: Path) -> dict[str, object]:
     found['dedup_keys'] = rows(out / '_checkpoint' / 'dedup_keys')
     found['dedup_meters'] = rows(out / '_checkpoint' / 'dedup_meters')
     checkpoint = json.loads((out / '_checkpoint' / 'checkpoint.json').read_text())
+    # Which files sit in the archive depends on the batches the log was split into: the record
+    # of committed files is compared whole.
+    checkpoint.pop('archive', None)
+    checkpoint['files'] = committed_files(out)
     found['checkpoint'] = checkpoint
     return found
+
+
+def comparable(out: Path) -> dict[str, object]:
+    """What must not depend on how the log was split into runs."""
+    metrics = rows(out / 'run_metrics', TIMING)
+    counted = ('files', 'lines_read', 'accepted', 'duplicates', 'conflicts', 'late', 'future',
+               'malformed')
+    totals = {k: sum(dict(m)[k] for m in metrics) for k in counted}
+    checkpoint = state(out)['checkpoint']
+    assert isinstance(checkpoint, dict)
+    return {
+        'hourly_usage': rows(out / 'hourly_usage'),
+        'cumulative_usage': rows(out / 'cumulative_usage'),
+        'dedup_readings': rows(out / '_checkpoint' / 'dedup_readings'),
+        'dedup_keys': rows(out / '_checkpoint' / 'dedup_keys'),
+        'dedup_meters': rows(out / '_checkpoint' / 'dedup_meters'),
+        'monthly_bills': rows(out / 'monthly_bills', ('closed_by_batch',)),
+        'quarantine': rows(out / 'quarantine', ('batch_id',)),
+        'totals': totals,
+        'watermark': checkpoint['watermark_hour'],
+        'files': checkpoint['files'],
+    }
+
+
+def committed_files(out: Path) -> dict[str, int]:
+    """Every committed file and its size: `checkpoint.json`'s and its archive's (read here
+    as the checkpoint documents them, not through the library)."""
+    folder = out / '_checkpoint'
+    checkpoint = json.loads((folder / 'checkpoint.json').read_text())
+    files: dict[str, int] = dict(checkpoint['files'])
+    archive = checkpoint.get('archive')
+    if archive is not None:
+        archived = json.loads((folder / 'committed' / archive['name']).read_text())['files']
+        assert len(archived) == archive['files'], archive
+        assert not archived.keys() & files.keys(), 'a file both archived and in the checkpoint'
+        assert all(hour_of_path(f) < archive['before_hour'] for f in archived), archive
+        files |= archived
+    return files
+
+
+def hour_of_path(rel_path: str) -> int:
+    """The hour index (hours since 1970-01-01T00 UTC) of a log file's ingestion-hour folder."""
+    folder = rel_path.split('/')[0].removeprefix('ingest_hour=')
+    stamp = datetime.strptime(folder, '%Y-%m-%dT%H').replace(tzinfo=timezone.utc)
+    return int(stamp.timestamp()) // 3600
 
 
 def batches_applied_once(out: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from aquabill_tools import nbexec
 from conftest import NOTEBOOK, KernelFactory
-from helpers import (TIMING, add, assert_every_kind_of_step, batches_applied_once,
+from helpers import (add, assert_every_kind_of_step, batches_applied_once, comparable,
                      crash_at_every_step, crashed, finish, generate_log, reading, rows, run_once,
                      state)
 
@@ -173,28 +173,6 @@ def test_random_resplits_give_identical_tables(tmp_path: Path, run_once_binary: 
         assert comparable(out) == expected, f'split {seed} ({cuts}) differs'
         shutil.rmtree(arrived)
         shutil.rmtree(out)
-
-
-def comparable(out: Path) -> dict[str, object]:
-    """What must not depend on how the log was split into runs."""
-    metrics = rows(out / 'run_metrics', TIMING)
-    counted = ('files', 'lines_read', 'accepted', 'duplicates', 'conflicts', 'late', 'future',
-               'malformed')
-    totals = {k: sum(dict(m)[k] for m in metrics) for k in counted}
-    checkpoint = state(out)['checkpoint']
-    assert isinstance(checkpoint, dict)
-    return {
-        'hourly_usage': rows(out / 'hourly_usage'),
-        'cumulative_usage': rows(out / 'cumulative_usage'),
-        'dedup_readings': rows(out / '_checkpoint' / 'dedup_readings'),
-        'dedup_keys': rows(out / '_checkpoint' / 'dedup_keys'),
-        'dedup_meters': rows(out / '_checkpoint' / 'dedup_meters'),
-        'monthly_bills': rows(out / 'monthly_bills', ('closed_by_batch',)),
-        'quarantine': rows(out / 'quarantine', ('batch_id',)),
-        'totals': totals,
-        'watermark': checkpoint['watermark_hour'],
-        'files': checkpoint['files'],
-    }
 
 
 def test_crash_in_a_batch_that_accepts_nothing(tmp_path: Path, run_once_binary: Path) -> None:

@@ -19,8 +19,8 @@ from deltalake import DeltaTable, TableFeatures
 from aquabill_tools import nbexec
 from aquabill_tools.env import built
 from conftest import ROOT, RunNotebook
-from helpers import (TABLES, add, batches_applied_once, crashed, finish, reading, rows, run_once,
-                     same_result, state)
+from helpers import (TABLES, add, batches_applied_once, comparable, committed_files, crashed,
+                     finish, hour_of_path, reading, rows, run_once, same_result, state)
 
 PREFIX = 'ingest_hour='
 
@@ -365,6 +365,82 @@ def test_a_rebuild_planned_afresh_undoes_a_folder_taken_from_the_future(
     again = run_once(run_once_binary, log, out, rebuild=True, env=now)
     assert again.returncode == 0, again.stderr
     same_result(out, ref)
+
+
+def test_the_checkpoint_keeps_recent_folders_and_archives_the_rest(
+        tmp_path: Path, generator: Path, run_once_binary: Path, verify_binary: Path) -> None:
+    """Two weeks of log taken twelve hours a run: `checkpoint.json` keeps the files of the
+    folders a run may still list, the older ones move to its archive, and nothing is lost. A run
+    that lists the whole log takes no archived file again, rebuilds carry the archive over, a
+    file put into an archived folder is quarantined as too late and counted once, an archived
+    file that changed is refused, and so is a checkpoint whose archive is missing."""
+    log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
+    subprocess.run([str(generator), '--output', str(log), '--start-hour', '2026-04-01T00',
+                    '--end-hour', '2026-04-15T00', '--meters', '6', '--seed', '8',
+                    '--files-per-hour', '1', '--duplicate-rate', '0.05', '--offline-share',
+                    '0.3'], check=True, capture_output=True)
+    on_disk = {f'{p.parent.name}/{p.name}': p.stat().st_size for p in log.glob('*/*.jsonl')}
+    finish(run_once_binary, log, out, cap=12)
+    finish(run_once_binary, log, ref)
+    assert comparable(out) == comparable(ref)
+    checkpoint = json.loads((out / '_checkpoint' / 'checkpoint.json').read_text())
+    assert checkpoint['archive'] is not None
+    assert committed_files(out) == on_disk, 'every file committed once, with its size'
+    # What every run reads and writes: the folders from two days before the watermark's on.
+    watermark = checkpoint['watermark_hour']
+    assert all(hour_of_path(f) >= watermark - 48 for f in checkpoint['files'])
+    assert len(checkpoint['files']) < len(on_disk) * 0.7, len(checkpoint['files'])
+    assert len(list((out / '_checkpoint' / 'committed').iterdir())) == 1, 'replaced ones removed'
+
+    # A run with nothing new lists the whole log: no archived file is taken again.
+    before = state(out)
+    done = run_once(run_once_binary, log, out)
+    assert done.returncode == 0 and 'no new files' in done.stdout, done.stdout + done.stderr
+    assert state(out) == before
+
+    # Rebuilds, replayed or planned afresh from the log, carry the archive over.
+    kept = comparable(out)
+    for params in ({}, {'rebuild_from_log': 'true'}):
+        done = run_once(run_once_binary, log, out, rebuild=True, params=params)
+        assert done.returncode == 0, done.stderr
+        assert comparable(out) == kept, params
+        assert len(list((out / '_checkpoint' / 'committed').iterdir())) == 1
+    bills_tables = ('hourly_usage', 'cumulative_usage', 'monthly_bills')
+    before = {table: rows(out / table) for table in bills_tables}
+
+    # A file put into an archived folder is found and quarantined as too late, once.
+    oldest = min(on_disk)
+    folder = oldest.split('/')[0]
+    add(log, folder.removeprefix(PREFIX), 'late.jsonl',
+        reading('M000001', 'C000001', f'{folder.removeprefix(PREFIX)}:10:00Z', '3'))
+    finish(run_once_binary, log, out)
+    late = [dict(r) for r in rows(out / 'quarantine')
+            if dict(r)['source_file'].endswith('late.jsonl')]
+    assert [r['reason'] for r in late] == ['file_behind_watermark'], late
+    for table in bills_tables:
+        assert rows(out / table) == before[table], table
+    assert committed_files(out) == on_disk | {f'{folder}/late.jsonl': (log / folder / 'late.jsonl')
+                                              .stat().st_size}
+
+    # An archived file that changed is refused, naming it.
+    changed = log / oldest
+    kept = changed.read_bytes()
+    changed.write_bytes(kept + b'\n')
+    done = run_once(run_once_binary, log, out)
+    assert done.returncode == 1 and f'{oldest} changed after it was committed' in done.stderr, \
+        done.stderr
+    changed.write_bytes(kept)
+
+    # A checkpoint whose archive is missing is refused, naming it, before any write.
+    archive = json.loads((out / '_checkpoint' / 'checkpoint.json').read_text())['archive']
+    (out / '_checkpoint' / 'committed' / archive['name']).unlink()
+    tables = versions(out)
+    done = run_once(run_once_binary, log, out)
+    assert done.returncode == 1, done.stdout
+    assert archive['name'] in done.stderr and 'missing' in done.stderr, done.stderr
+    assert versions(out) == tables
+    found = verified(verify_binary, out)
+    assert found.returncode == 1 and archive['name'] in found.stdout, found.stdout + found.stderr
 
 
 @pytest.fixture(scope='session')

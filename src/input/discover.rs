@@ -66,16 +66,29 @@ pub struct HeldBack {
     pub files: usize,
 }
 
+/// What earlier runs committed: the size each committed file had, by its path relative to the
+/// log's root.
+pub trait Committed {
+    /// The size `rel_path` had when a run committed it, `None` if none did.
+    fn size_of(&self, rel_path: &str) -> Result<Option<u64>>;
+}
+
+impl Committed for BTreeMap<String, u64> {
+    fn size_of(&self, rel_path: &str) -> Result<Option<u64>> {
+        Ok(self.get(rel_path).copied())
+    }
+}
+
 /// How often the log is listed whole: every this many batches (about daily).
 pub const FULL_LISTING_EVERY_BATCHES: i64 = 24;
 
-/// Lists the log's files not among `committed` (relative path -> size in bytes) for batch
+/// Lists the log's files not among `committed` for batch
 /// `batch`, from the folder of hour `watermark` on (see [`listed_from`]). Folders of
 /// hours after `latest_hour` (see [`crate::clock::latest_ingest_hour`]) are held back. Fails if
 /// a committed file changed size.
 pub fn list_new_files(
     input_root: &Location,
-    committed: &BTreeMap<String, u64>,
+    committed: &dyn Committed,
     watermark: Option<i64>,
     batch: i64,
     latest_hour: i64,
@@ -124,7 +137,7 @@ fn listed_from(watermark: Option<i64>, batch: i64) -> Option<i64> {
 
 fn list_objects(
     input_root: &Location,
-    committed: &BTreeMap<String, u64>,
+    committed: &dyn Committed,
     start_after: Option<String>,
 ) -> Result<Listing> {
     let mut listing = Listing::default();
@@ -191,11 +204,11 @@ fn check_committed(
     rel_path: String,
     size: u64,
     ingest_hour: i64,
-    committed: &BTreeMap<String, u64>,
+    committed: &dyn Committed,
 ) -> Result<Option<PlannedFile>> {
-    match committed.get(&rel_path) {
-        Some(&before) if before == size => Ok(None),
-        Some(&before) => Err(Error::InputChanged {
+    match committed.size_of(&rel_path)? {
+        Some(before) if before == size => Ok(None),
+        Some(before) => Err(Error::InputChanged {
             path,
             when: "committed",
             before,
@@ -210,11 +223,7 @@ fn check_committed(
     }
 }
 
-fn list_folder(
-    input_root: &Path,
-    committed: &BTreeMap<String, u64>,
-    from: Option<i64>,
-) -> Result<Listing> {
+fn list_folder(input_root: &Path, committed: &dyn Committed, from: Option<i64>) -> Result<Listing> {
     let mut listing = Listing::default();
     let mut folders = Vec::new();
     for entry in read_dir(input_root)? {
@@ -331,7 +340,8 @@ mod tests {
         let latest = hour("2026-03-26T00")?;
         let listed = |batch: i64| -> Result<Vec<String>> {
             let location = Location::Local(root.clone());
-            let listing = list_new_files(&location, &BTreeMap::new(), watermark, batch, latest)?;
+            let none = BTreeMap::new();
+            let listing = list_new_files(&location, &none, watermark, batch, latest)?;
             Ok(listing
                 .new_files
                 .into_iter()

@@ -5,5 +5,5 @@ mod discover;
 mod line;
 mod parse;
 
-pub use discover::{HeldBack, PlannedFile, list_new_files};
+pub use discover::{Committed, FOLDER_PREFIX, HeldBack, PlannedFile, list_new_files};
 pub use parse::{INGEST_HOUR, Parsed, SEQ, parse_files};

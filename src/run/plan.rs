@@ -11,7 +11,7 @@ use crate::clock::{self, latest_ingest_hour};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, format_hour};
-use crate::input::{HeldBack, PlannedFile, list_new_files};
+use crate::input::{Committed as _, HeldBack, PlannedFile, list_new_files};
 use crate::state::{Checkpoint, Plan, RunLock, Store, marker};
 
 /// The files a batch may take, and what the listing reports beside them.
@@ -29,16 +29,18 @@ struct Found {
 /// two batches of this one) and those in the resumed plan `saved` left out.
 fn find(
     config: &Config,
+    store: &Store,
     checkpoint: &Checkpoint,
     saved: Option<&Plan>,
     candidates: Candidates<'_>,
 ) -> Result<Found> {
+    let committed = store.committed(checkpoint);
     let (files, ignored, held_back) = match candidates {
         Candidates::Listed => {
             let latest = latest_ingest_hour(clock::now()?, config.clock_skew_minutes);
             let listing = list_new_files(
                 &config.input_root,
-                &checkpoint.files,
+                &committed,
                 checkpoint.watermark_hour,
                 checkpoint.next_batch,
                 latest,
@@ -53,10 +55,13 @@ fn find(
     };
     let in_saved =
         |f: &PlannedFile| saved.is_some_and(|p| p.files.iter().any(|s| s.rel_path == f.rel_path));
-    let files = files
-        .into_iter()
-        .filter(|f| !checkpoint.files.contains_key(&f.rel_path) && !in_saved(f))
-        .collect();
+    let mut taken = Vec::with_capacity(files.len());
+    for file in files {
+        if !in_saved(&file) && committed.size_of(&file.rel_path)?.is_none() {
+            taken.push(file);
+        }
+    }
+    let files = taken;
     Ok(Found {
         files,
         ignored,
@@ -117,7 +122,7 @@ impl Run {
             files: candidates,
             ignored,
             held_back,
-        } = find(config, &checkpoint, saved.as_ref(), candidates)?;
+        } = find(config, &store, &checkpoint, saved.as_ref(), candidates)?;
         let (plan, resumed, later) = match saved {
             Some(plan) => (plan, true, candidates),
             None => {

@@ -5,13 +5,17 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Seen, Store, file};
+use super::{ArchiveRef, Seen, Store, file};
 use crate::error::{Error, Result};
 use crate::storage::Created;
 
-/// Layout version of the checkpoint folder: 2 keeps the dedup state as integer keys
-/// (`dedup_keys`, `dedup_readings`); 1 kept it as strings in `dedup_state`.
-const FORMAT: u32 = 2;
+/// Layout version of the checkpoint folder: 3 may move old folders' committed files to an
+/// archive (an earlier version would not look there: it refuses format 3); 2 keeps the dedup
+/// state as integer keys (`dedup_keys`, `dedup_readings`); 1 kept it as strings in `dedup_state`.
+const FORMAT: u32 = 3;
+
+/// The layout before the archive, read as this one (it has none) and written as this one.
+const FORMAT_NO_ARCHIVE: u32 = 2;
 
 /// The earlier layout a rebuild can start from.
 const FORMAT_REBUILDABLE: u32 = 1;
@@ -30,14 +34,18 @@ pub struct Checkpoint {
     pub watermark_hour: Option<i64>,
     /// Latest ingestion hour processed.
     pub latest_ingest_hour: Option<i64>,
-    /// Committed files (path relative to the input root) and their size in bytes.
+    /// Committed files (path relative to the input root) and their size in bytes, but for those
+    /// of old folders moved to the archive (see [`super::committed`]).
     pub files: BTreeMap<String, u64>,
+    /// The archive holding the committed files of old folders, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub archive: Option<ArchiveRef>,
 }
 
 impl Checkpoint {
     /// Whether it is in this version's layout (an earlier one can only be rebuilt).
     pub fn is_current(&self) -> bool {
-        self.format == FORMAT
+        self.format == FORMAT || self.format == FORMAT_NO_ARCHIVE
     }
 }
 
@@ -45,8 +53,11 @@ impl Store {
     /// The checkpoint, or an empty one before the first run.
     pub fn load(&self) -> Result<Checkpoint> {
         let cp = self.load_for_rebuild()?;
-        if cp.format == FORMAT {
-            return Ok(cp);
+        if cp.is_current() {
+            return Ok(Checkpoint {
+                format: FORMAT,
+                ..cp
+            });
         }
         Err(Error::Checkpoint {
             path: self.checkpoint_path().display_path(),
@@ -73,7 +84,7 @@ impl Store {
                 ..Checkpoint::default()
             });
         };
-        if cp.format != FORMAT && cp.format != FORMAT_REBUILDABLE {
+        if !cp.is_current() && cp.format != FORMAT_REBUILDABLE {
             return Err(Error::Checkpoint {
                 path: path.display_path(),
                 reason: format!("unknown format {} (this version reads {FORMAT})", cp.format),

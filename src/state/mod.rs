@@ -1,7 +1,9 @@
-//! What a run keeps besides the tables: the checkpoint, the plan of the batch in flight, the
-//! rebuild marker, and the lock that keeps one run at a time on a set of tables.
+//! What a run keeps besides the tables: the checkpoint (and the archive of old folders' committed
+//! files), the plan of the batch in flight, the rebuild marker, and the lock that keeps one run
+//! at a time on a set of tables.
 
 mod checkpoint;
+mod committed;
 mod file;
 mod lock;
 pub mod marker;
@@ -12,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use crate::storage::{Location, Version};
 
 pub use checkpoint::{Checkpoint, FORMAT_1_STATE};
+pub use committed::ArchiveRef;
 pub use lock::RunLock;
 pub use plan::Plan;
 
