@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use deltalake::operations::vacuum::VacuumMode;
+use deltalake::protocol::checkpoints::cleanup_expired_logs_for;
+use deltalake::table::config::TablePropertiesExt as _;
 
 use super::{Table, delta_error};
 use crate::error::Result;
@@ -42,8 +44,11 @@ impl Table {
 
     /// Deletes data files no version younger than `retention_hours` refers to, and files no
     /// commit refers to at all (left by a run that crashed before committing) once they are
-    /// that old. Returns how many files were deleted.
+    /// that old; then the log's entries older than the table's log retention (the commits do
+    /// not, see `commit_written`), up to the latest checkpoint before them. Returns how many data
+    /// files were deleted.
     pub async fn vacuum(&mut self, retention_hours: i64) -> Result<usize> {
+        let err = delta_error(self.spec.name);
         let (table, metrics) = self
             .table
             .clone()
@@ -51,8 +56,15 @@ impl Table {
             .with_retention_period(chrono::Duration::hours(retention_hours))
             .with_mode(VacuumMode::Full)
             .await
-            .map_err(delta_error(self.spec.name))?;
+            .map_err(err)?;
         self.table = table;
+        let snapshot = self.table.snapshot().map_err(err)?;
+        let retention = snapshot.table_config().log_retention_duration().as_millis();
+        let version = snapshot.version();
+        let cutoff = chrono::Utc::now().timestamp_millis() - retention as i64;
+        cleanup_expired_logs_for(version, self.table.log_store().as_ref(), cutoff, None)
+            .await
+            .map_err(err)?;
         self.list_files().await?;
         Ok(metrics.files_deleted.len())
     }

@@ -20,9 +20,9 @@ pub mod schema;
 mod stores;
 mod write;
 
+use deltalake::DeltaTable;
 use deltalake::kernel::{DataType, LogicalFileView, StructField};
 use deltalake::protocol::SaveMode;
-use deltalake::{DeltaTable, TableProperty};
 use futures::TryStreamExt as _;
 
 pub use crate::storage::block_on;
@@ -193,13 +193,10 @@ impl Table {
                 .with_table_name(spec.name)
                 .with_columns(fields)
                 .with_partition_columns(spec.partition)
-                .with_configuration_property(
-                    TableProperty::CheckpointInterval,
-                    Some(schema::CHECKPOINT_INTERVAL),
-                )
-                .with_configuration_property(
-                    TableProperty::LogRetentionDuration,
-                    Some(schema::LOG_RETENTION),
+                .with_configuration(
+                    schema::PROPERTIES
+                        .iter()
+                        .map(|(key, value)| (key.as_ref(), Some(*value))),
                 )
                 .with_raise_if_key_not_exists(false)
                 .with_configuration(pins.iter().map(|p| (p.property(), Some(p.value.clone()))))
@@ -304,10 +301,12 @@ impl Table {
                 }
             }
         }
-        // A table of an earlier version keeps a month of its log; this version, a week.
-        let retention = TableProperty::LogRetentionDuration.as_ref().to_owned();
-        if !stored.contains_key(&retention) {
-            missing.insert(retention, schema::LOG_RETENTION.to_owned());
+        // A table of an earlier version may keep a month of its log (this version: a week), or
+        // write log checkpoints less often, or without the statistics as a struct.
+        for (key, value) in schema::PROPERTIES {
+            if stored.get(key.as_ref()).map(String::as_str) != Some(value) {
+                missing.insert(key.as_ref().to_owned(), value.to_owned());
+            }
         }
         self.missing_pins = missing;
         Ok(())
@@ -514,6 +513,22 @@ mod tests {
             &Default::default(),
             &Default::default(),
         ))??;
+        // An earlier version also wrote log checkpoints once a day, statistics only as JSON.
+        let earlier_properties = [
+            (deltalake::TableProperty::CheckpointInterval, "24"),
+            (
+                deltalake::TableProperty::CheckpointWriteStatsAsStruct,
+                "false",
+            ),
+        ];
+        block_on(
+            earlier.set_properties(
+                earlier_properties
+                    .iter()
+                    .map(|(key, value)| (key.as_ref().to_owned(), (*value).to_owned()))
+                    .collect(),
+            ),
+        )??;
 
         let mut later = block_on(Table::open_or_create(&dir, &LATER))??;
         let new = LATER.frame(vec![
@@ -536,6 +551,16 @@ mod tests {
 
         let reopened = block_on(Table::open_or_create(&dir, &LATER))??;
         assert!(reopened.missing_columns.is_empty());
+        let snapshot = reopened.table.snapshot().map_err(delta_error("layouts"))?;
+        let stored = snapshot.metadata().configuration();
+        for (key, value) in schema::PROPERTIES {
+            assert_eq!(
+                stored.get(key.as_ref()).map(String::as_str),
+                Some(value),
+                "{}",
+                key.as_ref()
+            );
+        }
         let rows = block_on(reopened.read_hours(&Default::default()))??
             .sort(["id"], Default::default())
             .map_err(Error::polars("test"))?;

@@ -2,6 +2,7 @@
 //! partition column and where the table lives. Column names come from [`col`]; frames for a
 //! table are built with [`Spec::frame`], which checks them against the schema.
 
+use deltalake::TableProperty;
 use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
 
 use crate::config::Config;
@@ -11,15 +12,28 @@ use crate::storage::Location;
 /// Application id of every transaction the pipeline commits.
 pub const APP_ID: &str = "aquabill";
 
-/// Commits between Delta log checkpoints (written by each table's commit hook): about one commit
-/// per hourly run, so a log checkpoint a day keeps opening a table flat as history grows.
-pub const CHECKPOINT_INTERVAL: &str = "24";
+/// Commits between Delta log checkpoints (written by each table's commit hook; about one commit
+/// per hourly run). Opening a table replays the commits since its last log checkpoint, and a
+/// commit of `cumulative_usage` can replace every hour of a month: a day of them (the interval
+/// was 24) made opening a table and reading its state back after each commit grow with the
+/// month. A checkpoint every few commits keeps both flat.
+pub const CHECKPOINT_INTERVAL: &str = "10";
 
 /// How long a table's Delta log keeps commits older than its latest log checkpoint (they are
 /// removed when a checkpoint is written): as long as vacuum keeps replaced data files (the
 /// watermark's 168 hours, [`crate::hours::WATERMARK_HOURS`]), the furthest a reader can travel
 /// back anyway. Delta's default, 30 days, makes every table open list a month of commits.
 pub const LOG_RETENTION: &str = "interval 168 hours";
+
+/// The Delta table properties of every table this version writes: set when a table is created,
+/// and on a table of an earlier version that lacks them or has other values by its upgrade
+/// (layout only: no stored row changes meaning). Log checkpoints also carry each file's
+/// statistics as a struct, so that opening a table does not parse them from JSON text.
+pub const PROPERTIES: [(TableProperty, &str); 3] = [
+    (TableProperty::CheckpointInterval, CHECKPOINT_INTERVAL),
+    (TableProperty::LogRetentionDuration, LOG_RETENTION),
+    (TableProperty::CheckpointWriteStatsAsStruct, "true"),
+];
 
 /// A parameter that gives a table's stored rows their meaning, stored with the table as the
 /// Delta table property `aquabill.<parameter>` and checked whenever a run opens the table, so
