@@ -158,13 +158,7 @@ pub fn rebuild(config: &Config) -> Result<RebuildReport> {
     store.copy_archive_from(&staged, &replayed)?;
     lock.check()?;
     store.commit(&replayed)?;
-    if let Some(old) = checkpoint
-        .archive
-        .as_ref()
-        .filter(|old| Some(*old) != replayed.archive.as_ref())
-    {
-        store.remove_archive(&old.name)?;
-    }
+    store.remove_old_archives(&replayed, rebuild_batch);
     // The dedup state of the earlier layout, replaced by this version's tables above.
     config.checkpoint_dir.join(FORMAT_1_STATE).remove_all()?;
     marker::finish(&config.output_root)?;

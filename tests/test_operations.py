@@ -439,6 +439,14 @@ def test_the_checkpoint_keeps_recent_folders_and_archives_the_rest(
     assert done.returncode == 1, done.stdout
     assert archive['name'] in done.stderr and 'missing' in done.stderr, done.stderr
     assert versions(out) == tables
+    # ... and so is a batch whose checkpoint would extend it, before any table is written.
+    later = datetime(1970, 1, 1) + timedelta(hours=max(map(hour_of_path, on_disk)) + 30)
+    add(log, f'{later:%Y-%m-%dT%H}', 'new.jsonl',
+        reading('M000001', 'C000001', f'{later:%Y-%m-%dT%H}:10:00Z', '3'))
+    done = run_once(run_once_binary, log, out)
+    assert done.returncode == 1, done.stdout
+    assert archive['name'] in done.stderr and 'missing' in done.stderr, done.stderr
+    assert versions(out) == tables
     found = verified(verify_binary, out)
     assert found.returncode == 1 and archive['name'] in found.stdout, found.stdout + found.stderr
 

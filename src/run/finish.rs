@@ -90,11 +90,11 @@ impl Run {
         checkpoint.next_batch = batch + 1;
         checkpoint.watermark_hour = self.batch.watermark_after;
         checkpoint.latest_ingest_hour = self.batch.latest_ingest_after;
-        let replaced_archive = self.store.archive_old_files(&mut checkpoint, batch)?;
         self.lock.check()?;
+        let archived = self.store.archive_old_files(&mut checkpoint, batch)?;
         self.store.commit(&checkpoint)?;
-        if let Some(name) = replaced_archive {
-            self.store.remove_archive(&name)?;
+        if archived {
+            self.store.remove_old_archives(&checkpoint, batch);
         }
         crate::trace::phase("finish/checkpoint", p);
         if batch % VACUUM_EVERY_BATCHES == VACUUM_EVERY_BATCHES - 1 {

@@ -140,8 +140,11 @@ impl Run {
         if plan.rebuild {
             return Err(Error::RebuildUnfinished);
         }
-        // Before anything is written: the tables agree with the checkpoint (a run with no files
-        // writes nothing and opens no table).
+        let (latest_ingest_after, watermark_after) = after(&plan, &checkpoint);
+        // Before anything is written: the archive this batch's checkpoint will extend is
+        // readable, and the tables agree with the checkpoint (a run with no files writes
+        // nothing and opens no table).
+        store.check_archive_before(&checkpoint, &plan.files, watermark_after)?;
         let tables = if plan.files.is_empty() {
             Default::default()
         } else {
@@ -150,7 +153,6 @@ impl Run {
         if !resumed && !plan.files.is_empty() {
             store.save_plan(&plan)?;
         }
-        let (latest_ingest_after, watermark_after) = after(&plan, &checkpoint);
         let mut run = Self {
             config: config.clone(),
             lock,

@@ -9,7 +9,9 @@
 //! folder the watermark passed). The archive is immutable: each archiving writes a new one,
 //! created only if absent, named by the batch and a digest of its content, so a rerun of the
 //! batch after a crash writes (or finds) the same file; the checkpoint that names it is
-//! committed after it, and the archive it replaced is removed after that.
+//! committed after it, and then the archives earlier batches wrote that it does not name (the
+//! one replaced, any a crash left) are removed. A batch that will archive checks, before it
+//! writes anything, that the archive its checkpoint names is readable.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher as _;
@@ -50,6 +52,14 @@ struct Archive {
 fn folder_hour(rel_path: &str) -> Option<i64> {
     let folder = rel_path.split('/').next()?;
     folder.strip_prefix(FOLDER_PREFIX).and_then(parse_hour)
+}
+
+/// Whether a checkpoint holding `files` (paths relative to the log's root) moves some of them
+/// to the archive at watermark `watermark`: once the oldest folder is a day older than the
+/// folders it keeps.
+fn archiving_due<'a>(files: impl Iterator<Item = &'a str>, watermark: i64) -> bool {
+    let oldest = files.filter_map(folder_hour).min();
+    oldest.is_some_and(|oldest| oldest < watermark - 2 * ARCHIVE_AFTER_HOURS)
 }
 
 /// What runs committed, as a checkpoint and its archive record it; the archive is read on the
@@ -106,6 +116,29 @@ impl Store {
         }
     }
 
+    /// Before a batch writes anything: if finishing it (its files `new_files` committed, the
+    /// watermark at `watermark_after`) will archive, the archive the checkpoint names must be
+    /// readable, or the batch would commit every table and then fail at its checkpoint, again
+    /// on every rerun. Refused here instead, naming the archive.
+    pub fn check_archive_before(
+        &self,
+        checkpoint: &Checkpoint,
+        new_files: &[crate::input::PlannedFile],
+        watermark_after: Option<i64>,
+    ) -> Result<()> {
+        let (Some(_), Some(watermark)) = (&checkpoint.archive, watermark_after) else {
+            return Ok(());
+        };
+        let files = checkpoint.files.keys().map(String::as_str);
+        if archiving_due(
+            files.chain(new_files.iter().map(|f| f.rel_path.as_str())),
+            watermark,
+        ) {
+            self.committed(checkpoint).archived()?;
+        }
+        Ok(())
+    }
+
     fn archive_path(&self, name: &str) -> crate::storage::Location {
         self.dir.join(&format!("committed/{name}"))
     }
@@ -138,20 +171,15 @@ impl Store {
     /// Moves the files of folders [`ARCHIVE_AFTER_HOURS`] before the watermark's out of
     /// `checkpoint` into a new archive (with the files of the one it names), once a day of such
     /// folders has gathered; the new archive is written here, before the checkpoint that names
-    /// it is committed. Returns the name of the archive replaced, to remove once the checkpoint
-    /// is committed ([`Store::remove_archive`]).
-    pub fn archive_old_files(
-        &self,
-        checkpoint: &mut Checkpoint,
-        batch: i64,
-    ) -> Result<Option<String>> {
+    /// it is committed. Returns whether it archived: once the checkpoint is committed, the
+    /// replaced archive is removed ([`Store::remove_old_archives`]).
+    pub fn archive_old_files(&self, checkpoint: &mut Checkpoint, batch: i64) -> Result<bool> {
         let Some(watermark) = checkpoint.watermark_hour else {
-            return Ok(None);
+            return Ok(false);
         };
         let before_hour = watermark - ARCHIVE_AFTER_HOURS;
-        let oldest = checkpoint.files.keys().filter_map(|f| folder_hour(f)).min();
-        if oldest.is_none_or(|oldest| oldest >= before_hour - ARCHIVE_AFTER_HOURS) {
-            return Ok(None);
+        if !archiving_due(checkpoint.files.keys().map(String::as_str), watermark) {
+            return Ok(false);
         }
         let mut files = self.committed(checkpoint).archived()?.clone();
         let (old, recent): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut checkpoint.files)
@@ -169,7 +197,7 @@ impl Store {
         // A rerun of the batch writes the same bytes under the same name.
         self.create_archive(&name, bytes)?;
         crate::faults::durable("checkpoint archive written");
-        let replaced = checkpoint.archive.replace(ArchiveRef {
+        checkpoint.archive = Some(ArchiveRef {
             name,
             before_hour: before_hour.max(
                 checkpoint
@@ -179,12 +207,55 @@ impl Store {
             ),
             files: archive.files.len() as u64,
         });
-        Ok(replaced.map(|a| a.name))
+        Ok(true)
     }
 
-    /// Removes an archive no committed checkpoint names any more (already gone is fine).
-    pub fn remove_archive(&self, name: &str) -> Result<()> {
-        self.archive_path(name).remove()
+    /// Removes the archives the committed `checkpoint` (of batch `batch`) does not name and
+    /// that earlier batches wrote: the one it replaced, and any a crash between a checkpoint
+    /// commit and this removal left. Archives of this batch or later are left alone (a run that
+    /// lost its lock may be writing one). Best effort: the batch is done whatever happens here,
+    /// and a failure is reported on stderr for the next archiving to finish.
+    pub fn remove_old_archives(&self, checkpoint: &Checkpoint, batch: i64) {
+        let current = checkpoint.archive.as_ref().map(|a| a.name.as_str());
+        let removed = self.archive_names().and_then(|names| {
+            for name in names {
+                let written_by = name
+                    .strip_prefix("archive-")
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|b| b.parse::<i64>().ok());
+                if Some(name.as_str()) != current && written_by.is_some_and(|b| b < batch) {
+                    self.archive_path(&name).remove()?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = removed {
+            eprintln!(
+                "aquabill: warning: an archive of committed files no checkpoint names was left: {e}"
+            );
+        }
+    }
+
+    /// The names of the files in `committed/`.
+    fn archive_names(&self) -> Result<Vec<String>> {
+        let folder = self.dir.join("committed");
+        match folder.as_local() {
+            Some(dir) => match std::fs::read_dir(dir) {
+                Ok(entries) => entries
+                    .map(|e| {
+                        e.map(|e| e.file_name().to_string_lossy().into_owned())
+                            .map_err(|e| Error::io("listing", dir, e))
+                    })
+                    .collect(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+                Err(e) => Err(Error::io("listing", dir, e)),
+            },
+            None => Ok(folder
+                .list_files(None)?
+                .into_iter()
+                .map(|f| f.rel_path)
+                .collect()),
+        }
     }
 
     /// Copies the archive `checkpoint` (a checkpoint of `from`) names into this store, before a
@@ -243,14 +314,13 @@ mod tests {
                 .collect(),
             ..store.load()?
         };
-        assert_eq!(
-            store.archive_old_files(&mut checkpoint, 7)?,
-            None,
+        assert!(
+            !store.archive_old_files(&mut checkpoint, 7)?,
             "no watermark yet"
         );
         checkpoint.watermark_hour = Some(hour(80));
         let before = checkpoint.clone();
-        assert_eq!(store.archive_old_files(&mut checkpoint, 7)?, None);
+        assert!(store.archive_old_files(&mut checkpoint, 7)?);
         // Folders before hour 56 (a day before the watermark's) are archived, the rest kept.
         let archive = checkpoint.archive.clone().ok_or(Error::Hour { hour: 0 })?;
         assert_eq!((archive.before_hour, archive.files), (hour(56), 56));
@@ -282,15 +352,14 @@ mod tests {
         // Less than a day of old folders gathered: nothing moves.
         checkpoint.watermark_hour = Some(hour(100));
         let unchanged = checkpoint.clone();
-        assert_eq!(store.archive_old_files(&mut checkpoint, 8)?, None);
+        assert!(!store.archive_old_files(&mut checkpoint, 8)?);
         assert_eq!(checkpoint, unchanged);
         // A file taken late from an archived folder is kept in the checkpoint until the next
         // archiving, which replaces the archive with one holding both.
         checkpoint.files.insert(file(1, "late.jsonl"), 5);
         checkpoint.watermark_hour = Some(hour(101));
         let batch_9 = checkpoint.clone();
-        let replaced = store.archive_old_files(&mut checkpoint, 9)?;
-        assert_eq!(replaced, Some(archive.name.clone()));
+        assert!(store.archive_old_files(&mut checkpoint, 9)?);
         let newer = checkpoint.archive.clone().ok_or(Error::Hour { hour: 0 })?;
         assert_eq!((newer.before_hour, newer.files), (hour(77), 78));
         assert_ne!(newer.name, archive.name);
@@ -304,7 +373,26 @@ mod tests {
             found => panic!("another archive under the same name must be refused, got {found:?}"),
         }
         std::fs::write(&path, &bytes).map_err(|e| Error::io("writing", &path, e))?;
-        store.remove_archive(&archive.name)?;
+        // Once the checkpoint naming the new archive is committed, the replaced one (and any
+        // other an earlier batch left) goes; the one named, and later batches', stay.
+        let stray = temp_dir
+            .path()
+            .join("committed")
+            .join("archive-000000003-0.json");
+        let later = temp_dir
+            .path()
+            .join("committed")
+            .join("archive-000000010-0.json");
+        for file in [&stray, &later] {
+            std::fs::write(file, b"{}").map_err(|e| Error::io("writing", file, e))?;
+        }
+        store.remove_old_archives(&checkpoint, 9);
+        let mut left = store.archive_names()?;
+        left.sort();
+        assert_eq!(
+            left,
+            [newer.name.clone(), "archive-000000010-0.json".to_owned()]
+        );
         let committed = store.committed(&checkpoint);
         assert_eq!(committed.size_of(&file(1, "late.jsonl"))?, Some(5));
         assert_eq!(committed.size_of(&file(60, "a.jsonl"))?, Some(70));

@@ -196,7 +196,7 @@ impl Table {
                 .with_configuration(
                     schema::PROPERTIES
                         .iter()
-                        .map(|(key, value)| (key.as_ref(), Some(*value))),
+                        .map(|(key, value, _)| (key.as_ref(), Some(*value))),
                 )
                 .with_raise_if_key_not_exists(false)
                 .with_configuration(pins.iter().map(|p| (p.property(), Some(p.value.clone()))))
@@ -303,8 +303,10 @@ impl Table {
         }
         // A table of an earlier version may keep a month of its log (this version: a week), or
         // write log checkpoints less often, or without the statistics as a struct.
-        for (key, value) in schema::PROPERTIES {
-            if stored.get(key.as_ref()).map(String::as_str) != Some(value) {
+        // A value an operator chose (not this version's, not an earlier version's) is left.
+        for (key, value, earlier) in schema::PROPERTIES {
+            let found = stored.get(key.as_ref()).map(String::as_str);
+            if found.is_none() || found == earlier {
                 missing.insert(key.as_ref().to_owned(), value.to_owned());
             }
         }
@@ -513,13 +515,12 @@ mod tests {
             &Default::default(),
             &Default::default(),
         ))??;
-        // An earlier version also wrote log checkpoints once a day, statistics only as JSON.
+        // An earlier version also wrote log checkpoints once a day; an operator chose to keep
+        // a month of log.
+        let month = "interval 720 hours";
         let earlier_properties = [
             (deltalake::TableProperty::CheckpointInterval, "24"),
-            (
-                deltalake::TableProperty::CheckpointWriteStatsAsStruct,
-                "false",
-            ),
+            (deltalake::TableProperty::LogRetentionDuration, month),
         ];
         block_on(
             earlier.set_properties(
@@ -553,10 +554,14 @@ mod tests {
         assert!(reopened.missing_columns.is_empty());
         let snapshot = reopened.table.snapshot().map_err(delta_error("layouts"))?;
         let stored = snapshot.metadata().configuration();
-        for (key, value) in schema::PROPERTIES {
+        for (key, value, _) in schema::PROPERTIES {
+            let expected = match key {
+                deltalake::TableProperty::LogRetentionDuration => month,
+                _ => value,
+            };
             assert_eq!(
                 stored.get(key.as_ref()).map(String::as_str),
-                Some(value),
+                Some(expected),
                 "{}",
                 key.as_ref()
             );

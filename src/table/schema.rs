@@ -25,14 +25,19 @@ pub const CHECKPOINT_INTERVAL: &str = "10";
 /// back anyway. Delta's default, 30 days, makes every table open list a month of commits.
 pub const LOG_RETENTION: &str = "interval 168 hours";
 
-/// The Delta table properties of every table this version writes: set when a table is created,
-/// and on a table of an earlier version that lacks them or has other values by its upgrade
-/// (layout only: no stored row changes meaning). Log checkpoints also carry each file's
-/// statistics as a struct, so that opening a table does not parse them from JSON text.
-pub const PROPERTIES: [(TableProperty, &str); 3] = [
-    (TableProperty::CheckpointInterval, CHECKPOINT_INTERVAL),
-    (TableProperty::LogRetentionDuration, LOG_RETENTION),
-    (TableProperty::CheckpointWriteStatsAsStruct, "true"),
+/// The Delta table properties of every table this version writes, with the value an earlier
+/// version set (if it set one): set when a table is created, and by the upgrade of a table of an
+/// earlier version that lacks one or holds the earlier version's value (layout only: no stored
+/// row changes meaning); a value an operator chose is left alone. Log checkpoints also carry
+/// each file's statistics as a struct, so that opening a table does not parse them from JSON.
+pub const PROPERTIES: [(TableProperty, &str, Option<&str>); 3] = [
+    (
+        TableProperty::CheckpointInterval,
+        CHECKPOINT_INTERVAL,
+        Some("24"),
+    ),
+    (TableProperty::LogRetentionDuration, LOG_RETENTION, None),
+    (TableProperty::CheckpointWriteStatsAsStruct, "true", None),
 ];
 
 /// A parameter that gives a table's stored rows their meaning, stored with the table as the
