@@ -19,8 +19,9 @@ from deltalake import DeltaTable, TableFeatures
 from aquabill_tools import nbexec
 from aquabill_tools.env import built
 from conftest import ROOT, RunNotebook
-from helpers import (TABLES, add, batches_applied_once, comparable, committed_files, crashed,
-                     finish, hour_of_path, reading, rows, run_once, same_result, state)
+from helpers import (TABLES, add, batches_applied_once, comparable, committed_files,
+                     crash_at_every_step, crashed, finish, hour_of_path, reading, rows, run_once,
+                     same_result, state)
 
 PREFIX = 'ingest_hour='
 
@@ -367,18 +368,26 @@ def test_a_rebuild_planned_afresh_undoes_a_folder_taken_from_the_future(
     same_result(out, ref)
 
 
+@pytest.fixture(scope='module')
+def two_weeks(tmp_path_factory: pytest.TempPathFactory, generator: Path) -> Path:
+    """Two weeks of log, one file an hour (tests copy it before they change it)."""
+    log = tmp_path_factory.mktemp('two-weeks') / 'log'
+    subprocess.run([str(generator), '--output', str(log), '--start-hour', '2026-04-01T00',
+                    '--end-hour', '2026-04-15T00', '--meters', '6', '--seed', '8',
+                    '--files-per-hour', '1', '--duplicate-rate', '0.05', '--offline-share',
+                    '0.3'], check=True, capture_output=True)
+    return log
+
+
 def test_the_checkpoint_keeps_recent_folders_and_archives_the_rest(
-        tmp_path: Path, generator: Path, run_once_binary: Path, verify_binary: Path) -> None:
+        tmp_path: Path, two_weeks: Path, run_once_binary: Path, verify_binary: Path) -> None:
     """Two weeks of log taken twelve hours a run: `checkpoint.json` keeps the files of the
     folders a run may still list, the older ones move to its archive, and nothing is lost. A run
     that lists the whole log takes no archived file again, rebuilds carry the archive over, a
     file put into an archived folder is quarantined as too late and counted once, an archived
     file that changed is refused, and so is a checkpoint whose archive is missing."""
     log, out, ref = tmp_path / 'log', tmp_path / 'out', tmp_path / 'ref'
-    subprocess.run([str(generator), '--output', str(log), '--start-hour', '2026-04-01T00',
-                    '--end-hour', '2026-04-15T00', '--meters', '6', '--seed', '8',
-                    '--files-per-hour', '1', '--duplicate-rate', '0.05', '--offline-share',
-                    '0.3'], check=True, capture_output=True)
+    shutil.copytree(two_weeks, log)
     on_disk = {f'{p.parent.name}/{p.name}': p.stat().st_size for p in log.glob('*/*.jsonl')}
     finish(run_once_binary, log, out, cap=12)
     finish(run_once_binary, log, ref)
@@ -449,6 +458,46 @@ def test_the_checkpoint_keeps_recent_folders_and_archives_the_rest(
     assert versions(out) == tables
     found = verified(verify_binary, out)
     assert found.returncode == 1 and archive['name'] in found.stdout, found.stdout + found.stderr
+
+
+def test_a_crash_at_every_step_of_a_batch_that_archives(
+        tmp_path: Path, two_weeks: Path, run_once_binary: Path) -> None:
+    """Runs of 12 files up to the batch that would first archive; that batch (the rest of the
+    log) crashed after each of its durable steps and rerun: the archive written before the
+    checkpoint, the checkpoint, the removal after it. Every rerun ends where the uncrashed
+    batch does."""
+    base, before = tmp_path / 'base', tmp_path / 'before'
+    while True:
+        shutil.rmtree(before, ignore_errors=True)
+        if base.exists():
+            shutil.copytree(base, before)
+        done = run_once(run_once_binary, two_weeks, base, cap=12)
+        assert done.returncode == 0 and 'no new files' not in done.stdout, done.stderr
+        if json.loads((base / '_checkpoint' / 'checkpoint.json').read_text()).get('archive'):
+            break
+    assert before.exists(), 'the first batch archived already'
+    shutil.rmtree(base)
+    shutil.copytree(before, base)
+    finish(run_once_binary, two_weeks, base)
+    reference = state(base)
+    assert reference['checkpoint'] and (base / '_checkpoint' / 'committed').exists()
+
+    def attempt(k: int, crash_at: int | None) -> subprocess.CompletedProcess[str]:
+        out = tmp_path / f'crash-{k}'
+        if not out.exists():
+            shutil.copytree(before, out)
+        return run_once(run_once_binary, two_weeks, out, crash_at=crash_at)
+
+    def state_of(k: int) -> dict[str, object]:
+        out = tmp_path / f'crash-{k}'
+        found = state(out)
+        batches_applied_once(out)
+        shutil.rmtree(out)
+        return found
+
+    covered = crash_at_every_step(attempt, state_of, reference)
+    for step in ('plan written', 'checkpoint archive written', 'checkpoint written'):
+        assert step in covered, (step, covered)
 
 
 @pytest.fixture(scope='session')
