@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from collections import Counter
 from collections.abc import Callable
@@ -95,6 +96,15 @@ def crash_at_every_step(attempt: Callable[[int, int | None], subprocess.Complete
         assert state_of(k) == reference, f'crash after durable step {k} changed the result'
         if crashes == 0:
             return covered
+
+
+def state_and_remove(out: Path) -> dict[str, object]:
+    """The state of a crash test's target `out` (each batch committed once to every table),
+    then `out` removed: what `crash_at_every_step`'s `state_of` gives for a local target."""
+    found = state(out)
+    batches_applied_once(out)
+    shutil.rmtree(out)
+    return found
 
 
 def crashed(proc: subprocess.CompletedProcess[str]) -> str | None:

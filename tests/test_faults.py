@@ -15,7 +15,7 @@ from aquabill_tools import nbexec
 from conftest import NOTEBOOK, KernelFactory
 from helpers import (add, assert_every_kind_of_step, batches_applied_once, comparable,
                      crash_at_every_step, crashed, finish, generate_log, reading, rows, run_once,
-                     state)
+                     state, state_and_remove)
 
 
 @pytest.fixture(scope='module')
@@ -38,11 +38,7 @@ def test_crash_at_every_durable_step(tmp_path: Path, run_once_binary: Path, log:
         return run_once(run_once_binary, log, tmp_path / f'crash-{k}', cap=20, crash_at=crash_at)
 
     def state_of(k: int) -> dict[str, object]:
-        out = tmp_path / f'crash-{k}'
-        found = state(out)
-        batches_applied_once(out)
-        shutil.rmtree(out)
-        return found
+        return state_and_remove(tmp_path / f'crash-{k}')
 
     covered = crash_at_every_step(attempt, state_of, reference)
     assert_every_kind_of_step(covered)

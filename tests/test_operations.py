@@ -21,7 +21,7 @@ from aquabill_tools.env import built
 from conftest import ROOT, RunNotebook
 from helpers import (TABLES, add, batches_applied_once, comparable, committed_files,
                      crash_at_every_step, crashed, finish, hour_of_path, reading, rows, run_once,
-                     same_result, state)
+                     same_result, state, state_and_remove)
 
 PREFIX = 'ingest_hour='
 
@@ -489,11 +489,7 @@ def test_a_crash_at_every_step_of_a_batch_that_archives(
         return run_once(run_once_binary, two_weeks, out, crash_at=crash_at)
 
     def state_of(k: int) -> dict[str, object]:
-        out = tmp_path / f'crash-{k}'
-        found = state(out)
-        batches_applied_once(out)
-        shutil.rmtree(out)
-        return found
+        return state_and_remove(tmp_path / f'crash-{k}')
 
     covered = crash_at_every_step(attempt, state_of, reference)
     for step in ('plan written', 'checkpoint archive written', 'checkpoint written'):
