@@ -36,7 +36,15 @@ pub struct Config {
     pub rewrite_closed_bills: bool,
     /// The customer the chart shows; empty: the one with the largest running total.
     pub chart_customer: String,
+    /// Flow hours that make a `continuous_flow` alert.
+    pub alert_flow_hours: i64,
+    /// Quiet ingestion hours that make a `silent` alert.
+    pub alert_silent_hours: i64,
 }
+
+/// The longest alert threshold, in hours: a billing month's (a stretch longer than that is
+/// not an hourly alert any more).
+pub const ALERT_HOURS_MAX: i64 = 31 * 24;
 
 impl Config {
     /// Validates the parameters; writes nothing.
@@ -118,6 +126,17 @@ impl Config {
                 "must be within 0..=60".to_owned(),
             ));
         }
+        for (name, value) in [
+            ("alert_flow_hours", p.alert_flow_hours),
+            ("alert_silent_hours", p.alert_silent_hours),
+        ] {
+            if !(1..=ALERT_HOURS_MAX).contains(&value) {
+                return Err(param(
+                    name,
+                    format!("{value} is not within 1..={ALERT_HOURS_MAX} hours"),
+                ));
+            }
+        }
         Ok(Self {
             input_root,
             output_root,
@@ -130,6 +149,8 @@ impl Config {
             rebuild_from_log: p.rebuild_from_log,
             rewrite_closed_bills: p.rewrite_closed_bills,
             chart_customer: p.chart_customer.trim().to_owned(),
+            alert_flow_hours: p.alert_flow_hours,
+            alert_silent_hours: p.alert_silent_hours,
         })
     }
 }

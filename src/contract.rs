@@ -142,6 +142,10 @@ parameters! {
     rewrite_closed_bills: Bool = false,
     /// The customer whose month the chart shows; empty: the one with the largest total.
     chart_customer: Text = "",
+    /// Hours of flow without a dry hour between them that make a `continuous_flow` alert.
+    alert_flow_hours: Int = 24,
+    /// Ingestion hours taken without a record of a meter that make a `silent` alert.
+    alert_silent_hours: Int = 24,
 }
 
 impl<'a> Params<'a> {
@@ -401,6 +405,8 @@ mod tests {
             ("rebuild_from_log", "false"),
             ("rewrite_closed_bills", "false"),
             ("chart_customer", ""),
+            ("alert_flow_hours", "24"),
+            ("alert_silent_hours", "24"),
         ];
         let listed: Vec<(&str, &str)> = PARAMETERS
             .iter()

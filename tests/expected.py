@@ -33,6 +33,14 @@ class Expected:
     hourly: dict[tuple[str, str], tuple[int, int, int]] = field(default_factory=dict)
     # (customer_id, usage_hour) -> (billing_month, usage_ml, cumulative_ml)
     cumulative: dict[tuple[str, str], tuple[str, int, int]] = field(default_factory=dict)
+    # (meter_id, recording hour) -> usage_ml of the accepted readings
+    meter_hours: dict[tuple[str, datetime], int] = field(default_factory=dict)
+    # meter_id -> the ingestion hours of the folders holding a valid record of it
+    heard: dict[str, set[datetime]] = field(default_factory=dict)
+    # meter_id -> the customer of its last valid record in ingestion order
+    meter_customer: dict[str, str] = field(default_factory=dict)
+    # every ingestion-hour folder with a file, ascending
+    folders: list[datetime] = field(default_factory=list)
 
     @property
     def quarantined(self) -> int:
@@ -85,6 +93,8 @@ def recompute(root: Path, skew_minutes: int = 5, tz: str = 'UTC') -> Expected:
     first: dict[tuple[str, datetime], tuple[str, int]] = {}
     readings: list[tuple[str, str, datetime, int]] = []
     for ingest_hour, path in log_files(root):
+        if not exp.folders or exp.folders[-1] != ingest_hour:
+            exp.folders.append(ingest_hour)
         data = path.read_bytes()
         lines = data.split(b'\n')
         if lines and lines[-1] == b'':
@@ -96,6 +106,8 @@ def recompute(root: Path, skew_minutes: int = 5, tz: str = 'UTC') -> Expected:
                 exp.malformed += 1
                 continue
             meter, customer, t, ml = rec
+            exp.heard.setdefault(meter, set()).add(ingest_hour)
+            exp.meter_customer[meter] = customer
             if t < ingest_hour - timedelta(days=7):
                 exp.late += 1
                 continue
@@ -112,6 +124,8 @@ def recompute(root: Path, skew_minutes: int = 5, tz: str = 'UTC') -> Expected:
             first[key] = (customer, ml)
             readings.append(rec)
             exp.accepted += 1
+            hour = t.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+            exp.meter_hours[(meter, hour)] = exp.meter_hours.get((meter, hour), 0) + ml
 
     sums: dict[tuple[str, str], list] = defaultdict(lambda: [0, 0, set()])
     for meter, customer, t, ml in readings:
@@ -190,3 +204,59 @@ def closed_bills(exp: Expected, root: Path, tz: str = 'UTC') -> dict[tuple[str, 
             meters_reported=max(m for _, _, m in hours),
         )
     return bills
+
+
+def alerts(exp: Expected, flow_hours: int = 24, silent_hours: int = 24) -> list[tuple]:
+    """The `meter_alerts` rows (without the batches that opened and closed them) as sorted
+    tuples of (column, value), from the whole log at once.
+
+    Continuous flow: a meter's hours with readings in time order; a stretch of flow hours (usage
+    above 0) ends at an hour whose readings sum to 0; hours without readings are skipped. A
+    stretch with at least `flow_hours` flow hours is an episode, open if no dry hour follows.
+    Silence: the log's folders in order from a meter's first; a folder without a record of the
+    meter is quiet once a later folder exists; `silent_hours` quiet folders in a row are an
+    episode, closed by the next folder with a record of it."""
+    out: list[dict[str, object]] = []
+
+    def row(meter: str, kind: str, first: datetime, last: datetime, is_open: bool, hours: int,
+            usage_ml: int, threshold: int) -> None:
+        out.append({'meter_id': meter, 'customer_id': exp.meter_customer[meter], 'kind': kind,
+                    'first_hour': hour_name(first), 'last_hour': hour_name(last),
+                    'is_open': is_open, 'hours': hours, 'usage_ml': usage_ml,
+                    'threshold_hours': threshold})
+
+    by_meter: dict[str, dict[datetime, int]] = defaultdict(dict)
+    for (meter, hour), ml in exp.meter_hours.items():
+        by_meter[meter][hour] = ml
+    for meter, hours in by_meter.items():
+        stretch: list | None = None  # [first, last, flow hours, usage]
+        for hour in sorted(hours):
+            if hours[hour] == 0:
+                if stretch and stretch[2] >= flow_hours:
+                    row(meter, 'continuous_flow', stretch[0], stretch[1], False, stretch[2],
+                        stretch[3], flow_hours)
+                stretch = None
+                continue
+            stretch = stretch or [hour, hour, 0, 0]
+            stretch[1] = hour
+            stretch[2] += 1
+            stretch[3] += hours[hour]
+        if stretch and stretch[2] >= flow_hours:
+            row(meter, 'continuous_flow', stretch[0], stretch[1], True, stretch[2], stretch[3],
+                flow_hours)
+
+    for meter, heard in exp.heard.items():
+        quiet: list[datetime] = []
+        for i, folder in enumerate(exp.folders):
+            if folder < min(heard):
+                continue
+            if folder in heard:
+                if len(quiet) >= silent_hours:
+                    row(meter, 'silent', quiet[0], quiet[-1], False, len(quiet), 0,
+                        silent_hours)
+                quiet = []
+            elif i + 1 < len(exp.folders):
+                quiet.append(folder)
+        if len(quiet) >= silent_hours:
+            row(meter, 'silent', quiet[0], quiet[-1], True, len(quiet), 0, silent_hours)
+    return sorted(tuple(r.items()) for r in out)

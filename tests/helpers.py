@@ -30,7 +30,10 @@ def generate_log(generator: Path, root: Path) -> Path:
     return root
 
 
-TABLES = ('hourly_usage', 'cumulative_usage', 'monthly_bills', 'quarantine', 'run_metrics')
+TABLES = ('hourly_usage', 'cumulative_usage', 'monthly_bills', 'meter_alerts', 'quarantine',
+          'run_metrics')
+# meter_alerts columns that name batches: they depend on how the log was split into runs.
+ALERT_BATCHES = ('opened_by_batch', 'closed_by_batch')
 # run_metrics columns that differ between two runs of the same batch (times; table versions and
 # file counts, which vacuum and compaction commits move).
 TIMING = ('started_at', 'duration_ms', 'plan_ms', 'parse_ms', 'dedup_ms', 'hourly_usage_ms',
@@ -127,6 +130,7 @@ def state(out: Path) -> dict[str, object]:
     found['dedup_readings'] = rows(out / '_checkpoint' / 'dedup_readings')
     found['dedup_keys'] = rows(out / '_checkpoint' / 'dedup_keys')
     found['dedup_meters'] = rows(out / '_checkpoint' / 'dedup_meters')
+    found['alert_meters'] = rows(out / '_checkpoint' / 'alert_meters')
     checkpoint = json.loads((out / '_checkpoint' / 'checkpoint.json').read_text())
     # Which files sit in the archive depends on the batches the log was split into: the record
     # of committed files is compared whole.
@@ -151,6 +155,8 @@ def comparable(out: Path) -> dict[str, object]:
         'dedup_keys': rows(out / '_checkpoint' / 'dedup_keys'),
         'dedup_meters': rows(out / '_checkpoint' / 'dedup_meters'),
         'monthly_bills': rows(out / 'monthly_bills', ('closed_by_batch',)),
+        'meter_alerts': rows(out / 'meter_alerts', ALERT_BATCHES),
+        'alert_meters': rows(out / '_checkpoint' / 'alert_meters'),
         'quarantine': rows(out / 'quarantine', ('batch_id',)),
         'totals': totals,
         'watermark': checkpoint['watermark_hour'],
@@ -184,7 +190,7 @@ def hour_of_path(rel_path: str) -> int:
 def batches_applied_once(out: Path) -> None:
     """Asserts that no table has two commits for one batch (app transaction version)."""
     for table in (*TABLES, '_checkpoint/dedup_keys', '_checkpoint/dedup_meters',
-                  '_checkpoint/dedup_readings'):
+                  '_checkpoint/dedup_readings', '_checkpoint/alert_meters'):
         versions: Counter[int] = Counter()
         for commit in sorted((out / table / '_delta_log').glob('*.json')):
             for line in commit.read_text().splitlines():
@@ -237,6 +243,7 @@ def same_result(out: Path, ref: Path, later_batches: bool = False) -> None:
         if later_batches:
             for table in ('quarantine', 'run_metrics'):
                 found[table] = rows(root / table, (*TIMING, 'batch_id'))
+            found['meter_alerts'] = rows(root / 'meter_alerts', ALERT_BATCHES)
     assert got == expected
 
 
@@ -247,6 +254,7 @@ def assert_every_kind_of_step(covered: list[str]) -> None:
                      'hourly_usage: data files written', 'cumulative_usage: committed',
                      'quarantine: committed', 'run_metrics: committed',
                      'dedup_readings: committed', 'dedup_readings: created',
-                     'dedup_keys: committed', 'dedup_meters: committed'):
+                     'dedup_keys: committed', 'dedup_meters: committed',
+                     'meter_alerts: committed', 'alert_meters: committed'):
         assert expected in kinds, (expected, sorted(kinds))
     print(f'{len(covered)} crashes: {sorted(kinds)}')

@@ -10,11 +10,11 @@ from pathlib import Path
 import polars as pl
 
 from conftest import Generate
-from expected import recompute
+from expected import alerts, recompute
 from readers import READERS, with_duckdb, with_polars_scan, with_pyarrow
-from helpers import assert_tables_match, run_once
+from helpers import ALERT_BATCHES, assert_tables_match, rows, run_once
 
-TABLES = ('hourly_usage', 'cumulative_usage', 'quarantine', 'run_metrics')
+TABLES = ('hourly_usage', 'cumulative_usage', 'meter_alerts', 'quarantine', 'run_metrics')
 
 
 def side_files(table: Path) -> int:
@@ -47,6 +47,7 @@ def test_every_reader_reads_the_same_rows(tmp_path: Path, generate: Generate,
         runs += 1
     assert runs == len(list(log.rglob('*.jsonl')))
     assert_tables_match(out, recompute(log))
+    assert rows(out / 'meter_alerts', ALERT_BATCHES) == alerts(recompute(log))
     assert side_files(out / 'hourly_usage') > 0 and side_files(out / 'cumulative_usage') > 0
     assert list((out / 'cumulative_usage' / '_delta_log').glob('*.checkpoint.parquet'))
     for table in TABLES:

@@ -61,6 +61,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0.02, value_name = "SHARE")]
     pub offline_share: f64,
 
+    /// Share of meters that start a leak in a given week: a constant flow on top of their use,
+    /// night and day, for 1 to 4 days (a running toilet, a dripping pipe).
+    #[arg(long, default_value_t = 0.01, value_name = "SHARE")]
+    pub leak_share: f64,
+
     /// Longest outage in hours; buffered readings are replayed when it ends (at most 167, so
     /// that replays stay within the 7-day watermark).
     #[arg(long, default_value_t = 160, value_name = "HOURS",
@@ -109,6 +114,7 @@ impl Args {
         for (name, share) in [
             ("--duplicate-rate", self.duplicate_rate),
             ("--offline-share", self.offline_share),
+            ("--leak-share", self.leak_share),
             ("--malformed-rate", self.malformed_rate),
         ] {
             anyhow::ensure!((0.0..=1.0).contains(&share), "{name} must be within 0..=1");

@@ -89,8 +89,17 @@ pub struct Fleet {
     delay_max_secs: i64,
     duplicate_rate: f64,
     offline_share: f64,
+    leak_share: f64,
     max_outage_secs: i64,
     malformed_rate: f64,
+}
+
+/// A leak of one meter: every interval recorded in `[start, end)` uses `ml` more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Leak {
+    start: i64,
+    end: i64,
+    ml: u64,
 }
 
 /// Purposes of the independent random streams, mixed into their seeds.
@@ -101,6 +110,8 @@ enum Stream {
     Reading = 3,
     Outage = 4,
     Damage = 5,
+    Idle = 6,
+    Leak = 7,
 }
 
 impl Fleet {
@@ -138,6 +149,7 @@ impl Fleet {
             delay_max_secs: i64::from(args.delay_max_minutes) * 60,
             duplicate_rate: args.duplicate_rate,
             offline_share: args.offline_share,
+            leak_share: args.leak_share,
             max_outage_secs: i64::from(args.max_outage_hours) * 3600,
             malformed_rate: args.malformed_rate,
         }
@@ -260,7 +272,9 @@ impl Fleet {
         delay.clamp(1, self.delay_max_secs)
     }
 
-    /// Usage of one interval: a daily rhythm around the meter's mean, some intervals idle.
+    /// Usage of one interval: a daily rhythm around the meter's mean, some intervals idle, and
+    /// whole hours idle (most nights have some: a household asleep uses no water), plus the
+    /// flow of a leak, if one runs.
     fn usage_ml(&self, meter: u32, recorded_at: i64, r: &mut ChaCha8Rng) -> u64 {
         const RHYTHM: [u32; 24] = [
             20, 10, 10, 10, 20, 60, 160, 200, 150, 100, 90, 100, 120, 100, 90, 90, 110, 150, 180,
@@ -268,11 +282,46 @@ impl Fleet {
         ];
         let hour = recorded_at.rem_euclid(86_400) / 3600;
         let mean = u64::from(self.mean_ml[meter as usize]) * u64::from(RHYTHM[hour as usize]) / 100;
-        if r.random_bool(0.15) {
+        // The interval's own draws come first, whatever else decides: the records' other
+        // random choices (retries, delays) stay those of the same seed without idle hours.
+        let used = if r.random_bool(0.15) {
             0
         } else {
             r.random_range(0..=2 * mean)
+        };
+        let idle_share = match RHYTHM[hour as usize] {
+            0..=20 => 0.6,
+            21..=70 => 0.25,
+            _ => 0.05,
+        };
+        let idle = rng(
+            self.seed,
+            Stream::Idle,
+            i64::from(meter),
+            recorded_at.div_euclid(3600),
+        )
+        .random_bool(idle_share);
+        let leak = self.leak(meter, recorded_at).map_or(0, |l| l.ml);
+        if idle { leak } else { used + leak }
+    }
+
+    /// The leak of `meter` that runs at `t`, if any: each week a meter may start one, lasting
+    /// less than a week, so only the leaks of `t`'s week and of the week before can run.
+    fn leak(&self, meter: u32, t: i64) -> Option<Leak> {
+        if self.leak_share == 0.0 {
+            return None;
         }
+        let week = t.div_euclid(SLOT_SECS);
+        [week - 1, week].into_iter().find_map(|w| {
+            let mut r = rng(self.seed, Stream::Leak, i64::from(meter), w);
+            if !r.random_bool(self.leak_share) {
+                return None;
+            }
+            let start = w * SLOT_SECS + r.random_range(0..SLOT_SECS);
+            let end = start + r.random_range(24..=96) * 3600;
+            let ml = r.random_range(20..=200) * self.interval_secs as u64 / 300;
+            (start..end).contains(&t).then_some(Leak { start, end, ml })
+        })
     }
 
     /// The first reading time of `meter` at or after `t`.

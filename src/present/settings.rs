@@ -45,6 +45,14 @@ fn settings(config: &Config) -> Vec<(&'static str, String)> {
                 customer => customer.to_owned(),
             },
         ),
+        (
+            "alert_flow_hours",
+            format!("{} h of flow", config.alert_flow_hours),
+        ),
+        (
+            "alert_silent_hours",
+            format!("{} ingestion hours quiet", config.alert_silent_hours),
+        ),
     ]
 }
 

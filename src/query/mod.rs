@@ -7,6 +7,7 @@
 //! hours of which billing months a run rewrites, and [`layout`] which files of an hour;
 //! [`bills`] which months a run closes and their `monthly_bills` rows.
 
+pub mod alerts;
 pub mod bills;
 pub mod cumulative;
 mod dedup;

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::state::Checkpoint;
-use crate::table::{ALL, MONTHLY_BILLS, Pin, Spec, Table, block_on, pins};
+use crate::table::{ALERT_TABLES, ALL, MONTHLY_BILLS, Pin, Spec, Table, block_on, pins};
 
 /// The tables, opened and checked: `resuming` is the batch whose saved plan the run finishes
 /// (its commits may already be in some tables), if any. Once every table agrees, and only if
@@ -42,6 +42,13 @@ pub(crate) fn checked_tables_pinned(
     let mut tables = BTreeMap::new();
     let mut disagree = Vec::new();
     let opened = open_existing_at_once(config, &ALL, pins)?;
+    // Both alert tables missing beside tables that hold batches: a deployment of a version
+    // before alerts, whose next run creates them.
+    let alerts_new = ALL
+        .iter()
+        .zip(&opened)
+        .filter(|(spec, _)| ALERT_TABLES.iter().any(|a| a.name == spec.name))
+        .all(|(_, table)| table.is_none());
     // Each table's last batch, all at once too (reading it replays the table's log).
     let held = block_on(futures::future::join_all(opened.iter().map(
         |table| async move {
@@ -53,8 +60,10 @@ pub(crate) fn checked_tables_pinned(
     )))?;
     for ((spec, table), held) in ALL.into_iter().zip(opened).zip(held) {
         let (Some(table), Some(held)) = (table, held?) else {
-            // No table yet: right before the first batch (the run creates it), wrong after.
-            if last.is_some() {
+            // No table yet: right before the first batch (the run creates it), wrong after
+            // (but for the alert tables of an upgrade).
+            let upgrade_creates = alerts_new && ALERT_TABLES.iter().any(|a| a.name == spec.name);
+            if last.is_some() && !upgrade_creates {
                 disagree.push(format!("`{}` is missing ({})", spec.name, spec.dir(config)));
             }
             continue;

@@ -33,6 +33,7 @@ impl Run {
         let key_table = self.open(&DEDUP_KEYS)?;
         let keys = keys::assign(&key_table, &mut parsed)?;
         self.keep(key_table);
+        let heard = super::alerts::heard(&parsed.records, &keys)?;
         let p = trace::phase("dedup/keys", t);
         let records = std::mem::take(&mut parsed.records);
         drop(parsed);
@@ -79,6 +80,8 @@ impl Run {
             meters,
             quiet,
             additions: None,
+            heard,
+            meter_ids: keys.meter_ids,
         }));
         self.step_done("dedup", t);
         Ok(report)

@@ -1,4 +1,5 @@
-//! The last step: the quarantine rows and the run's metrics are appended, the dedup state takes
+//! The last step: the alerts are brought up to date, the quarantine rows and the run's metrics
+//! are appended, the dedup state takes
 //! the accepted readings (and drops the hours the watermark passed), the checkpoint advances
 //! last, and about daily the tables are vacuumed.
 
@@ -38,6 +39,8 @@ impl Run {
         if self.batch.plan.files.is_empty() {
             return Ok(self.metrics());
         }
+        self.write_alerts()?;
+        let p = crate::trace::phase("finish/alerts", t);
         let batch = self.batch.plan.batch_id;
         let files = &self.batch.plan.files;
         let paths: Vec<&std::path::Path> = files.iter().map(|f| f.path.as_path()).collect();
@@ -45,7 +48,7 @@ impl Run {
         let rel_paths: Vec<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
         let rows = quarantine::frame(batch, &self.ledger.quarantined, &rel_paths)?;
         append_compacting(&mut self.open(&QUARANTINE)?, batch, &rows)?;
-        let p = crate::trace::phase("finish/quarantine", t);
+        let p = crate::trace::phase("finish/quarantine", p);
 
         let mut state = self.open(&DEDUP_STATE)?;
         let update = self.state_update(&state)?;

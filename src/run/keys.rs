@@ -22,6 +22,8 @@ pub(super) struct BatchKeys {
     pub new_keys: DataFrame,
     /// Every customer key known after the batch, with its `customer_id`.
     pub customer_ids: FastMap<i64, String>,
+    /// The batch's meter keys, with their `meter_id`.
+    pub meter_ids: FastMap<i64, String>,
 }
 
 /// Replaces the batch indexes in `parsed.records`' `meter` and `customer` columns by keys,
@@ -107,9 +109,15 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
         Values::Str(new.1),
         Values::Long(new.2),
     ])?;
+    let meter_ids = meter_keys
+        .iter()
+        .copied()
+        .zip(parsed.meters.iter().cloned())
+        .collect();
     Ok(BatchKeys {
         names,
         new_keys,
         customer_ids,
+        meter_ids,
     })
 }

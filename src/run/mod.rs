@@ -15,13 +15,15 @@
 //!    and once every table was found to agree with the checkpoint ([`agree`]);
 //! 2. `hourly_usage`, then `cumulative_usage`, then `monthly_bills` (only when the batch's
 //!    watermark passes a billing month's end): data files, then one commit each;
-//! 3. `quarantine`, then `run_metrics`;
+//! 3. `meter_alerts`, then what the alerts know of each meter (`alert_meters`), then
+//!    `quarantine`, then `run_metrics`;
 //! 4. the dedup state, after every table, so a rerun classifies records exactly as the crashed
 //!    attempt did: the keys of ids new in the batch (`dedup_keys`), the meters' index
 //!    (`dedup_meters`), then the readings (`dedup_readings`);
 //! 5. the checkpoint, last; then (every 24th batch) the vacuum.
 
 mod agree;
+mod alerts;
 mod backlog;
 mod bills;
 mod compaction;
@@ -145,6 +147,10 @@ struct Classified {
     quiet: FastSet<String>,
     /// What the batch adds to each customer's hour (`hourly_usage` additions), once computed.
     additions: Option<DataFrame>,
+    /// The meters the batch holds records of (accepted or not): what the alerts hear.
+    heard: Vec<alerts::Heard>,
+    /// The batch's meter keys, with their `meter_id`.
+    meter_ids: crate::hashing::FastMap<i64, String>,
 }
 
 impl Run {

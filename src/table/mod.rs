@@ -29,8 +29,8 @@ pub use crate::storage::block_on;
 pub use commit::Committed;
 pub use scan::Shape;
 pub use schema::{
-    ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE, MONTHLY_BILLS,
-    QUARANTINE, RUN_METRICS,
+    ALERT_METERS, ALERT_TABLES, ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE,
+    HOURLY_USAGE, METER_ALERTS, MONTHLY_BILLS, QUARANTINE, RUN_METRICS,
 };
 pub use schema::{Kind, Pin, Spec, Values, col, output_tables, pins};
 pub use write::{Role, split_by_hour};

@@ -131,6 +131,22 @@ pub mod col {
     pub const COMPUTED_BY: &str = "computed_by";
     /// The parameters that decided a row's values, as a JSON object.
     pub const PARAMETERS: &str = "parameters";
+    /// Meter id, as the log names it.
+    pub const METER_ID: &str = "meter_id";
+    /// An episode's first hour.
+    pub const FIRST_HOUR: &str = "first_hour";
+    /// No hour has ended the episode yet.
+    pub const IS_OPEN: &str = "is_open";
+    /// Hours an episode counted.
+    pub const HOURS: &str = "hours";
+    /// The hours of the threshold an episode was judged with.
+    pub const THRESHOLD_HOURS: &str = "threshold_hours";
+    /// The batch that first recorded an episode.
+    pub const OPENED_BY_BATCH: &str = "opened_by_batch";
+    /// What a row of a meter's alert history stands for: `heard`, `quiet`, `flow` or `dry`.
+    pub const PART: &str = "part";
+    /// A row of a meter's alert history: its quiet folders (`quiet`) or usage (`flow`, ml).
+    pub const VALUE: &str = "value";
 }
 
 /// How a column is typed in Delta and in Polars.
@@ -366,11 +382,64 @@ pub const DEDUP_METERS: Spec = Spec {
     home: Home::Checkpoint,
 };
 
+/// `meter_alerts`: one row per meter and episode of continuous flow or silence (see
+/// `query::alerts`), rewritten whole by every run: small (episodes are rare), and an episode's
+/// row changes while it is open. `closed_by_batch` is empty while the episode is open (the one
+/// nullable column of a table's first layout).
+pub const METER_ALERTS: Spec = Spec {
+    name: "meter_alerts",
+    columns: &[
+        (col::METER_ID, Kind::Str),
+        (col::CUSTOMER_ID, Kind::Str),
+        (col::KIND, Kind::Str),
+        (col::FIRST_HOUR, Kind::Hour),
+        (col::LAST_HOUR, Kind::Hour),
+        (col::IS_OPEN, Kind::Bool),
+        (col::HOURS, Kind::Long),
+        (col::USAGE_ML, Kind::Long),
+        (col::THRESHOLD_HOURS, Kind::Long),
+        (col::OPENED_BY_BATCH, Kind::Long),
+        (col::CLOSED_BY_BATCH, Kind::Long),
+    ],
+    partition: None,
+    added: 1,
+    row_group_rows: None,
+    sorted_by: None,
+    home: Home::Output,
+};
+
+/// What the alerts know of each meter between runs (`query::alerts`), hours as indexes: a
+/// `heard` row (the folder it was last heard in), a `quiet` row when folders since were quiet
+/// (the first and last of them, and how many as `value`), its `flow` runs (their usage as
+/// `value`) and its `dry` runs. Read whole and rewritten by every run.
+pub const ALERT_METERS: Spec = Spec {
+    name: "alert_meters",
+    columns: &[
+        (col::METER_ID, Kind::Str),
+        (col::CUSTOMER_ID, Kind::Str),
+        (col::PART, Kind::Str),
+        (col::FIRST_HOUR, Kind::Long),
+        (col::LAST_HOUR, Kind::Long),
+        (col::VALUE, Kind::Long),
+    ],
+    partition: None,
+    added: 0,
+    row_group_rows: None,
+    sorted_by: Some(col::METER_ID),
+    home: Home::Checkpoint,
+};
+
+/// The alert tables: a deployment of an earlier version has neither, and its first run of
+/// this one creates both (alerts judged from that batch on; a rebuild judges the whole log).
+pub const ALERT_TABLES: [&Spec; 2] = [&METER_ALERTS, &ALERT_METERS];
+
 /// Every table the pipeline writes, in commit order.
-pub const ALL: [&Spec; 8] = [
+pub const ALL: [&Spec; 10] = [
     &HOURLY_USAGE,
     &CUMULATIVE_USAGE,
     &MONTHLY_BILLS,
+    &METER_ALERTS,
+    &ALERT_METERS,
     &QUARANTINE,
     &RUN_METRICS,
     &DEDUP_KEYS,
@@ -406,7 +475,7 @@ impl Values<'_> {
         }
     }
 
-    fn fits(&self, name: &str, kind: Kind) -> bool {
+    fn fits(&self, name: &str, kind: Kind, nullable: bool) -> bool {
         use polars::prelude::DataType;
         match (self, kind) {
             (Values::Str(_), Kind::Str)
@@ -414,7 +483,7 @@ impl Values<'_> {
             | (Values::Bool(_), Kind::Bool) => true,
             (Values::Built(c), kind) => {
                 c.name().as_str() == name
-                    && c.null_count() == 0
+                    && (nullable || c.null_count() == 0)
                     && *c.dtype()
                         == match kind {
                             Kind::Str => DataType::String,
@@ -475,7 +544,7 @@ impl Spec {
         }
         let mut columns = Vec::with_capacity(values.len());
         for (&(name, kind), v) in self.columns.iter().zip(values) {
-            if !v.fits(name, kind) || v.len() != height {
+            if !v.fits(name, kind, self.is_added(name)) || v.len() != height {
                 return Err(Error::table_data(
                     self.name,
                     name,

@@ -1,0 +1,495 @@
+//! The alerts, the first part of the finish step: what each meter's history (`alert_meters`)
+//! knows is brought up to date with the batch (the hours its accepted readings fall in, the
+//! folders its records came in), every episode that history still decides is judged again with
+//! the run's thresholds, and `meter_alerts` is rewritten with them beside the final ones. Two
+//! commits, `meter_alerts` first: a rerun after a crash between them reads the history as the
+//! crashed attempt did and writes the same one.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use polars::prelude::*;
+
+use super::keys::BatchKeys;
+use super::{Run, Stage};
+use crate::error::{Error, Result};
+use crate::hashing::FastMap;
+use crate::input::INGEST_HOUR;
+use crate::query::alerts::{AlertKind, Episode, FlowHistory, FlowRun, Hearing, listen};
+use crate::table::{ALERT_METERS, METER_ALERTS, Table, Values, block_on, col};
+
+/// What a batch holds of one meter: for its silence.
+pub(super) struct Heard {
+    pub meter_id: String,
+    /// The customer of its last record in ingestion order.
+    pub customer_id: String,
+    /// The folders (ingestion hours) holding its records, ascending.
+    pub folders: Vec<i64>,
+}
+
+/// The meters of the parsed `records` (keys as `keys` assigned them), with the folders their
+/// records came in: every valid record, accepted or not, is the meter talking.
+pub(super) fn heard(records: &DataFrame, keys: &BatchKeys) -> Result<Vec<Heard>> {
+    let err = Error::polars("alerts");
+    let long = |name: &str| {
+        records
+            .column(name)
+            .and_then(|c| c.i64().cloned())
+            .map_err(err)
+    };
+    let (meters, customers, folders) =
+        (long(col::METER)?, long(col::CUSTOMER)?, long(INGEST_HOUR)?);
+    let mut by_meter: FastMap<i64, (i64, BTreeSet<i64>)> = FastMap::default();
+    for ((meter, customer), folder) in meters
+        .into_no_null_iter()
+        .zip(customers.into_no_null_iter())
+        .zip(folders.into_no_null_iter())
+    {
+        let entry = by_meter.entry(meter).or_default();
+        entry.0 = customer;
+        entry.1.insert(folder);
+    }
+    by_meter
+        .into_iter()
+        .map(|(meter, (customer, folders))| {
+            let name = |ids: &FastMap<i64, String>, key: i64, what: &str| {
+                ids.get(&key)
+                    .cloned()
+                    .ok_or_else(|| Error::Dedup(format!("the batch's {what} key {key} has no id")))
+            };
+            Ok(Heard {
+                meter_id: name(&keys.meter_ids, meter, "meter")?,
+                customer_id: name(&keys.customer_ids, customer, "customer")?,
+                folders: folders.into_iter().collect(),
+            })
+        })
+        .collect()
+}
+
+/// One meter's alert history between runs.
+#[derive(Default)]
+struct History {
+    customer_id: String,
+    hearing: Option<Hearing>,
+    flow: FlowHistory,
+}
+
+/// One `meter_alerts` row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AlertRow {
+    meter_id: String,
+    customer_id: String,
+    kind: String,
+    episode: Episode,
+    threshold_hours: i64,
+    opened_by_batch: i64,
+    closed_by_batch: Option<i64>,
+}
+
+impl Run {
+    /// Brings `meter_alerts` and the meters' alert histories up to date with the batch.
+    pub(super) fn write_alerts(&mut self) -> Result<()> {
+        let batch = self.batch.plan.batch_id;
+        let mut alerts = self.open(&METER_ALERTS)?;
+        let mut histories = self.open(&ALERT_METERS)?;
+        if block_on(histories.has_batch(batch))?? {
+            // Both committed (the histories commit last): the crashed attempt's alerts stand.
+            self.keep(alerts);
+            self.keep(histories);
+            return Ok(());
+        }
+        let Stage::Classified(classified) = &self.stage else {
+            return Err(Error::StepOrder {
+                step: "finish",
+                needs: "dedup",
+            });
+        };
+        let mut meters = read_histories(&histories)?;
+        let old_rows = read_alerts(&alerts)?;
+        let before = self.checkpoint.latest_ingest_hour;
+        let new_folders: Vec<i64> = self
+            .batch
+            .plan
+            .files
+            .iter()
+            .map(|f| f.ingest_hour)
+            .filter(|&h| before.is_none_or(|b| h > b))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        // The episodes each history decides: those after its floor (all, if it begins with
+        // flow); a meter without flow or dry hours decides none.
+        let floors: BTreeMap<String, Option<i64>> = meters
+            .iter()
+            .filter(|(_, h)| !h.flow.is_empty())
+            .map(|(id, h)| (id.clone(), h.flow.floor()))
+            .collect();
+        add_flow(&mut meters, &classified.accepted, &classified.meter_ids)?;
+        let mut heard_now: BTreeMap<&str, &[i64]> = BTreeMap::new();
+        for heard in &classified.heard {
+            let history = meters.entry(heard.meter_id.clone()).or_default();
+            history.customer_id.clone_from(&heard.customer_id);
+            heard_now.insert(&heard.meter_id, &heard.folders);
+        }
+        let (flow_hours, silent_hours) =
+            (self.config.alert_flow_hours, self.config.alert_silent_hours);
+        let mut judged: BTreeMap<String, Vec<Episode>> = BTreeMap::new();
+        for (id, history) in meters.iter_mut() {
+            let folders = heard_now.get(id.as_str()).copied().unwrap_or_default();
+            let (hearing, mut episodes) =
+                listen(history.hearing, &new_folders, folders, before, silent_hours);
+            history.hearing = hearing;
+            episodes.extend(history.flow.episodes(flow_hours));
+            judged.insert(id.clone(), episodes);
+        }
+        let rows = merge_alerts(
+            old_rows,
+            &judged,
+            &meters,
+            &floors,
+            batch,
+            flow_hours,
+            silent_hours,
+        );
+        let alert_rows = alerts_frame(&rows)?;
+        if let Some(watermark) = self.batch.watermark_after {
+            for history in meters.values_mut() {
+                history.flow.forget_before(watermark);
+            }
+        }
+        let history_rows = histories_frame(&meters)?;
+        let old = alerts.appended_files(0);
+        block_on(alerts.commit_removing(batch, Some(&alert_rows), &BTreeSet::new(), &old))??;
+        let old = histories.appended_files(0);
+        block_on(histories.commit_removing(batch, Some(&history_rows), &BTreeSet::new(), &old))??;
+        self.keep(alerts);
+        self.keep(histories);
+        Ok(())
+    }
+}
+
+/// Adds the batch's accepted readings, summed by meter and recording hour, to the histories.
+fn add_flow(
+    meters: &mut BTreeMap<String, History>,
+    accepted: &DataFrame,
+    meter_ids: &FastMap<i64, String>,
+) -> Result<()> {
+    let err = Error::polars("alerts");
+    let long = |name: &str| {
+        accepted
+            .column(name)
+            .and_then(|c| c.i64().cloned())
+            .map_err(err)
+    };
+    let (keys, hours, usage) = (
+        long(col::METER)?,
+        long(col::USAGE_HOUR)?,
+        long(col::USAGE_ML)?,
+    );
+    let mut sums: FastMap<(i64, i64), i64> = FastMap::default();
+    for ((meter, hour), ml) in keys
+        .into_no_null_iter()
+        .zip(hours.into_no_null_iter())
+        .zip(usage.into_no_null_iter())
+    {
+        *sums.entry((meter, hour)).or_default() += ml;
+    }
+    for ((meter, hour), ml) in sums {
+        let id = meter_ids
+            .get(&meter)
+            .ok_or_else(|| Error::Dedup(format!("the batch's meter key {meter} has no id")))?;
+        meters.entry(id.clone()).or_default().flow.add(hour, ml);
+    }
+    Ok(())
+}
+
+/// The alert rows after the batch: the final ones kept, every episode a history still decides
+/// replaced by its judgement now. An episode judged again keeps the batch that opened it (the
+/// one of the same meter, kind and first hour) and the one that closed it.
+fn merge_alerts(
+    old_rows: Vec<AlertRow>,
+    judged: &BTreeMap<String, Vec<Episode>>,
+    meters: &BTreeMap<String, History>,
+    floors: &BTreeMap<String, Option<i64>>,
+    batch: i64,
+    flow_hours: i64,
+    silent_hours: i64,
+) -> Vec<AlertRow> {
+    let mut kept = Vec::new();
+    let mut replaced: BTreeMap<(String, &'static str, i64), AlertRow> = BTreeMap::new();
+    for row in old_rows {
+        let decided = match row.kind.as_str() {
+            k if k == AlertKind::Silent.name() => row.episode.open,
+            k if k == AlertKind::ContinuousFlow.name() => match floors.get(&row.meter_id) {
+                Some(Some(floor)) => row.episode.first_hour > *floor,
+                Some(None) => true,
+                None => false,
+            },
+            _ => false,
+        };
+        if decided && judged.contains_key(row.meter_id.as_str()) {
+            let kind = row.episode.kind.name();
+            replaced.insert((row.meter_id.clone(), kind, row.episode.first_hour), row);
+        } else {
+            kept.push(row);
+        }
+    }
+    for (id, episodes) in judged {
+        let customer_id = meters
+            .get(id)
+            .map(|h| h.customer_id.clone())
+            .unwrap_or_default();
+        for episode in episodes {
+            let before = replaced.get(&(id.clone(), episode.kind.name(), episode.first_hour));
+            let closed_by_batch = match (episode.open, before) {
+                (true, _) => None,
+                (false, Some(b)) if !b.episode.open => b.closed_by_batch,
+                (false, _) => Some(batch),
+            };
+            kept.push(AlertRow {
+                meter_id: id.clone(),
+                customer_id: customer_id.clone(),
+                kind: episode.kind.name().to_owned(),
+                episode: *episode,
+                threshold_hours: match episode.kind {
+                    AlertKind::ContinuousFlow => flow_hours,
+                    AlertKind::Silent => silent_hours,
+                },
+                opened_by_batch: before.map_or(batch, |b| b.opened_by_batch),
+                closed_by_batch,
+            });
+        }
+    }
+    kept.sort_by(|a, b| {
+        (&a.meter_id, &a.kind, a.episode.first_hour).cmp(&(
+            &b.meter_id,
+            &b.kind,
+            b.episode.first_hour,
+        ))
+    });
+    kept
+}
+
+fn kind_of(name: &str) -> Option<AlertKind> {
+    [AlertKind::ContinuousFlow, AlertKind::Silent]
+        .into_iter()
+        .find(|k| k.name() == name)
+}
+
+/// Column `name` of a table's rows, for reading them back.
+fn column<'a>(rows: &'a DataFrame, table: &'static str, name: &str) -> Result<&'a Column> {
+    rows.column(name)
+        .map_err(|e| Error::table_data(table, name, e.to_string()))
+}
+
+fn read_alerts(table: &Table) -> Result<Vec<AlertRow>> {
+    let rows = block_on(table.read_hours(&Default::default()))??;
+    let name = METER_ALERTS.name;
+    let bad = |c: &str, e: PolarsError| Error::table_data(name, c, e.to_string());
+    let text = |c: &'static str| {
+        column(&rows, name, c)?
+            .str()
+            .cloned()
+            .map_err(|e| bad(c, e))
+    };
+    let long = |c: &'static str| {
+        column(&rows, name, c)?
+            .i64()
+            .cloned()
+            .map_err(|e| bad(c, e))
+    };
+    let (meters, customers, kinds) = (
+        text(col::METER_ID)?,
+        text(col::CUSTOMER_ID)?,
+        text(col::KIND)?,
+    );
+    let (first, last) = (long(col::FIRST_HOUR)?, long(col::LAST_HOUR)?);
+    let open = column(&rows, name, col::IS_OPEN)?
+        .bool()
+        .cloned()
+        .map_err(|e| bad(col::IS_OPEN, e))?;
+    let (hours, usage, threshold) = (
+        long(col::HOURS)?,
+        long(col::USAGE_ML)?,
+        long(col::THRESHOLD_HOURS)?,
+    );
+    let (opened, closed) = (long(col::OPENED_BY_BATCH)?, long(col::CLOSED_BY_BATCH)?);
+    (0..rows.height())
+        .map(|i| {
+            let missing = |c: &str| Error::table_data(name, c, format!("row {i} has no value"));
+            let kind_name = kinds.get(i).ok_or_else(|| missing(col::KIND))?;
+            let kind = kind_of(kind_name).ok_or_else(|| {
+                Error::table_data(
+                    name,
+                    col::KIND,
+                    format!("`{kind_name}` is not a kind of alert"),
+                )
+            })?;
+            let long_at = |c: &'static str, v: &Int64Chunked| v.get(i).ok_or_else(|| missing(c));
+            Ok(AlertRow {
+                meter_id: meters
+                    .get(i)
+                    .ok_or_else(|| missing(col::METER_ID))?
+                    .to_owned(),
+                customer_id: customers
+                    .get(i)
+                    .ok_or_else(|| missing(col::CUSTOMER_ID))?
+                    .to_owned(),
+                kind: kind_name.to_owned(),
+                episode: Episode {
+                    kind,
+                    first_hour: long_at(col::FIRST_HOUR, &first)?,
+                    last_hour: long_at(col::LAST_HOUR, &last)?,
+                    open: open.get(i).ok_or_else(|| missing(col::IS_OPEN))?,
+                    hours: long_at(col::HOURS, &hours)?,
+                    usage_ml: long_at(col::USAGE_ML, &usage)?,
+                },
+                threshold_hours: long_at(col::THRESHOLD_HOURS, &threshold)?,
+                opened_by_batch: long_at(col::OPENED_BY_BATCH, &opened)?,
+                closed_by_batch: closed.get(i),
+            })
+        })
+        .collect()
+}
+
+fn alerts_frame(rows: &[AlertRow]) -> Result<DataFrame> {
+    let long = |f: &dyn Fn(&AlertRow) -> i64| Values::Long(rows.iter().map(f).collect());
+    let closed: Int64Chunked = rows.iter().map(|r| r.closed_by_batch).collect();
+    METER_ALERTS.frame(vec![
+        Values::Str(rows.iter().map(|r| r.meter_id.as_str().into()).collect()),
+        Values::Str(rows.iter().map(|r| r.customer_id.as_str().into()).collect()),
+        Values::Str(rows.iter().map(|r| r.kind.as_str().into()).collect()),
+        long(&|r| r.episode.first_hour),
+        long(&|r| r.episode.last_hour),
+        Values::Bool(rows.iter().map(|r| r.episode.open).collect()),
+        long(&|r| r.episode.hours),
+        long(&|r| r.episode.usage_ml),
+        long(&|r| r.threshold_hours),
+        long(&|r| r.opened_by_batch),
+        Values::Built(closed.with_name(col::CLOSED_BY_BATCH.into()).into_column()),
+    ])
+}
+
+/// What the parts of a meter's history are called in `alert_meters`.
+const HEARD: &str = "heard";
+const QUIET: &str = "quiet";
+const FLOW: &str = "flow";
+const DRY: &str = "dry";
+
+fn read_histories(table: &Table) -> Result<BTreeMap<String, History>> {
+    let rows = block_on(table.read_hours(&Default::default()))??;
+    let name = ALERT_METERS.name;
+    let bad = |c: &str, e: PolarsError| Error::table_data(name, c, e.to_string());
+    let text = |c: &'static str| {
+        column(&rows, name, c)?
+            .str()
+            .cloned()
+            .map_err(|e| bad(c, e))
+    };
+    let long = |c: &'static str| {
+        column(&rows, name, c)?
+            .i64()
+            .cloned()
+            .map_err(|e| bad(c, e))
+    };
+    let (meters, customers, parts) = (
+        text(col::METER_ID)?,
+        text(col::CUSTOMER_ID)?,
+        text(col::PART)?,
+    );
+    let (first, last, value) = (
+        long(col::FIRST_HOUR)?,
+        long(col::LAST_HOUR)?,
+        long(col::VALUE)?,
+    );
+    type Runs = (Vec<FlowRun>, Vec<(i64, i64)>);
+    type Silence = (Option<i64>, Option<(i64, (i64, i64))>);
+    let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
+    let mut quiet: BTreeMap<String, Silence> = BTreeMap::new();
+    let mut out: BTreeMap<String, History> = BTreeMap::new();
+    for i in 0..rows.height() {
+        let missing = || Error::table_data(name, "*", format!("row {i} has an empty value"));
+        let (Some(meter), Some(customer), Some(part), Some(a), Some(b), Some(v)) = (
+            meters.get(i),
+            customers.get(i),
+            parts.get(i),
+            first.get(i),
+            last.get(i),
+            value.get(i),
+        ) else {
+            return Err(missing());
+        };
+        let history = out.entry(meter.to_owned()).or_default();
+        let (flow, dry) = runs.entry(meter.to_owned()).or_default();
+        match part {
+            HEARD => {
+                history.customer_id = customer.to_owned();
+                quiet.entry(meter.to_owned()).or_default().0 = Some(a);
+            }
+            QUIET => quiet.entry(meter.to_owned()).or_default().1 = Some((v, (a, b))),
+            FLOW => flow.push(FlowRun {
+                first: a,
+                last: b,
+                usage_ml: v,
+            }),
+            DRY => dry.push((a, b)),
+            other => {
+                return Err(Error::table_data(
+                    name,
+                    col::PART,
+                    format!("`{other}` is not a part of a meter's history"),
+                ));
+            }
+        }
+    }
+    for (meter, silence) in quiet {
+        let hearing = match silence {
+            (Some(last_heard), span) => Hearing {
+                last_heard,
+                quiet: span.map_or(0, |s| s.0),
+                quiet_span: span.map(|s| s.1),
+            },
+            (None, _) => {
+                return Err(Error::table_data(
+                    name,
+                    col::PART,
+                    format!("meter `{meter}` has quiet folders but no `heard` row"),
+                ));
+            }
+        };
+        out.entry(meter).or_default().hearing = Some(hearing);
+    }
+    for (meter, (flow, dry)) in runs {
+        let history = out.entry(meter.clone()).or_default();
+        history.flow = FlowHistory::from_runs(flow, dry)
+            .map_err(|e| Error::table_data(name, col::PART, format!("meter `{meter}`: {}", e.0)))?;
+    }
+    Ok(out)
+}
+
+fn histories_frame(meters: &BTreeMap<String, History>) -> Result<DataFrame> {
+    let mut rows: Vec<(&str, &str, &str, i64, i64, i64)> = Vec::new();
+    for (id, h) in meters {
+        let customer = h.customer_id.as_str();
+        if let Some(hearing) = h.hearing {
+            let heard = hearing.last_heard;
+            rows.push((id, customer, HEARD, heard, heard, 0));
+            if let Some((first, last)) = hearing.quiet_span {
+                rows.push((id, customer, QUIET, first, last, hearing.quiet));
+            }
+        }
+        for run in h.flow.flow_runs() {
+            rows.push((id, customer, FLOW, run.first, run.last, run.usage_ml));
+        }
+        for &(a, b) in h.flow.dry_runs() {
+            rows.push((id, customer, DRY, a, b, 0));
+        }
+    }
+    ALERT_METERS.frame(vec![
+        Values::Str(rows.iter().map(|r| r.0.into()).collect()),
+        Values::Str(rows.iter().map(|r| r.1.into()).collect()),
+        Values::Str(rows.iter().map(|r| r.2.into()).collect()),
+        Values::Long(rows.iter().map(|r| r.3).collect()),
+        Values::Long(rows.iter().map(|r| r.4).collect()),
+        Values::Long(rows.iter().map(|r| r.5).collect()),
+    ])
+}

@@ -1,0 +1,172 @@
+"""Meter alerts: `meter_alerts` equals the plain-Python recomputation (`expected.alerts`) on a
+hand-worked log, hour by hour and after a late replay, whatever the split of the log into runs;
+and on generated logs in every reader (see also the crash, split and rebuild tests, whose
+compared state holds both alert tables)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from conftest import Generate
+from expected import alerts, hour_name, recompute
+from helpers import ALERT_BATCHES, add, finish, reading, rows, run_once, table_rows
+
+START = datetime(2026, 3, 2, tzinfo=timezone.utc)
+
+
+def at(hour: int, minute: int = 30) -> str:
+    return (START + timedelta(hours=hour, minutes=minute)).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+
+def name(hour: int) -> str:
+    return hour_name(START + timedelta(hours=hour))
+
+
+def folder_lines(hour: int) -> list[str]:
+    """The readings sent in ingestion hour `hour` of the hand-worked log.
+
+    - LEAK (customer C1) uses 1 l in every hour from 0 to 59 but hour 10 (no reading: the hour
+      is unknown) and hour 30 (a reading of 0 l: a dry hour).
+    - QUIET (C2) sends 2 l an hour, 0 l in hours divisible by 6 (so it never flows for a day);
+      it goes silent after folder 9 and sends hours 10 to 39 with hour 40's readings in folder
+      40 (an outage replayed).
+    - STEADY (C3) reads every hour like QUIET, so every folder holds a file.
+    """
+    lines = []
+    if hour < 60 and hour != 10:
+        lines.append(reading('LEAK', 'C1', at(hour), '0' if hour == 30 else '1'))
+    liters = lambda h: '0' if h % 6 == 0 else '2'  # noqa: E731
+    if hour < 10 or hour > 40:
+        lines.append(reading('QUIET', 'C2', at(hour, 15), liters(hour)))
+    if hour == 40:
+        lines += [reading('QUIET', 'C2', at(h, 15), liters(h)) for h in range(10, 41)]
+    lines.append(reading('STEADY', 'C3', at(hour, 45), liters(hour)))
+    return lines
+
+
+def alert_rows(out: Path) -> list[tuple]:
+    return rows(out / 'meter_alerts', ALERT_BATCHES)
+
+
+def test_episodes_open_close_join_and_equal_the_recomputation(tmp_path: Path,
+                                                               run_once_binary: Path) -> None:
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    by_hour: dict[int, list[dict]] = {}
+    for hour in range(62):
+        add(log, name(hour), 'part-0.jsonl', *folder_lines(hour))
+        done = run_once(run_once_binary, log, out)
+        assert done.returncode == 0, done.stderr
+        assert alert_rows(out) == alerts(recompute(log)), f'after folder {hour}'
+        by_hour[hour] = table_rows(out / 'meter_alerts')
+
+    def of(hour: int, meter: str, kind: str) -> list[dict]:
+        return sorted(({k: r[k] for k in ('first_hour', 'last_hour', 'is_open', 'hours',
+                                            'usage_ml')}
+                       for r in by_hour[hour] if r['meter_id'] == meter and r['kind'] == kind),
+                      key=lambda r: str(r['first_hour']))
+
+    # Hand-worked: LEAK's 24th flow hour is hour 24 (hour 10 has no reading).
+    assert of(23, 'LEAK', 'continuous_flow') == []
+    assert of(24, 'LEAK', 'continuous_flow') == [
+        {'first_hour': name(0), 'last_hour': name(24), 'is_open': True, 'hours': 24,
+         'usage_ml': 24_000}]
+    # Hour 30's 0 l closes it; from hour 31 a second stretch reaches 24 hours at hour 54.
+    assert of(30, 'LEAK', 'continuous_flow') == [
+        {'first_hour': name(0), 'last_hour': name(29), 'is_open': False, 'hours': 29,
+         'usage_ml': 29_000}]
+    assert of(61, 'LEAK', 'continuous_flow') == [
+        {'first_hour': name(0), 'last_hour': name(29), 'is_open': False, 'hours': 29,
+         'usage_ml': 29_000},
+        {'first_hour': name(31), 'last_hour': name(59), 'is_open': True, 'hours': 29,
+         'usage_ml': 29_000}]
+    # QUIET's folders 10..33 are its 24 quiet ones, judged once folder 34 is taken.
+    assert of(33, 'QUIET', 'silent') == []
+    assert of(34, 'QUIET', 'silent') == [
+        {'first_hour': name(10), 'last_hour': name(33), 'is_open': True, 'hours': 24,
+         'usage_ml': 0}]
+    assert of(40, 'QUIET', 'silent') == [
+        {'first_hour': name(10), 'last_hour': name(39), 'is_open': False, 'hours': 30,
+         'usage_ml': 0}]
+    assert of(61, 'STEADY', 'silent') == of(61, 'QUIET', 'continuous_flow') == []
+    # The batch that opened an episode and the one that closed it.
+    [closed] = [r for r in by_hour[61] if r['meter_id'] == 'QUIET']
+    assert (closed['opened_by_batch'], closed['closed_by_batch']) == (34, 40)
+    [still] = [r for r in by_hour[61] if r['meter_id'] == 'LEAK' and r['is_open']]
+    assert (still['opened_by_batch'], still['closed_by_batch']) == (54, None)
+
+    # A late reading of hour 30 used water after all: the two episodes are one.
+    add(log, name(62), 'part-0.jsonl', reading('LEAK', 'C1', at(30, 50), '0.5'),
+        *folder_lines(62))
+    done = run_once(run_once_binary, log, out)
+    assert done.returncode == 0, done.stderr
+    assert alert_rows(out) == alerts(recompute(log))
+    leak = [r for r in table_rows(out / 'meter_alerts') if r['meter_id'] == 'LEAK']
+    assert [(r['first_hour'], r['last_hour'], r['is_open'], r['hours'], r['usage_ml'],
+             r['opened_by_batch']) for r in leak] == [(name(0), name(59), True, 59, 58_500, 24)]
+
+    # The whole log in one run, and a rebuild, give the same alerts.
+    once = tmp_path / 'once'
+    assert run_once(run_once_binary, log, once).returncode == 0
+    assert alert_rows(once) == alert_rows(out)
+    rebuilt = run_once(run_once_binary, log, out, rebuild=True)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    assert alert_rows(out) == alerts(recompute(log))
+
+
+def test_thresholds_are_parameters_and_each_episode_keeps_its_own(
+        tmp_path: Path, run_once_binary: Path) -> None:
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    for hour in range(45):
+        add(log, name(hour), 'part-0.jsonl', *folder_lines(hour))
+    assert run_once(run_once_binary, log, out, params={'alert_flow_hours': '30'}).returncode == 0
+    assert alert_rows(out) == alerts(recompute(log), flow_hours=30)
+    assert not [r for r in table_rows(out / 'meter_alerts') if r['kind'] == 'continuous_flow']
+    # A later run with the default: the open stretch (hours 31..44) is judged again, the
+    # silent episode QUIET closed stays as it was judged.
+    add(log, name(45), 'part-0.jsonl', *folder_lines(45))
+    assert run_once(run_once_binary, log, out).returncode == 0
+    assert alert_rows(out) == alerts(recompute(log))
+    bad = run_once(run_once_binary, log, out, params={'alert_silent_hours': '0'})
+    assert bad.returncode != 0 and 'alert_silent_hours' in bad.stderr, bad.stderr
+
+
+def test_a_deployment_without_alert_tables_gets_them_and_one_missing_is_refused(
+        tmp_path: Path, run_once_binary: Path) -> None:
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    for hour in range(30):
+        add(log, name(hour), 'part-0.jsonl', *folder_lines(hour))
+    assert run_once(run_once_binary, log, out, cap=10).returncode == 0
+    # An earlier version's tables: neither alert table.
+    shutil.rmtree(out / 'meter_alerts')
+    shutil.rmtree(out / '_checkpoint' / 'alert_meters')
+    done = run_once(run_once_binary, log, out, cap=10)
+    assert done.returncode == 0, done.stderr
+    assert (out / 'meter_alerts' / '_delta_log').is_dir()
+    # One of the two gone is a restore gone wrong: refused before any write.
+    shutil.rmtree(out / '_checkpoint' / 'alert_meters')
+    version = len(list((out / 'hourly_usage' / '_delta_log').glob('*.json')))
+    refused = run_once(run_once_binary, log, out, cap=10)
+    assert refused.returncode != 0
+    assert 'alert_meters' in refused.stderr and 'missing' in refused.stderr, refused.stderr
+    assert len(list((out / 'hourly_usage' / '_delta_log').glob('*.json'))) == version
+
+
+@pytest.mark.parametrize('cap', [1, 3])
+def test_generated_logs_give_the_same_alerts_in_any_split(tmp_path: Path, generate: Generate,
+                                                          run_once_binary: Path,
+                                                          cap: int) -> None:
+    log = tmp_path / 'log'
+    generate(log, '2026-03-01T00', '2026-03-03T12', '--meters', '20', '--seed', '8',
+             '--offline-share', '0.9', '--max-outage-hours', '48', '--files-per-hour', '2',
+             '--leak-share', '0.3', '--duplicate-rate', '0.05')
+    split, whole = tmp_path / 'split', tmp_path / 'whole'
+    finish(run_once_binary, log, split, cap=cap)
+    assert run_once(run_once_binary, log, whole).returncode == 0
+    want = alerts(recompute(log))
+    kinds = {dict(r)['kind'] for r in want}
+    assert kinds == {'continuous_flow', 'silent'}, 'the log has leaks and silent meters'
+    assert alert_rows(split) == alert_rows(whole) == want
