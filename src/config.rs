@@ -40,6 +40,8 @@ pub struct Config {
     pub alert_flow_hours: i64,
     /// Quiet ingestion hours that make a `silent` alert.
     pub alert_silent_hours: i64,
+    /// Hours before a month's close from which its bills can be at risk.
+    pub alert_close_hours: i64,
 }
 
 /// The longest alert threshold, in hours: a billing month's (a stretch longer than that is
@@ -137,6 +139,15 @@ impl Config {
                 ));
             }
         }
+        if !(0..=ALERT_HOURS_MAX).contains(&p.alert_close_hours) {
+            return Err(param(
+                "alert_close_hours",
+                format!(
+                    "{} is not within 0..={ALERT_HOURS_MAX} hours",
+                    p.alert_close_hours
+                ),
+            ));
+        }
         Ok(Self {
             input_root,
             output_root,
@@ -151,6 +162,7 @@ impl Config {
             chart_customer: p.chart_customer.trim().to_owned(),
             alert_flow_hours: p.alert_flow_hours,
             alert_silent_hours: p.alert_silent_hours,
+            alert_close_hours: p.alert_close_hours,
         })
     }
 }

@@ -146,6 +146,9 @@ parameters! {
     alert_flow_hours: Int = 24,
     /// Ingestion hours taken without a record of a meter that make a `silent` alert.
     alert_silent_hours: Int = 24,
+    /// Hours before a billing month closes from which a meter's hours without readings since its
+    /// first reading of the month make a `bill_at_risk` alert.
+    alert_close_hours: Int = 48,
 }
 
 impl<'a> Params<'a> {
@@ -407,6 +410,7 @@ mod tests {
             ("chart_customer", ""),
             ("alert_flow_hours", "24"),
             ("alert_silent_hours", "24"),
+            ("alert_close_hours", "48"),
         ];
         let listed: Vec<(&str, &str)> = PARAMETERS
             .iter()

@@ -206,7 +206,8 @@ def closed_bills(exp: Expected, root: Path, tz: str = 'UTC') -> dict[tuple[str, 
     return bills
 
 
-def alerts(exp: Expected, flow_hours: int = 24, silent_hours: int = 24) -> list[tuple]:
+def alerts(exp: Expected, flow_hours: int = 24, silent_hours: int = 24, close_hours: int = 48,
+           tz: str = 'UTC') -> list[tuple]:
     """The `meter_alerts` rows (without the batches that opened and closed them) as sorted
     tuples of (column, value), from the whole log at once.
 
@@ -215,7 +216,10 @@ def alerts(exp: Expected, flow_hours: int = 24, silent_hours: int = 24) -> list[
     stretch with at least `flow_hours` flow hours is an episode, open if no dry hour follows.
     Silence: the log's folders in order from a meter's first; a folder without a record of the
     meter is quiet once a later folder exists; `silent_hours` quiet folders in a row are an
-    episode, closed by the next folder with a record of it."""
+    episode, closed by the next folder with a record of it.
+    Bills at risk: once the watermark (the latest folder minus 7 days) is within `close_hours`
+    of a billing month's end, a meter's hours from its first reading of the month to the end
+    without readings; open until the watermark passes the end."""
     out: list[dict[str, object]] = []
 
     def row(meter: str, kind: str, first: datetime, last: datetime, is_open: bool, hours: int,
@@ -259,4 +263,23 @@ def alerts(exp: Expected, flow_hours: int = 24, silent_hours: int = 24) -> list[
                 quiet.append(folder)
         if len(quiet) >= silent_hours:
             row(meter, 'silent', quiet[0], quiet[-1], True, len(quiet), 0, silent_hours)
+
+    zone = ZoneInfo(tz)
+    wm = exp.folders[-1] - timedelta(days=7) if exp.folders else None
+    months: dict[tuple[str, datetime], list[datetime]] = defaultdict(list)
+    usage: dict[tuple[str, datetime], int] = defaultdict(int)
+    for (meter, hour), ml in exp.meter_hours.items():
+        local = hour.astimezone(zone)
+        next_first = (local.replace(day=28) + timedelta(days=4)).replace(day=1)
+        end = datetime(next_first.year, next_first.month, 1, tzinfo=zone).astimezone(timezone.utc)
+        months[(meter, end)].append(hour)
+        usage[(meter, end)] += ml
+    for (meter, end), hours_with_readings in months.items():
+        if wm is None or wm < end - timedelta(hours=close_hours):
+            continue
+        first = min(hours_with_readings)
+        missing = int((end - first) / HOUR) - len(hours_with_readings)
+        if missing > 0:
+            row(meter, 'bill_at_risk', first, end - HOUR, wm < end, missing, usage[(meter, end)],
+                close_hours)
     return sorted(tuple(r.items()) for r in out)

@@ -117,6 +117,58 @@ def test_episodes_open_close_join_and_equal_the_recomputation(tmp_path: Path,
     assert alert_rows(out) == alerts(recompute(log))
 
 
+def test_a_month_closing_with_one_of_a_customers_two_meters_silent_is_a_bill_at_risk(
+        tmp_path: Path, run_once_binary: Path) -> None:
+    """C9 has two meters from March 30th: A9 reports every hour to the end (1 l, 0 l at 03:00),
+    B9 (2 l an hour) stops after March 31st 11:00. March's end is April 1st 00:00: the watermark
+    (the latest folder minus 7 days) comes within 48 hours of it with folder April 6th 00:00,
+    and passes it with folder April 8th 00:00."""
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    start = datetime(2026, 3, 30, tzinfo=timezone.utc)
+
+    def hour(h: int, minute: int = 20) -> str:
+        return (start + timedelta(hours=h, minutes=minute)).strftime('%Y-%m-%dT%H:%M:%SZ')
+
+    def write(hours: range) -> None:
+        for h in hours:
+            lines = [reading('A9', 'C9', hour(h), '0' if h % 24 == 3 else '1')]
+            if h < 36:
+                lines.append(reading('B9', 'C9', hour(h, 40), '2'))
+            add(log, hour_name(start + timedelta(hours=h)), 'part-0.jsonl', *lines)
+
+    def risk() -> list[dict]:
+        return [{k: r[k] for k in ('meter_id', 'customer_id', 'first_hour', 'last_hour',
+                                   'is_open', 'hours', 'usage_ml')}
+                for r in table_rows(out / 'meter_alerts') if r['kind'] == 'bill_at_risk']
+
+    april_6 = 7 * 24  # hours from March 30th
+    write(range(april_6))
+    assert run_once(run_once_binary, log, out).returncode == 0
+    assert alert_rows(out) == alerts(recompute(log))
+    assert risk() == [], 'more than 48 hours before March closes'
+    write(range(april_6, april_6 + 1))
+    # With that folder, a second reading of B9's hour 10 (an hour that has readings already).
+    add(log, hour_name(start + timedelta(hours=april_6)), 'part-1.jsonl',
+        reading('B9', 'C9', hour(10, 50), '2'))
+    assert run_once(run_once_binary, log, out).returncode == 0
+    assert alert_rows(out) == alerts(recompute(log))
+    # B9's 48 hours of March from its first reading hold 36 with readings.
+    at_risk = {'meter_id': 'B9', 'customer_id': 'C9', 'first_hour': '2026-03-30T00',
+               'last_hour': '2026-03-31T23', 'is_open': True, 'hours': 12, 'usage_ml': 74_000}
+    assert risk() == [at_risk]
+    write(range(april_6 + 1, april_6 + 49))
+    assert run_once(run_once_binary, log, out, cap=20).returncode == 0
+    finish(run_once_binary, log, out, cap=20)
+    assert alert_rows(out) == alerts(recompute(log))
+    assert risk() == [at_risk | {'is_open': False}]
+    bills = {(r['customer_id'], r['billing_month']): r for r in table_rows(out / 'monthly_bills')}
+    assert bills[('C9', '2026-03')]['hours_with_readings'] == 48
+    # The whole log in one run: the same alerts.
+    once = tmp_path / 'once'
+    assert run_once(run_once_binary, log, once).returncode == 0
+    assert alert_rows(once) == alert_rows(out)
+
+
 def test_thresholds_are_parameters_and_each_episode_keeps_its_own(
         tmp_path: Path, run_once_binary: Path) -> None:
     log, out = tmp_path / 'log', tmp_path / 'out'

@@ -13,7 +13,7 @@ import pytest
 
 from aquabill_tools import nbexec
 from conftest import Generate, RunNotebook
-from expected import Expected, recompute
+from expected import Expected, alerts, recompute
 
 Table = list[list[str]]
 
@@ -35,8 +35,9 @@ def sql(kernel: nbexec.Kernel, query: str) -> nbexec.CellResult:
 def explored(tmp_path: Path, generate: Generate, run_notebook: RunNotebook
              ) -> tuple[Path, Expected, list[nbexec.CellResult]]:
     log, out = tmp_path / 'log', tmp_path / 'out'
-    generate(log, '2026-03-01T00', '2026-03-02T00', '--meters', '12', '--seed', '8',
-             '--malformed-rate', '0.02', '--files-per-hour', '1')
+    generate(log, '2026-03-01T00', '2026-03-03T00', '--meters', '12', '--seed', '8',
+             '--malformed-rate', '0.02', '--files-per-hour', '1', '--leak-share', '0.5',
+             '--offline-share', '0.9', '--max-outage-hours', '60')
     results = run_notebook(input_root=str(log), output_root=str(out))
     return out, recompute(log), results
 
@@ -66,6 +67,25 @@ def test_sql_answers_as_the_recomputation(explored: tuple[Path, Expected, list],
     # The quarantine by reason, as the recomputation counts malformed lines.
     got = html_rows(sql(kernel, 'SELECT COUNT(*) FROM quarantine'))
     assert int(got[0][0]) == exp.quarantined
+
+
+def test_the_alerts_section_shows_the_recomputed_alerts(explored: tuple[Path, Expected, list]
+                                                       ) -> None:
+    _, exp, results = explored
+    want = [dict(r) for r in alerts(exp)]
+    open_by_kind: dict[str, list[int]] = defaultdict(list)
+    for a in want:
+        if a['is_open']:
+            open_by_kind[str(a['kind'])].append(int(a['hours']))  # type: ignore[call-overload]
+    assert {'continuous_flow', 'silent'} <= open_by_kind.keys(), 'the log has leaks and outages'
+    shown = html_rows(next(r for r in results if 'alerts_open' in r.tags))
+    assert [(r[0], int(r[1]), int(r[2])) for r in shown] == \
+        [(k, len(v), max(v)) for k, v in sorted(open_by_kind.items())]
+    leaks = sorted((a for a in want if a['kind'] == 'continuous_flow' and a['is_open']),
+                   key=lambda a: (-int(a['hours']), str(a['meter_id'])))[:10]  # type: ignore
+    shown = html_rows(next(r for r in results if 'alerts_leaks' in r.tags))
+    assert shown == [[str(a[k]) for k in ('meter_id', 'customer_id', 'first_hour', 'last_hour',
+                                          'hours', 'usage_ml')] for a in leaks]
 
 
 def test_a_failing_query_leaves_the_kernel_usable(explored: tuple[Path, Expected, list],

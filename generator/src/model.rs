@@ -290,8 +290,8 @@ impl Fleet {
             r.random_range(0..=2 * mean)
         };
         let idle_share = match RHYTHM[hour as usize] {
-            0..=20 => 0.6,
-            21..=70 => 0.25,
+            0..=20 => 0.8,
+            21..=70 => 0.3,
             _ => 0.05,
         };
         let idle = rng(

@@ -53,6 +53,10 @@ fn settings(config: &Config) -> Vec<(&'static str, String)> {
             "alert_silent_hours",
             format!("{} ingestion hours quiet", config.alert_silent_hours),
         ),
+        (
+            "alert_close_hours",
+            format!("{} h before a month closes", config.alert_close_hours),
+        ),
     ]
 }
 

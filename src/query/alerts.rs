@@ -13,6 +13,10 @@
 //!   watermark. Adding an hour's readings is exact in any order, so a late reading that fills a
 //!   gap, adds a dry hour or turns a dry hour into flow opens, splits, joins or closes episodes
 //!   as the whole data says.
+//! - **Bills at risk.** A meter's billing month is judged once the watermark is within the
+//!   threshold's hours of the month's end (or past it): hours from its first reading of the
+//!   month to the month's end without readings put the customer's bill at risk. The month's
+//!   [`MonthTally`] counts the hours with readings as they arrive.
 //! - **Silence.** A meter that reported before is *silent* once the threshold's number of
 //!   ingestion hours taken (folders of the log, in order, counted per batch) passed without any
 //!   record of it; the episode closes at the first folder with one. [`Hearing`] is what a meter's
@@ -25,6 +29,8 @@ pub enum AlertKind {
     ContinuousFlow,
     /// No record for at least the threshold's ingestion hours.
     Silent,
+    /// Hours without readings in a billing month about to close, or closed.
+    BillAtRisk,
 }
 
 impl AlertKind {
@@ -33,8 +39,12 @@ impl AlertKind {
         match self {
             Self::ContinuousFlow => "continuous_flow",
             Self::Silent => "silent",
+            Self::BillAtRisk => "bill_at_risk",
         }
     }
+
+    /// Every kind.
+    pub const ALL: [Self; 3] = [Self::ContinuousFlow, Self::Silent, Self::BillAtRisk];
 }
 
 /// One episode of one meter.
@@ -48,7 +58,7 @@ pub struct Episode {
     pub last_hour: i64,
     /// No hour has ended it yet (a dry hour for flow, a record for silence).
     pub open: bool,
-    /// The hours it counted: flow hours, or quiet ingestion hours.
+    /// The hours it counted: flow hours, quiet ingestion hours, or hours without readings.
     pub hours: i64,
     /// The meter's usage over the episode's hours, ml (0 for silence).
     pub usage_ml: i64,
@@ -123,6 +133,12 @@ impl FlowHistory {
     /// Nothing is kept.
     pub fn is_empty(&self) -> bool {
         self.flow.is_empty() && self.dry.is_empty()
+    }
+
+    /// Whether `hour` has readings (flow or dry) as far as the history knows: every hour the
+    /// watermark has not passed is known.
+    pub fn has_readings(&self, hour: i64) -> bool {
+        self.flow_run_at(hour).is_some() || self.dry_run_at(hour).is_some()
     }
 
     fn flow_run_at(&self, hour: i64) -> Option<usize> {
@@ -297,6 +313,61 @@ fn keep(out: &mut Vec<Episode>, mut episode: Episode, open: bool, min_hours: i64
     if episode.hours >= min_hours {
         episode.open = open;
         out.push(episode);
+    }
+}
+
+/// One meter's readings in one billing month, for its bill.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthTally {
+    /// The month's first hour after its last (exclusive), UTC hour index.
+    pub end: i64,
+    /// The meter's first hour with readings in the month.
+    pub first: i64,
+    /// Hours of the month with readings.
+    pub hours: i64,
+    /// The meter's usage in the month, ml.
+    pub usage_ml: i64,
+}
+
+impl MonthTally {
+    /// A month of `end` whose first reading is in `hour`, with nothing counted yet.
+    pub fn new(end: i64, hour: i64) -> Self {
+        Self {
+            end,
+            first: hour,
+            hours: 0,
+            usage_ml: 0,
+        }
+    }
+
+    /// Counts readings of `hour` summing to `usage_ml`; `new_hour` when the hour had none.
+    pub fn add(&mut self, hour: i64, usage_ml: i64, new_hour: bool) {
+        self.first = self.first.min(hour);
+        self.hours += i64::from(new_hour);
+        self.usage_ml += usage_ml;
+    }
+
+    /// The month is final: the watermark passed its end.
+    pub fn closed(&self, watermark: i64) -> bool {
+        watermark >= self.end
+    }
+
+    /// The month's `bill_at_risk` episode with the watermark at `watermark`: judged once the
+    /// watermark is within `close_hours` of the month's end, when hours from the first reading
+    /// to the end have no readings; open until the month closes.
+    pub fn judge(&self, watermark: i64, close_hours: i64) -> Option<Episode> {
+        if watermark < self.end - close_hours {
+            return None;
+        }
+        let missing = self.end - self.first - self.hours;
+        (missing > 0).then_some(Episode {
+            kind: AlertKind::BillAtRisk,
+            first_hour: self.first,
+            last_hour: self.end - 1,
+            open: !self.closed(watermark),
+            hours: missing,
+            usage_ml: self.usage_ml,
+        })
     }
 }
 
@@ -615,6 +686,52 @@ mod tests {
         let (one, all) = listen(None, &(0..=32).collect::<Vec<_>>(), &[0, 31, 32], None, 24);
         assert_eq!(all, closed);
         assert_eq!(one, h);
+    }
+
+    #[test]
+    fn a_month_with_hours_without_readings_is_at_risk_near_its_close() {
+        // A month of hours 0..720; the meter's first reading is in hour 100, and 600 of the
+        // 620 hours from there have readings.
+        let mut m = MonthTally::new(720, 100);
+        for hour in 100..700 {
+            m.add(hour, 5, true);
+        }
+        m.add(100, 1, false);
+        assert_eq!((m.first, m.hours, m.usage_ml), (100, 600, 3001));
+        assert_eq!(
+            m.judge(671, 48),
+            None,
+            "more than 48 hours before the close"
+        );
+        let risk = Episode {
+            kind: AlertKind::BillAtRisk,
+            first_hour: 100,
+            last_hour: 719,
+            open: true,
+            hours: 20,
+            usage_ml: 3001,
+        };
+        assert_eq!(m.judge(672, 48), Some(risk));
+        assert_eq!(
+            m.judge(720, 48),
+            Some(Episode {
+                open: false,
+                ..risk
+            })
+        );
+        assert!(m.closed(720) && !m.closed(719));
+        // A late reading of hour 90 moves the first reading back: hours 91..100 are at risk too.
+        m.add(90, 2, true);
+        assert_eq!(
+            m.judge(700, 48).map(|e| (e.first_hour, e.hours)),
+            Some((90, 29))
+        );
+        // Every hour from the first on has readings: no risk.
+        let mut full = MonthTally::new(24, 0);
+        for hour in 0..24 {
+            full.add(hour, 1, true);
+        }
+        assert_eq!(full.judge(24, 48), None);
     }
 
     #[test]

@@ -13,8 +13,9 @@ use super::keys::BatchKeys;
 use super::{Run, Stage};
 use crate::error::{Error, Result};
 use crate::hashing::FastMap;
+use crate::hours::{month_end_hour, month_start_hour};
 use crate::input::INGEST_HOUR;
-use crate::query::alerts::{AlertKind, Episode, FlowHistory, FlowRun, Hearing, listen};
+use crate::query::alerts::{AlertKind, Episode, FlowHistory, FlowRun, Hearing, MonthTally, listen};
 use crate::table::{ALERT_METERS, METER_ALERTS, Table, Values, block_on, col};
 
 /// What a batch holds of one meter: for its silence.
@@ -71,6 +72,8 @@ struct History {
     customer_id: String,
     hearing: Option<Hearing>,
     flow: FlowHistory,
+    /// The billing months the watermark has not closed, by their end.
+    months: BTreeMap<i64, MonthTally>,
 }
 
 /// One `meter_alerts` row.
@@ -103,7 +106,7 @@ impl Run {
                 needs: "dedup",
             });
         };
-        let mut meters = read_histories(&histories)?;
+        let mut meters = read_histories(&histories, self.config.billing_timezone)?;
         let old_rows = read_alerts(&alerts)?;
         let before = self.checkpoint.latest_ingest_hour;
         let new_folders: Vec<i64> = self
@@ -123,38 +126,47 @@ impl Run {
             .filter(|(_, h)| !h.flow.is_empty())
             .map(|(id, h)| (id.clone(), h.flow.floor()))
             .collect();
-        add_flow(&mut meters, &classified.accepted, &classified.meter_ids)?;
+        let tz = self.config.billing_timezone;
+        add_flow(&mut meters, &classified.accepted, &classified.meter_ids, tz)?;
         let mut heard_now: BTreeMap<&str, &[i64]> = BTreeMap::new();
         for heard in &classified.heard {
             let history = meters.entry(heard.meter_id.clone()).or_default();
             history.customer_id.clone_from(&heard.customer_id);
             heard_now.insert(&heard.meter_id, &heard.folders);
         }
-        let (flow_hours, silent_hours) =
-            (self.config.alert_flow_hours, self.config.alert_silent_hours);
+        let thresholds = Thresholds {
+            flow: self.config.alert_flow_hours,
+            silent: self.config.alert_silent_hours,
+            close: self.config.alert_close_hours,
+        };
+        let watermark = self.batch.watermark_after.unwrap_or(i64::MIN);
         let mut judged: BTreeMap<String, Vec<Episode>> = BTreeMap::new();
         for (id, history) in meters.iter_mut() {
             let folders = heard_now.get(id.as_str()).copied().unwrap_or_default();
-            let (hearing, mut episodes) =
-                listen(history.hearing, &new_folders, folders, before, silent_hours);
+            let (hearing, mut episodes) = listen(
+                history.hearing,
+                &new_folders,
+                folders,
+                before,
+                thresholds.silent,
+            );
             history.hearing = hearing;
-            episodes.extend(history.flow.episodes(flow_hours));
+            episodes.extend(history.flow.episodes(thresholds.flow));
+            episodes.extend(
+                history
+                    .months
+                    .values()
+                    .filter_map(|m| m.judge(watermark, thresholds.close)),
+            );
             judged.insert(id.clone(), episodes);
         }
-        let rows = merge_alerts(
-            old_rows,
-            &judged,
-            &meters,
-            &floors,
-            batch,
-            flow_hours,
-            silent_hours,
-        );
+        let rows = merge_alerts(old_rows, &judged, &meters, &floors, batch, &thresholds);
         let alert_rows = alerts_frame(&rows)?;
-        if let Some(watermark) = self.batch.watermark_after {
-            for history in meters.values_mut() {
-                history.flow.forget_before(watermark);
-            }
+        // What the watermark made final is forgotten: flow before the last dry hour before
+        // it, and the months it closed (their rows are final).
+        for history in meters.values_mut() {
+            history.flow.forget_before(watermark);
+            history.months.retain(|_, m| !m.closed(watermark));
         }
         let history_rows = histories_frame(&meters)?;
         let old = alerts.appended_files(0);
@@ -167,11 +179,30 @@ impl Run {
     }
 }
 
-/// Adds the batch's accepted readings, summed by meter and recording hour, to the histories.
+/// The run's thresholds, in hours.
+struct Thresholds {
+    flow: i64,
+    silent: i64,
+    close: i64,
+}
+
+impl Thresholds {
+    fn of(&self, kind: AlertKind) -> i64 {
+        match kind {
+            AlertKind::ContinuousFlow => self.flow,
+            AlertKind::Silent => self.silent,
+            AlertKind::BillAtRisk => self.close,
+        }
+    }
+}
+
+/// Adds the batch's accepted readings, summed by meter and recording hour, to the histories:
+/// their flow and dry hours, and their billing months (in `tz`).
 fn add_flow(
     meters: &mut BTreeMap<String, History>,
     accepted: &DataFrame,
     meter_ids: &FastMap<i64, String>,
+    tz: chrono_tz::Tz,
 ) -> Result<()> {
     let err = Error::polars("alerts");
     let long = |name: &str| {
@@ -197,7 +228,15 @@ fn add_flow(
         let id = meter_ids
             .get(&meter)
             .ok_or_else(|| Error::Dedup(format!("the batch's meter key {meter} has no id")))?;
-        meters.entry(id.clone()).or_default().flow.add(hour, ml);
+        let history = meters.entry(id.clone()).or_default();
+        let new_hour = !history.flow.has_readings(hour);
+        history.flow.add(hour, ml);
+        let end = month_end_hour(month_start_hour(hour, tz)?, tz)?;
+        history
+            .months
+            .entry(end)
+            .or_insert_with(|| MonthTally::new(end, hour))
+            .add(hour, ml, new_hour);
     }
     Ok(())
 }
@@ -211,20 +250,19 @@ fn merge_alerts(
     meters: &BTreeMap<String, History>,
     floors: &BTreeMap<String, Option<i64>>,
     batch: i64,
-    flow_hours: i64,
-    silent_hours: i64,
+    thresholds: &Thresholds,
 ) -> Vec<AlertRow> {
     let mut kept = Vec::new();
     let mut replaced: BTreeMap<(String, &'static str, i64), AlertRow> = BTreeMap::new();
     for row in old_rows {
-        let decided = match row.kind.as_str() {
-            k if k == AlertKind::Silent.name() => row.episode.open,
-            k if k == AlertKind::ContinuousFlow.name() => match floors.get(&row.meter_id) {
+        // Open silences and bills at risk are judged again; flow after the history's floor.
+        let decided = match row.episode.kind {
+            AlertKind::Silent | AlertKind::BillAtRisk => row.episode.open,
+            AlertKind::ContinuousFlow => match floors.get(&row.meter_id) {
                 Some(Some(floor)) => row.episode.first_hour > *floor,
                 Some(None) => true,
                 None => false,
             },
-            _ => false,
         };
         if decided && judged.contains_key(row.meter_id.as_str()) {
             let kind = row.episode.kind.name();
@@ -250,10 +288,7 @@ fn merge_alerts(
                 customer_id: customer_id.clone(),
                 kind: episode.kind.name().to_owned(),
                 episode: *episode,
-                threshold_hours: match episode.kind {
-                    AlertKind::ContinuousFlow => flow_hours,
-                    AlertKind::Silent => silent_hours,
-                },
+                threshold_hours: thresholds.of(episode.kind),
                 opened_by_batch: before.map_or(batch, |b| b.opened_by_batch),
                 closed_by_batch,
             });
@@ -270,9 +305,7 @@ fn merge_alerts(
 }
 
 fn kind_of(name: &str) -> Option<AlertKind> {
-    [AlertKind::ContinuousFlow, AlertKind::Silent]
-        .into_iter()
-        .find(|k| k.name() == name)
+    AlertKind::ALL.into_iter().find(|k| k.name() == name)
 }
 
 /// Column `name` of a table's rows, for reading them back.
@@ -374,8 +407,12 @@ const HEARD: &str = "heard";
 const QUIET: &str = "quiet";
 const FLOW: &str = "flow";
 const DRY: &str = "dry";
+const MONTH: &str = "month";
 
-fn read_histories(table: &Table) -> Result<BTreeMap<String, History>> {
+/// One `alert_meters` row: part, first and last hour, hours, usage.
+type Part<'a> = (&'a str, i64, i64, i64, i64);
+
+fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<BTreeMap<String, History>> {
     let rows = block_on(table.read_hours(&Default::default()))??;
     let name = ALERT_METERS.name;
     let bad = |c: &str, e: PolarsError| Error::table_data(name, c, e.to_string());
@@ -396,42 +433,65 @@ fn read_histories(table: &Table) -> Result<BTreeMap<String, History>> {
         text(col::CUSTOMER_ID)?,
         text(col::PART)?,
     );
-    let (first, last, value) = (
-        long(col::FIRST_HOUR)?,
-        long(col::LAST_HOUR)?,
-        long(col::VALUE)?,
-    );
+    let (first, last) = (long(col::FIRST_HOUR)?, long(col::LAST_HOUR)?);
+    let (hours, usage) = (long(col::HOURS)?, long(col::USAGE_ML)?);
     type Runs = (Vec<FlowRun>, Vec<(i64, i64)>);
-    type Silence = (Option<i64>, Option<(i64, (i64, i64))>);
     let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
-    let mut quiet: BTreeMap<String, Silence> = BTreeMap::new();
     let mut out: BTreeMap<String, History> = BTreeMap::new();
+    let mut quiet: Vec<(String, i64, (i64, i64))> = Vec::new();
     for i in 0..rows.height() {
-        let missing = || Error::table_data(name, "*", format!("row {i} has an empty value"));
-        let (Some(meter), Some(customer), Some(part), Some(a), Some(b), Some(v)) = (
+        let (Some(meter), Some(customer), Some(part), Some(a), Some(b), Some(n), Some(ml)) = (
             meters.get(i),
             customers.get(i),
             parts.get(i),
             first.get(i),
             last.get(i),
-            value.get(i),
+            hours.get(i),
+            usage.get(i),
         ) else {
-            return Err(missing());
+            return Err(Error::table_data(
+                name,
+                "*",
+                format!("row {i} has an empty value"),
+            ));
         };
         let history = out.entry(meter.to_owned()).or_default();
         let (flow, dry) = runs.entry(meter.to_owned()).or_default();
         match part {
             HEARD => {
                 history.customer_id = customer.to_owned();
-                quiet.entry(meter.to_owned()).or_default().0 = Some(a);
+                history.hearing = Some(Hearing {
+                    last_heard: a,
+                    quiet: 0,
+                    quiet_span: None,
+                });
             }
-            QUIET => quiet.entry(meter.to_owned()).or_default().1 = Some((v, (a, b))),
+            QUIET => quiet.push((meter.to_owned(), n, (a, b))),
             FLOW => flow.push(FlowRun {
                 first: a,
                 last: b,
-                usage_ml: v,
+                usage_ml: ml,
             }),
             DRY => dry.push((a, b)),
+            MONTH => {
+                let end = b + 1;
+                if month_end_hour(month_start_hour(b, tz)?, tz)? != end {
+                    return Err(Error::table_data(
+                        name,
+                        col::LAST_HOUR,
+                        format!("meter `{meter}`: hour {b} is not the last of a billing month"),
+                    ));
+                }
+                history.months.insert(
+                    end,
+                    MonthTally {
+                        end,
+                        first: a,
+                        hours: n,
+                        usage_ml: ml,
+                    },
+                );
+            }
             other => {
                 return Err(Error::table_data(
                     name,
@@ -441,22 +501,20 @@ fn read_histories(table: &Table) -> Result<BTreeMap<String, History>> {
             }
         }
     }
-    for (meter, silence) in quiet {
-        let hearing = match silence {
-            (Some(last_heard), span) => Hearing {
-                last_heard,
-                quiet: span.map_or(0, |s| s.0),
-                quiet_span: span.map(|s| s.1),
-            },
-            (None, _) => {
+    for (meter, n, span) in quiet {
+        match out.get_mut(&meter).and_then(|h| h.hearing.as_mut()) {
+            Some(hearing) => {
+                hearing.quiet = n;
+                hearing.quiet_span = Some(span);
+            }
+            None => {
                 return Err(Error::table_data(
                     name,
                     col::PART,
                     format!("meter `{meter}` has quiet folders but no `heard` row"),
                 ));
             }
-        };
-        out.entry(meter).or_default().hearing = Some(hearing);
+        }
     }
     for (meter, (flow, dry)) in runs {
         let history = out.entry(meter.clone()).or_default();
@@ -467,29 +525,40 @@ fn read_histories(table: &Table) -> Result<BTreeMap<String, History>> {
 }
 
 fn histories_frame(meters: &BTreeMap<String, History>) -> Result<DataFrame> {
-    let mut rows: Vec<(&str, &str, &str, i64, i64, i64)> = Vec::new();
+    let mut rows: Vec<(&str, &str, Part<'_>)> = Vec::new();
     for (id, h) in meters {
         let customer = h.customer_id.as_str();
+        let mut push = |part: Part<'static>| rows.push((id, customer, part));
         if let Some(hearing) = h.hearing {
             let heard = hearing.last_heard;
-            rows.push((id, customer, HEARD, heard, heard, 0));
+            push((HEARD, heard, heard, 0, 0));
             if let Some((first, last)) = hearing.quiet_span {
-                rows.push((id, customer, QUIET, first, last, hearing.quiet));
+                push((QUIET, first, last, hearing.quiet, 0));
             }
         }
         for run in h.flow.flow_runs() {
-            rows.push((id, customer, FLOW, run.first, run.last, run.usage_ml));
+            push((
+                FLOW,
+                run.first,
+                run.last,
+                run.last - run.first + 1,
+                run.usage_ml,
+            ));
         }
         for &(a, b) in h.flow.dry_runs() {
-            rows.push((id, customer, DRY, a, b, 0));
+            push((DRY, a, b, b - a + 1, 0));
+        }
+        for m in h.months.values() {
+            push((MONTH, m.first, m.end - 1, m.hours, m.usage_ml));
         }
     }
     ALERT_METERS.frame(vec![
         Values::Str(rows.iter().map(|r| r.0.into()).collect()),
         Values::Str(rows.iter().map(|r| r.1.into()).collect()),
-        Values::Str(rows.iter().map(|r| r.2.into()).collect()),
-        Values::Long(rows.iter().map(|r| r.3).collect()),
-        Values::Long(rows.iter().map(|r| r.4).collect()),
-        Values::Long(rows.iter().map(|r| r.5).collect()),
+        Values::Str(rows.iter().map(|r| r.2.0.into()).collect()),
+        Values::Long(rows.iter().map(|r| r.2.1).collect()),
+        Values::Long(rows.iter().map(|r| r.2.2).collect()),
+        Values::Long(rows.iter().map(|r| r.2.3).collect()),
+        Values::Long(rows.iter().map(|r| r.2.4).collect()),
     ])
 }

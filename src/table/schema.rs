@@ -143,10 +143,9 @@ pub mod col {
     pub const THRESHOLD_HOURS: &str = "threshold_hours";
     /// The batch that first recorded an episode.
     pub const OPENED_BY_BATCH: &str = "opened_by_batch";
-    /// What a row of a meter's alert history stands for: `heard`, `quiet`, `flow` or `dry`.
+    /// What a row of a meter's alert history stands for: `heard`, `quiet`, `flow`, `dry` or
+    /// `month`.
     pub const PART: &str = "part";
-    /// A row of a meter's alert history: its quiet folders (`quiet`) or usage (`flow`, ml).
-    pub const VALUE: &str = "value";
 }
 
 /// How a column is typed in Delta and in Polars.
@@ -382,7 +381,7 @@ pub const DEDUP_METERS: Spec = Spec {
     home: Home::Checkpoint,
 };
 
-/// `meter_alerts`: one row per meter and episode of continuous flow or silence (see
+/// `meter_alerts`: one row per meter and episode of continuous flow, silence or a bill at risk (see
 /// `query::alerts`), rewritten whole by every run: small (episodes are rare), and an episode's
 /// row changes while it is open. `closed_by_batch` is empty while the episode is open (the one
 /// nullable column of a table's first layout).
@@ -410,8 +409,10 @@ pub const METER_ALERTS: Spec = Spec {
 
 /// What the alerts know of each meter between runs (`query::alerts`), hours as indexes: a
 /// `heard` row (the folder it was last heard in), a `quiet` row when folders since were quiet
-/// (the first and last of them, and how many as `value`), its `flow` runs (their usage as
-/// `value`) and its `dry` runs. Read whole and rewritten by every run.
+/// (the first and last of them, and how many), its `flow` runs (with their usage) and `dry`
+/// runs, and a `month` row for each billing month the watermark has not closed (its first hour
+/// with readings, its last hour, the hours with readings, the usage). Read whole and rewritten
+/// by every run.
 pub const ALERT_METERS: Spec = Spec {
     name: "alert_meters",
     columns: &[
@@ -420,7 +421,8 @@ pub const ALERT_METERS: Spec = Spec {
         (col::PART, Kind::Str),
         (col::FIRST_HOUR, Kind::Long),
         (col::LAST_HOUR, Kind::Long),
-        (col::VALUE, Kind::Long),
+        (col::HOURS, Kind::Long),
+        (col::USAGE_ML, Kind::Long),
     ],
     partition: None,
     added: 0,
