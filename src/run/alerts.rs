@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
-use super::keys::BatchKeys;
 use super::{Run, Stage};
 use crate::error::{Error, Result};
 use crate::hashing::FastMap;
@@ -20,16 +19,17 @@ use crate::table::{ALERT_METERS, METER_ALERTS, Table, Values, block_on, col};
 
 /// What a batch holds of one meter: for its silence.
 pub(super) struct Heard {
-    pub meter_id: String,
-    /// The customer of its last record in ingestion order.
-    pub customer_id: String,
+    /// Meter key.
+    pub meter: i64,
+    /// The key of the customer of its last record in ingestion order.
+    pub customer: i64,
     /// The folders (ingestion hours) holding its records, ascending.
     pub folders: Vec<i64>,
 }
 
-/// The meters of the parsed `records` (keys as `keys` assigned them), with the folders their
-/// records came in: every valid record, accepted or not, is the meter talking.
-pub(super) fn heard(records: &DataFrame, keys: &BatchKeys) -> Result<Vec<Heard>> {
+/// The meters of the parsed `records` (with keys for ids), with the folders their records came
+/// in: every valid record, accepted or not, is the meter talking.
+pub(super) fn heard(records: &DataFrame) -> Result<Vec<Heard>> {
     let err = Error::polars("alerts");
     let long = |name: &str| {
         records
@@ -49,27 +49,21 @@ pub(super) fn heard(records: &DataFrame, keys: &BatchKeys) -> Result<Vec<Heard>>
         entry.0 = customer;
         entry.1.insert(folder);
     }
-    by_meter
+    Ok(by_meter
         .into_iter()
-        .map(|(meter, (customer, folders))| {
-            let name = |ids: &FastMap<i64, String>, key: i64, what: &str| {
-                ids.get(&key)
-                    .cloned()
-                    .ok_or_else(|| Error::Dedup(format!("the batch's {what} key {key} has no id")))
-            };
-            Ok(Heard {
-                meter_id: name(&keys.meter_ids, meter, "meter")?,
-                customer_id: name(&keys.customer_ids, customer, "customer")?,
-                folders: folders.into_iter().collect(),
-            })
+        .map(|(meter, (customer, folders))| Heard {
+            meter,
+            customer,
+            folders: folders.into_iter().collect(),
         })
-        .collect()
+        .collect())
 }
 
 /// One meter's alert history between runs.
 #[derive(Default)]
 struct History {
-    customer_id: String,
+    /// Key of the customer of its latest record.
+    customer: i64,
     hearing: Option<Hearing>,
     flow: FlowHistory,
     /// The billing months the watermark has not closed, by their end.
@@ -86,6 +80,21 @@ struct AlertRow {
     threshold_hours: i64,
     opened_by_batch: i64,
     closed_by_batch: Option<i64>,
+}
+
+/// One episode judged now, with its meter and customer.
+struct Judged {
+    meter_id: String,
+    customer_id: String,
+    episode: Episode,
+}
+
+/// What a meter's history decides of its stored `meter_alerts` rows: its open silences and bills
+/// at risk, when it has a history; of its flow episodes, those after the floor (`Some(None)`: all,
+/// `None`: none).
+struct Decides {
+    open: bool,
+    flow: Option<Option<i64>>,
 }
 
 impl Run {
@@ -106,8 +115,11 @@ impl Run {
                 needs: "dedup",
             });
         };
-        let mut meters = read_histories(&histories, self.config.billing_timezone)?;
+        let t = std::time::Instant::now();
+        let tz = self.config.billing_timezone;
+        let mut meters = read_histories(&histories, tz)?;
         let old_rows = read_alerts(&alerts)?;
+        let p = crate::trace::phase("finish/alerts/read", t);
         let before = self.checkpoint.latest_ingest_hour;
         let new_folders: Vec<i64> = self
             .batch
@@ -119,20 +131,32 @@ impl Run {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        // The episodes each history decides: those after its floor (all, if it begins with
-        // flow); a meter without flow or dry hours decides none.
-        let floors: BTreeMap<String, Option<i64>> = meters
+        let ids = Ids {
+            meters: &classified.meter_ids,
+            customers: &classified.customer_ids,
+        };
+        // Which stored rows each history decides, as it was before the batch: the flow episodes
+        // after its floor (all, if it begins with flow; none without flow or dry hours).
+        let by_id: FastMap<&str, i64> = ids.meters.iter().map(|(&k, v)| (v.as_str(), k)).collect();
+        let decides: BTreeMap<String, Decides> = old_rows
             .iter()
-            .filter(|(_, h)| !h.flow.is_empty())
-            .map(|(id, h)| (id.clone(), h.flow.floor()))
+            .map(|row| {
+                let history = by_id.get(row.meter_id.as_str()).and_then(|k| meters.get(k));
+                let decides = Decides {
+                    open: history.is_some(),
+                    flow: history
+                        .filter(|h| !h.flow.is_empty())
+                        .map(|h| h.flow.floor()),
+                };
+                (row.meter_id.clone(), decides)
+            })
             .collect();
-        let tz = self.config.billing_timezone;
-        add_flow(&mut meters, &classified.accepted, &classified.meter_ids, tz)?;
-        let mut heard_now: BTreeMap<&str, &[i64]> = BTreeMap::new();
+        add_flow(&mut meters, &classified.accepted, tz)?;
+        let mut heard_now: FastMap<i64, &[i64]> = FastMap::default();
         for heard in &classified.heard {
-            let history = meters.entry(heard.meter_id.clone()).or_default();
-            history.customer_id.clone_from(&heard.customer_id);
-            heard_now.insert(&heard.meter_id, &heard.folders);
+            let history = meters.entry(heard.meter).or_default();
+            history.customer = heard.customer;
+            heard_now.insert(heard.meter, &heard.folders);
         }
         let thresholds = Thresholds {
             flow: self.config.alert_flow_hours,
@@ -140,9 +164,9 @@ impl Run {
             close: self.config.alert_close_hours,
         };
         let watermark = self.batch.watermark_after.unwrap_or(i64::MIN);
-        let mut judged: BTreeMap<String, Vec<Episode>> = BTreeMap::new();
-        for (id, history) in meters.iter_mut() {
-            let folders = heard_now.get(id.as_str()).copied().unwrap_or_default();
+        let mut judged: Vec<Judged> = Vec::new();
+        for (meter, history) in meters.iter_mut() {
+            let folders = heard_now.get(meter).copied().unwrap_or_default();
             let (hearing, mut episodes) = listen(
                 history.hearing,
                 &new_folders,
@@ -158,9 +182,15 @@ impl Run {
                     .values()
                     .filter_map(|m| m.judge(watermark, thresholds.close)),
             );
-            judged.insert(id.clone(), episodes);
+            for episode in episodes {
+                judged.push(Judged {
+                    meter_id: ids.meter(*meter)?.to_owned(),
+                    customer_id: ids.customer(history.customer)?.to_owned(),
+                    episode,
+                });
+            }
         }
-        let rows = merge_alerts(old_rows, &judged, &meters, &floors, batch, &thresholds);
+        let rows = merge_alerts(old_rows, judged, &decides, batch, &thresholds);
         let alert_rows = alerts_frame(&rows)?;
         // What the watermark made final is forgotten: flow before the last dry hour before
         // it, and the months it closed (their rows are final).
@@ -169,13 +199,37 @@ impl Run {
             history.months.retain(|_, m| !m.closed(watermark));
         }
         let history_rows = histories_frame(&meters)?;
+        let p = crate::trace::phase("finish/alerts/judge", p);
         let old = alerts.appended_files(0);
         block_on(alerts.commit_removing(batch, Some(&alert_rows), &BTreeSet::new(), &old))??;
         let old = histories.appended_files(0);
         block_on(histories.commit_removing(batch, Some(&history_rows), &BTreeSet::new(), &old))??;
+        crate::trace::phase("finish/alerts/write", p);
         self.keep(alerts);
         self.keep(histories);
         Ok(())
+    }
+}
+
+/// The ids of the meter and customer keys known after the batch.
+struct Ids<'a> {
+    meters: &'a FastMap<i64, String>,
+    customers: &'a FastMap<i64, String>,
+}
+
+impl Ids<'_> {
+    fn meter(&self, key: i64) -> Result<&str> {
+        self.meters
+            .get(&key)
+            .map(String::as_str)
+            .ok_or_else(|| Error::Dedup(format!("meter key {key} has no id in `dedup_keys`")))
+    }
+
+    fn customer(&self, key: i64) -> Result<&str> {
+        self.customers
+            .get(&key)
+            .map(String::as_str)
+            .ok_or_else(|| Error::Dedup(format!("customer key {key} has no id in `dedup_keys`")))
     }
 }
 
@@ -199,9 +253,8 @@ impl Thresholds {
 /// Adds the batch's accepted readings, summed by meter and recording hour, to the histories:
 /// their flow and dry hours, and their billing months (in `tz`).
 fn add_flow(
-    meters: &mut BTreeMap<String, History>,
+    meters: &mut FastMap<i64, History>,
     accepted: &DataFrame,
-    meter_ids: &FastMap<i64, String>,
     tz: chrono_tz::Tz,
 ) -> Result<()> {
     let err = Error::polars("alerts");
@@ -225,10 +278,7 @@ fn add_flow(
         *sums.entry((meter, hour)).or_default() += ml;
     }
     for ((meter, hour), ml) in sums {
-        let id = meter_ids
-            .get(&meter)
-            .ok_or_else(|| Error::Dedup(format!("the batch's meter key {meter} has no id")))?;
-        let history = meters.entry(id.clone()).or_default();
+        let history = meters.entry(meter).or_default();
         let new_hour = !history.flow.has_readings(hour);
         history.flow.add(hour, ml);
         let end = month_end_hour(month_start_hour(hour, tz)?, tz)?;
@@ -246,53 +296,52 @@ fn add_flow(
 /// one of the same meter, kind and first hour) and the one that closed it.
 fn merge_alerts(
     old_rows: Vec<AlertRow>,
-    judged: &BTreeMap<String, Vec<Episode>>,
-    meters: &BTreeMap<String, History>,
-    floors: &BTreeMap<String, Option<i64>>,
+    judged: Vec<Judged>,
+    decides: &BTreeMap<String, Decides>,
     batch: i64,
     thresholds: &Thresholds,
 ) -> Vec<AlertRow> {
     let mut kept = Vec::new();
     let mut replaced: BTreeMap<(String, &'static str, i64), AlertRow> = BTreeMap::new();
     for row in old_rows {
-        // Open silences and bills at risk are judged again; flow after the history's floor.
-        let decided = match row.episode.kind {
-            AlertKind::Silent | AlertKind::BillAtRisk => row.episode.open,
-            AlertKind::ContinuousFlow => match floors.get(&row.meter_id) {
-                Some(Some(floor)) => row.episode.first_hour > *floor,
-                Some(None) => true,
-                None => false,
-            },
-        };
-        if decided && judged.contains_key(row.meter_id.as_str()) {
+        let decided = decides
+            .get(&row.meter_id)
+            .is_some_and(|d| match row.episode.kind {
+                AlertKind::Silent | AlertKind::BillAtRisk => d.open && row.episode.open,
+                AlertKind::ContinuousFlow => match d.flow {
+                    Some(Some(floor)) => row.episode.first_hour > floor,
+                    Some(None) => true,
+                    None => false,
+                },
+            });
+        if decided {
             let kind = row.episode.kind.name();
             replaced.insert((row.meter_id.clone(), kind, row.episode.first_hour), row);
         } else {
             kept.push(row);
         }
     }
-    for (id, episodes) in judged {
-        let customer_id = meters
-            .get(id)
-            .map(|h| h.customer_id.clone())
-            .unwrap_or_default();
-        for episode in episodes {
-            let before = replaced.get(&(id.clone(), episode.kind.name(), episode.first_hour));
-            let closed_by_batch = match (episode.open, before) {
-                (true, _) => None,
-                (false, Some(b)) if !b.episode.open => b.closed_by_batch,
-                (false, _) => Some(batch),
-            };
-            kept.push(AlertRow {
-                meter_id: id.clone(),
-                customer_id: customer_id.clone(),
-                kind: episode.kind.name().to_owned(),
-                episode: *episode,
-                threshold_hours: thresholds.of(episode.kind),
-                opened_by_batch: before.map_or(batch, |b| b.opened_by_batch),
-                closed_by_batch,
-            });
-        }
+    for Judged {
+        meter_id,
+        customer_id,
+        episode,
+    } in judged
+    {
+        let before = replaced.get(&(meter_id.clone(), episode.kind.name(), episode.first_hour));
+        let closed_by_batch = match (episode.open, before) {
+            (true, _) => None,
+            (false, Some(b)) if !b.episode.open => b.closed_by_batch,
+            (false, _) => Some(batch),
+        };
+        kept.push(AlertRow {
+            opened_by_batch: before.map_or(batch, |b| b.opened_by_batch),
+            meter_id,
+            customer_id,
+            kind: episode.kind.name().to_owned(),
+            episode,
+            threshold_hours: thresholds.of(episode.kind),
+            closed_by_batch,
+        });
     }
     kept.sort_by(|a, b| {
         (&a.meter_id, &a.kind, a.episode.first_hour).cmp(&(
@@ -412,74 +461,60 @@ const MONTH: &str = "month";
 /// One `alert_meters` row: part, first and last hour, hours, usage.
 type Part<'a> = (&'a str, i64, i64, i64, i64);
 
-fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<BTreeMap<String, History>> {
+fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<FastMap<i64, History>> {
     let rows = block_on(table.read_hours(&Default::default()))??;
     let name = ALERT_METERS.name;
     let bad = |c: &str, e: PolarsError| Error::table_data(name, c, e.to_string());
-    let text = |c: &'static str| {
-        column(&rows, name, c)?
-            .str()
-            .cloned()
-            .map_err(|e| bad(c, e))
-    };
     let long = |c: &'static str| {
         column(&rows, name, c)?
             .i64()
             .cloned()
             .map_err(|e| bad(c, e))
     };
-    let (meters, customers, parts) = (
-        text(col::METER_ID)?,
-        text(col::CUSTOMER_ID)?,
-        text(col::PART)?,
-    );
+    let parts = column(&rows, name, col::PART)?
+        .str()
+        .cloned()
+        .map_err(|e| bad(col::PART, e))?;
+    let (meters, customers) = (long(col::METER)?, long(col::CUSTOMER)?);
     let (first, last) = (long(col::FIRST_HOUR)?, long(col::LAST_HOUR)?);
     let (hours, usage) = (long(col::HOURS)?, long(col::USAGE_ML)?);
     type Runs = (Vec<FlowRun>, Vec<(i64, i64)>);
-    let mut runs: BTreeMap<String, Runs> = BTreeMap::new();
-    let mut out: BTreeMap<String, History> = BTreeMap::new();
-    let mut quiet: Vec<(String, i64, (i64, i64))> = Vec::new();
-    for i in 0..rows.height() {
-        let (Some(meter), Some(customer), Some(part), Some(a), Some(b), Some(n), Some(ml)) = (
-            meters.get(i),
-            customers.get(i),
-            parts.get(i),
-            first.get(i),
-            last.get(i),
-            hours.get(i),
-            usage.get(i),
-        ) else {
-            return Err(Error::table_data(
-                name,
-                "*",
-                format!("row {i} has an empty value"),
-            ));
-        };
-        let history = out.entry(meter.to_owned()).or_default();
-        let (flow, dry) = runs.entry(meter.to_owned()).or_default();
+    let mut runs: FastMap<i64, Runs> = FastMap::default();
+    let mut out: FastMap<i64, History> = FastMap::default();
+    let mut quiet: Vec<(i64, i64, (i64, i64))> = Vec::new();
+    let columns = meters
+        .into_no_null_iter()
+        .zip(customers.into_no_null_iter())
+        .zip(parts.iter())
+        .zip(first.into_no_null_iter())
+        .zip(last.into_no_null_iter())
+        .zip(hours.into_no_null_iter())
+        .zip(usage.into_no_null_iter());
+    for ((((((meter, customer), part), a), b), n), ml) in columns {
+        let history = out.entry(meter).or_default();
         match part {
-            HEARD => {
-                history.customer_id = customer.to_owned();
+            Some(HEARD) => {
+                history.customer = customer;
                 history.hearing = Some(Hearing {
                     last_heard: a,
                     quiet: 0,
                     quiet_span: None,
                 });
             }
-            QUIET => quiet.push((meter.to_owned(), n, (a, b))),
-            FLOW => flow.push(FlowRun {
+            Some(QUIET) => quiet.push((meter, n, (a, b))),
+            Some(FLOW) => runs.entry(meter).or_default().0.push(FlowRun {
                 first: a,
                 last: b,
                 usage_ml: ml,
             }),
-            DRY => dry.push((a, b)),
-            MONTH => {
+            Some(DRY) => runs.entry(meter).or_default().1.push((a, b)),
+            Some(MONTH) => {
                 let end = b + 1;
                 if month_end_hour(month_start_hour(b, tz)?, tz)? != end {
                     return Err(Error::table_data(
                         name,
                         col::LAST_HOUR,
-                        format!("meter `{meter}`: hour {b} is not the last of a billing month"),
+                        format!("meter {meter}: hour {b} is not the last of a billing month"),
                     ));
                 }
                 history.months.insert(
@@ -496,7 +531,7 @@ fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<BTreeMap<String, H
                 return Err(Error::table_data(
                     name,
                     col::PART,
-                    format!("`{other}` is not a part of a meter's history"),
+                    format!("{other:?} is not a part of a meter's history"),
                 ));
             }
         }
@@ -511,24 +546,26 @@ fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<BTreeMap<String, H
                 return Err(Error::table_data(
                     name,
                     col::PART,
-                    format!("meter `{meter}` has quiet folders but no `heard` row"),
+                    format!("meter {meter} has quiet folders but no `heard` row"),
                 ));
             }
         }
     }
     for (meter, (flow, dry)) in runs {
-        let history = out.entry(meter.clone()).or_default();
+        let history = out.entry(meter).or_default();
         history.flow = FlowHistory::from_runs(flow, dry)
-            .map_err(|e| Error::table_data(name, col::PART, format!("meter `{meter}`: {}", e.0)))?;
+            .map_err(|e| Error::table_data(name, col::PART, format!("meter {meter}: {}", e.0)))?;
     }
     Ok(out)
 }
 
-fn histories_frame(meters: &BTreeMap<String, History>) -> Result<DataFrame> {
-    let mut rows: Vec<(&str, &str, Part<'_>)> = Vec::new();
-    for (id, h) in meters {
-        let customer = h.customer_id.as_str();
-        let mut push = |part: Part<'static>| rows.push((id, customer, part));
+fn histories_frame(meters: &FastMap<i64, History>) -> Result<DataFrame> {
+    let mut keys: Vec<i64> = meters.keys().copied().collect();
+    keys.sort_unstable();
+    let mut rows: Vec<(i64, i64, Part<'_>)> = Vec::new();
+    for meter in keys {
+        let h = &meters[&meter];
+        let mut push = |part: Part<'static>| rows.push((meter, h.customer, part));
         if let Some(hearing) = h.hearing {
             let heard = hearing.last_heard;
             push((HEARD, heard, heard, 0, 0));
@@ -553,8 +590,8 @@ fn histories_frame(meters: &BTreeMap<String, History>) -> Result<DataFrame> {
         }
     }
     ALERT_METERS.frame(vec![
-        Values::Str(rows.iter().map(|r| r.0.into()).collect()),
-        Values::Str(rows.iter().map(|r| r.1.into()).collect()),
+        Values::Long(rows.iter().map(|r| r.0).collect()),
+        Values::Long(rows.iter().map(|r| r.1).collect()),
         Values::Str(rows.iter().map(|r| r.2.0.into()).collect()),
         Values::Long(rows.iter().map(|r| r.2.1).collect()),
         Values::Long(rows.iter().map(|r| r.2.2).collect()),

@@ -33,7 +33,7 @@ impl Run {
         let key_table = self.open(&DEDUP_KEYS)?;
         let keys = keys::assign(&key_table, &mut parsed)?;
         self.keep(key_table);
-        let heard = super::alerts::heard(&parsed.records, &keys)?;
+        let heard = super::alerts::heard(&parsed.records)?;
         let p = trace::phase("dedup/keys", t);
         let records = std::mem::take(&mut parsed.records);
         drop(parsed);
@@ -82,6 +82,7 @@ impl Run {
             additions: None,
             heard,
             meter_ids: keys.meter_ids,
+            customer_ids: keys.customer_ids,
         }));
         self.step_done("dedup", t);
         Ok(report)

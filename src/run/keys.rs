@@ -22,7 +22,7 @@ pub(super) struct BatchKeys {
     pub new_keys: DataFrame,
     /// Every customer key known after the batch, with its `customer_id`.
     pub customer_ids: FastMap<i64, String>,
-    /// The batch's meter keys, with their `meter_id`.
+    /// Every meter key known after the batch, with its `meter_id`.
     pub meter_ids: FastMap<i64, String>,
 }
 
@@ -109,11 +109,16 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
         Values::Str(new.1),
         Values::Long(new.2),
     ])?;
-    let meter_ids = meter_keys
+    let mut meter_ids: FastMap<i64, String> = known[0]
         .iter()
-        .copied()
-        .zip(parsed.meters.iter().cloned())
+        .map(|(&id, &key)| (key, id.to_owned()))
         .collect();
+    meter_ids.extend(
+        meter_keys
+            .iter()
+            .copied()
+            .zip(parsed.meters.iter().cloned()),
+    );
     Ok(BatchKeys {
         names,
         new_keys,

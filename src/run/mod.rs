@@ -149,8 +149,10 @@ struct Classified {
     additions: Option<DataFrame>,
     /// The meters the batch holds records of (accepted or not): what the alerts hear.
     heard: Vec<alerts::Heard>,
-    /// The batch's meter keys, with their `meter_id`.
+    /// Every meter key known after the batch, with its `meter_id`.
     meter_ids: crate::hashing::FastMap<i64, String>,
+    /// Every customer key known after the batch, with its `customer_id`.
+    customer_ids: crate::hashing::FastMap<i64, String>,
 }
 
 impl Run {

@@ -407,7 +407,8 @@ pub const METER_ALERTS: Spec = Spec {
     home: Home::Output,
 };
 
-/// What the alerts know of each meter between runs (`query::alerts`), hours as indexes: a
+/// What the alerts know of each meter between runs (`query::alerts`), meters and customers as
+/// keys (`DEDUP_KEYS`), hours as indexes: a
 /// `heard` row (the folder it was last heard in), a `quiet` row when folders since were quiet
 /// (the first and last of them, and how many), its `flow` runs (with their usage) and `dry`
 /// runs, and a `month` row for each billing month the watermark has not closed (its first hour
@@ -416,8 +417,8 @@ pub const METER_ALERTS: Spec = Spec {
 pub const ALERT_METERS: Spec = Spec {
     name: "alert_meters",
     columns: &[
-        (col::METER_ID, Kind::Str),
-        (col::CUSTOMER_ID, Kind::Str),
+        (col::METER, Kind::Long),
+        (col::CUSTOMER, Kind::Long),
         (col::PART, Kind::Str),
         (col::FIRST_HOUR, Kind::Long),
         (col::LAST_HOUR, Kind::Long),
@@ -427,7 +428,7 @@ pub const ALERT_METERS: Spec = Spec {
     partition: None,
     added: 0,
     row_group_rows: None,
-    sorted_by: Some(col::METER_ID),
+    sorted_by: None,
     home: Home::Checkpoint,
 };
 
