@@ -13,7 +13,8 @@ import pytest
 
 from conftest import Generate
 from expected import alerts, hour_name, recompute
-from helpers import ALERT_BATCHES, add, finish, reading, rows, run_once, table_rows
+from helpers import (ALERT_BATCHES, add, crashed, finish, reading, rows, run_once, state,
+                     table_rows)
 
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)
 
@@ -195,9 +196,31 @@ def test_a_deployment_without_alert_tables_gets_them_and_one_missing_is_refused(
     # An earlier version's tables: neither alert table.
     shutil.rmtree(out / 'meter_alerts')
     shutil.rmtree(out / '_checkpoint' / 'alert_meters')
+    earlier = tmp_path / 'earlier'
+    shutil.copytree(out, earlier)
     done = run_once(run_once_binary, log, out, cap=10)
     assert done.returncode == 0, done.stderr
     assert (out / 'meter_alerts' / '_delta_log').is_dir()
+    upgraded = state(out)
+
+    # That first run crashed after each of its durable steps up to the alert tables' commits:
+    # the next run finishes it as if it had not.
+    covered = []
+    for k in range(1, 40):
+        target = tmp_path / f'crash-{k}'
+        shutil.copytree(earlier, target)
+        step = crashed(run_once(run_once_binary, log, target, cap=10, crash_at=k))
+        assert step is not None, 'the batch ended before the alert tables committed'
+        covered.append(step)
+        again = run_once(run_once_binary, log, target, cap=10)
+        assert again.returncode == 0, (step, again.stderr)
+        assert state(target) == upgraded, step
+        shutil.rmtree(target)
+        if step == 'alert_meters: committed':
+            break
+    assert {'meter_alerts: created', 'meter_alerts: committed', 'alert_meters: created'} <= \
+        set(covered), covered
+
     # One of the two gone is a restore gone wrong: refused before any write.
     shutil.rmtree(out / '_checkpoint' / 'alert_meters')
     version = len(list((out / 'hourly_usage' / '_delta_log').glob('*.json')))

@@ -64,21 +64,18 @@ pub struct Episode {
     pub usage_ml: i64,
 }
 
-/// Consecutive flow hours of a meter and what its readings in them sum to.
+/// Consecutive flow hours of a meter and what its readings in them sum to; before the
+/// watermark, the flow hours of a stretch with gaps (final, so the gaps no longer matter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowRun {
     /// First hour.
     pub first: i64,
     /// Last hour.
     pub last: i64,
+    /// Flow hours from the first to the last: all of them, but in a run the watermark merged.
+    pub hours: i64,
     /// Sum of the accepted readings of the run's hours, ml (more than 0 in every hour).
     pub usage_ml: i64,
-}
-
-impl FlowRun {
-    fn hours(&self) -> i64 {
-        self.last - self.first + 1
-    }
 }
 
 /// The hours of one meter that its flow episodes can still depend on: runs of flow hours and
@@ -99,8 +96,9 @@ impl FlowHistory {
     pub fn from_runs(mut flow: Vec<FlowRun>, mut dry: Vec<(i64, i64)>) -> Result<Self, BadHistory> {
         flow.sort_by_key(|r| r.first);
         dry.sort_unstable();
-        let valid_flow = flow.iter().all(|r| r.first <= r.last && r.usage_ml > 0)
-            && flow.windows(2).all(|w| w[0].last + 1 < w[1].first);
+        let valid_flow = flow.iter().all(|r| {
+            r.first <= r.last && (1..=r.last - r.first + 1).contains(&r.hours) && r.usage_ml > 0
+        }) && flow.windows(2).all(|w| w[0].last + 1 < w[1].first);
         let valid_dry =
             dry.iter().all(|&(a, b)| a <= b) && dry.windows(2).all(|w| w[0].1 + 1 < w[1].0);
         if !valid_flow {
@@ -189,16 +187,19 @@ impl FlowHistory {
                 let right = self.flow.remove(at);
                 let left = &mut self.flow[at - 1];
                 left.last = right.last;
+                left.hours += 1 + right.hours;
                 left.usage_ml += usage_ml + right.usage_ml;
             }
             (true, false) => {
                 let left = &mut self.flow[at - 1];
                 left.last = hour;
+                left.hours += 1;
                 left.usage_ml += usage_ml;
             }
             (false, true) => {
                 let right = &mut self.flow[at];
                 right.first = hour;
+                right.hours += 1;
                 right.usage_ml += usage_ml;
             }
             (false, false) => self.flow.insert(
@@ -206,6 +207,7 @@ impl FlowHistory {
                 FlowRun {
                     first: hour,
                     last: hour,
+                    hours: 1,
                     usage_ml,
                 },
             ),
@@ -261,7 +263,7 @@ impl FlowHistory {
             match &mut stretch {
                 Some(s) => {
                     s.last_hour = run.last;
-                    s.hours += run.hours();
+                    s.hours += run.hours;
                     s.usage_ml += run.usage_ml;
                 }
                 None => {
@@ -270,7 +272,7 @@ impl FlowHistory {
                         first_hour: run.first,
                         last_hour: run.last,
                         open: true,
-                        hours: run.hours(),
+                        hours: run.hours,
                         usage_ml: run.usage_ml,
                     });
                 }
@@ -295,17 +297,31 @@ impl FlowHistory {
     }
 
     /// Forgets what the watermark `watermark` made final and no later hour depends on: every
-    /// run before the last dry hour before the watermark, which is kept as the floor.
+    /// run before the last dry hour before the watermark, which is kept as the floor. The flow
+    /// runs after the floor that begin before the watermark are one stretch (no dry hour
+    /// between them) whose gaps are final: they become one run, so that a meter that flows for
+    /// months with gaps keeps one.
     pub fn forget_before(&mut self, watermark: i64) {
         let i = self.dry.partition_point(|r| r.0 < watermark);
-        let Some(at) = i.checked_sub(1) else {
-            return;
-        };
-        let floor = self.dry[at].1.min(watermark - 1);
-        self.dry.drain(..at);
-        self.dry[0].0 = floor;
-        let keep_from = self.flow.partition_point(|r| r.last < floor);
-        self.flow.drain(..keep_from);
+        if let Some(at) = i.checked_sub(1) {
+            let floor = self.dry[at].1.min(watermark - 1);
+            self.dry.drain(..at);
+            self.dry[0].0 = floor;
+            let keep_from = self.flow.partition_point(|r| r.last < floor);
+            self.flow.drain(..keep_from);
+        }
+        let before = self.flow.partition_point(|r| r.first < watermark);
+        if before > 1 {
+            let merged = self.flow[..before].iter().copied().reduce(|a, b| FlowRun {
+                first: a.first,
+                last: b.last,
+                hours: a.hours + b.hours,
+                usage_ml: a.usage_ml + b.usage_ml,
+            });
+            if let Some(run) = merged {
+                self.flow.splice(..before, [run]);
+            }
+        }
     }
 }
 
@@ -402,9 +418,9 @@ impl Hearing {
 /// folders that the batch closed or leaves open (at most one open, last).
 ///
 /// A folder is judged once a later folder is taken, so that the files of one ingestion hour
-/// split over batches count as they would in one. A record in a folder older than `before`
-/// (a file added to it later) makes a meter never heard before heard there, and is not
-/// otherwise counted.
+/// split over batches count as they would in one. Folders count in the order the runs take
+/// them: a record in a folder older than `before` (a file added to it later) counts as heard in
+/// `before`, and a folder that appears after a later one was taken is not counted.
 pub fn listen(
     hearing: Option<Hearing>,
     folders: &[i64],
@@ -427,17 +443,12 @@ pub fn listen(
     };
     let is_heard = |f: i64| heard.binary_search(&f).is_ok();
     if let Some(b) = before
-        && is_heard(b)
+        && heard.first().is_some_and(|&f| f <= b)
     {
         if hearing.is_some_and(|h| h.last_heard < b) {
             close(hearing, &mut out);
         }
         hearing = Some(Hearing::heard_in(b));
-    }
-    if hearing.is_none()
-        && let Some(&f) = heard.iter().rev().find(|&&f| before.is_some_and(|b| f < b))
-    {
-        hearing = Some(Hearing::heard_in(f));
     }
     let mut previous = before;
     for &folder in folders {
@@ -487,6 +498,7 @@ mod tests {
         FlowRun {
             first,
             last,
+            hours: last - first + 1,
             usage_ml,
         }
     }
@@ -633,6 +645,41 @@ mod tests {
     }
 
     #[test]
+    fn a_leak_with_gaps_keeps_one_run_before_the_watermark() {
+        // Flow in every hour of 0..1000 but every 50th (no readings: outages), never dry.
+        let mut h = FlowHistory::default();
+        for hour in (0..1000).filter(|h| h % 50 != 0) {
+            h.add(hour, 2);
+        }
+        let whole = h.episodes(24);
+        assert_eq!(whole, vec![flow(1, 999, true, 980, 1960)]);
+        assert_eq!(h.flow_runs().len(), 20);
+        h.forget_before(900);
+        // The 18 runs before the watermark are one; the runs after it stay as they are.
+        assert_eq!(
+            h.flow_runs(),
+            &[
+                FlowRun {
+                    first: 1,
+                    last: 899,
+                    hours: 882,
+                    usage_ml: 1764
+                },
+                run(901, 949, 98),
+                run(951, 999, 98)
+            ]
+        );
+        assert_eq!(h.episodes(24), whole);
+        // The gap at hour 900 still fills, and joins the merged run.
+        h.add(900, 5);
+        assert_eq!(h.episodes(24), vec![flow(1, 999, true, 981, 1965)]);
+        assert_eq!(
+            FlowHistory::from_runs(h.flow_runs().to_vec(), vec![]).map(|g| g.episodes(24)),
+            Ok(h.episodes(24))
+        );
+    }
+
+    #[test]
     fn stored_runs_that_contradict_each_other_are_refused() {
         assert!(FlowHistory::from_runs(vec![run(0, 5, 1), run(6, 7, 1)], vec![]).is_err());
         assert!(FlowHistory::from_runs(vec![run(0, 5, 1)], vec![(3, 3)]).is_err());
@@ -732,6 +779,23 @@ mod tests {
             full.add(hour, 1, true);
         }
         assert_eq!(full.judge(24, 48), None);
+    }
+
+    #[test]
+    fn a_record_in_a_folder_older_than_the_latest_counts_in_the_latest() {
+        // Quiet in folders 1..=40 (judged up to 39); a file added to folder 10 holds a record.
+        let (h, _) = listen(None, &[0], &[0], None, 24);
+        let (h, open) = listen(h, &(1..=40).collect::<Vec<_>>(), &[], Some(0), 24);
+        assert_eq!(open, vec![silence(1, 39, 39, true)]);
+        let (h, closed) = listen(h, &[41], &[10], Some(40), 24);
+        assert_eq!(closed, vec![silence(1, 39, 39, false)]);
+        assert_eq!(h.map(|h| h.last_heard), Some(40));
+        // A meter first heard in such a file is heard in the latest folder.
+        let (new, none) = listen(None, &[41, 42], &[10], Some(40), 24);
+        assert_eq!(
+            (new.map(|h| (h.last_heard, h.quiet)), none),
+            (Some((40, 1)), vec![])
+        );
     }
 
     #[test]

@@ -42,13 +42,6 @@ pub(crate) fn checked_tables_pinned(
     let mut tables = BTreeMap::new();
     let mut disagree = Vec::new();
     let opened = open_existing_at_once(config, &ALL, pins)?;
-    // Both alert tables missing beside tables that hold batches: a deployment of a version
-    // before alerts, whose next run creates them.
-    let alerts_new = ALL
-        .iter()
-        .zip(&opened)
-        .filter(|(spec, _)| ALERT_TABLES.iter().any(|a| a.name == spec.name))
-        .all(|(_, table)| table.is_none());
     // Each table's last batch, all at once too (reading it replays the table's log).
     let held = block_on(futures::future::join_all(opened.iter().map(
         |table| async move {
@@ -57,13 +50,30 @@ pub(crate) fn checked_tables_pinned(
                 None => Ok(None),
             }
         },
-    )))?;
+    )))?
+    .into_iter()
+    .collect::<Result<Vec<_>>>()?;
+    // The alert tables of a deployment of a version before alerts, whose run creates them:
+    // each missing, holding no batch, or holding only the batch being resumed (that run was
+    // interrupted between the two).
+    let is_alert = |spec: &Spec| ALERT_TABLES.iter().any(|a| a.name == spec.name);
+    let alerts_new = last.is_some()
+        && ALL
+            .iter()
+            .zip(&held)
+            .filter(|(spec, _)| is_alert(spec))
+            .all(|(_, held)| match held {
+                None | Some(None) => true,
+                Some(Some(batch)) => resuming.is_some_and(|r| *batch >= r),
+            });
     for ((spec, table), held) in ALL.into_iter().zip(opened).zip(held) {
-        let (Some(table), Some(held)) = (table, held?) else {
-            // No table yet: right before the first batch (the run creates it), wrong after
-            // (but for the alert tables of an upgrade).
-            let upgrade_creates = alerts_new && ALERT_TABLES.iter().any(|a| a.name == spec.name);
-            if last.is_some() && !upgrade_creates {
+        if alerts_new && is_alert(spec) {
+            tables.extend(table.map(|t| (spec.name, t)));
+            continue;
+        }
+        let (Some(table), Some(held)) = (table, held) else {
+            // No table yet: right before the first batch (the run creates it), wrong after.
+            if last.is_some() {
                 disagree.push(format!("`{}` is missing ({})", spec.name, spec.dir(config)));
             }
             continue;

@@ -505,6 +505,7 @@ fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<FastMap<i64, Histo
             Some(FLOW) => runs.entry(meter).or_default().0.push(FlowRun {
                 first: a,
                 last: b,
+                hours: n,
                 usage_ml: ml,
             }),
             Some(DRY) => runs.entry(meter).or_default().1.push((a, b)),
