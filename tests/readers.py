@@ -5,6 +5,7 @@ from its file: no download)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import duckdb
@@ -50,7 +51,10 @@ def with_pyarrow(path: Path) -> Rows:
 
 
 def with_pandas(path: Path) -> Rows:
-    return _sorted(DeltaTable(str(path)).to_pandas().to_dict('records'))
+    # pandas holds an integer column with empty values as floats, empty as NaN.
+    rows = DeltaTable(str(path)).to_pandas().to_dict('records')
+    return _sorted([{k: None if isinstance(v, float) and math.isnan(v) else v
+                     for k, v in r.items()} for r in rows])
 
 
 def with_query_builder(path: Path) -> Rows:

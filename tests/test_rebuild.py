@@ -97,7 +97,7 @@ def test_crash_during_rebuild(corrected_log: tuple[Path, Path, Path], run_once_b
         low, high = (mid, high) if step is not None else (low, mid - 1)
     last = low
     steps = []
-    for k in sorted({1, last // 2, *range(max(1, last - 18), last + 1)}):
+    for k in sorted({1, last // 2, *range(max(1, last - 24), last + 1)}):
         out, step = crash_rebuild(k)
         assert step is not None
         steps.append(step)
