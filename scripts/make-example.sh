@@ -11,7 +11,7 @@ bash scripts/setup.sh
 root="${EXAMPLE_ROOT:-/tmp/aquabill-example}"
 rm -rf "$root"
 gen="$(.venv/bin/python -c 'from aquabill_tools.env import built; print(built("aquabill-gen"))')"
-args=(--output "$root/usage-log" --meters 30 --seed 7 --duplicate-rate 0.02 --offline-share 0.1
+args=(--output "$root/usage-log" --meters 30 --seed 4 --duplicate-rate 0.02 --offline-share 0.1 --leak-share 0.05
       --malformed-rate 0.002 --files-per-hour 2)
 "$gen" "${args[@]}" --start-hour 2026-03-24T00 --end-hour 2026-04-09T00 >/dev/null
 params=(-p input_root "$root/usage-log" -p output_root "$root/tables")
