@@ -408,6 +408,12 @@ impl Hearing {
             quiet_span: None,
         }
     }
+
+    /// The silence its quiet folders make, if at least `min_hours` of them.
+    fn silence(&self, min_hours: i64, open: bool) -> Option<Episode> {
+        let (first, last) = self.quiet_span?;
+        (self.quiet >= min_hours).then(|| silence(first, last, self.quiet, open))
+    }
 }
 
 /// Folds a batch into one meter's silence: `folders` are the ingestion hours the batch takes
@@ -431,15 +437,7 @@ pub fn listen(
     let mut hearing = hearing;
     let mut out = Vec::new();
     let close = |h: Option<Hearing>, out: &mut Vec<Episode>| {
-        if let Some(Hearing {
-            quiet,
-            quiet_span: Some((first, last)),
-            ..
-        }) = h
-            && quiet >= min_hours
-        {
-            out.push(silence(first, last, quiet, false));
-        }
+        out.extend(h.and_then(|h| h.silence(min_hours, false)));
     };
     let is_heard = |f: i64| heard.binary_search(&f).is_ok();
     if let Some(b) = before
@@ -465,15 +463,7 @@ pub fn listen(
         }
         previous = Some(folder);
     }
-    if let Some(Hearing {
-        quiet,
-        quiet_span: Some((first, last)),
-        ..
-    }) = hearing
-        && quiet >= min_hours
-    {
-        out.push(silence(first, last, quiet, true));
-    }
+    out.extend(hearing.and_then(|h| h.silence(min_hours, true)));
     (hearing, out)
 }
 

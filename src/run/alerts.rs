@@ -15,7 +15,7 @@ use crate::hashing::FastMap;
 use crate::hours::{month_end_hour, month_start_hour};
 use crate::input::INGEST_HOUR;
 use crate::query::alerts::{AlertKind, Episode, FlowHistory, FlowRun, Hearing, MonthTally, listen};
-use crate::table::{ALERT_METERS, METER_ALERTS, Table, Values, block_on, col};
+use crate::table::{ALERT_METERS, METER_ALERTS, Table, Values, block_on, col, long_values};
 
 /// What a batch holds of one meter: for its silence.
 pub(super) struct Heard {
@@ -30,21 +30,11 @@ pub(super) struct Heard {
 /// The meters of the parsed `records` (with keys for ids), with the folders their records came
 /// in: every valid record, accepted or not, is the meter talking.
 pub(super) fn heard(records: &DataFrame) -> Result<Vec<Heard>> {
-    let err = Error::polars("alerts");
-    let long = |name: &str| {
-        records
-            .column(name)
-            .and_then(|c| c.i64().cloned())
-            .map_err(err)
-    };
+    let long = |name: &str| long_values(records, name, "alerts");
     let (meters, customers, folders) =
         (long(col::METER)?, long(col::CUSTOMER)?, long(INGEST_HOUR)?);
     let mut by_meter: FastMap<i64, (i64, BTreeSet<i64>)> = FastMap::default();
-    for ((meter, customer), folder) in meters
-        .into_no_null_iter()
-        .zip(customers.into_no_null_iter())
-        .zip(folders.into_no_null_iter())
-    {
+    for ((&meter, &customer), &folder) in meters.iter().zip(customers.iter()).zip(folders.iter()) {
         let entry = by_meter.entry(meter).or_default();
         entry.0 = customer;
         entry.1.insert(folder);
@@ -257,31 +247,30 @@ fn add_flow(
     accepted: &DataFrame,
     tz: chrono_tz::Tz,
 ) -> Result<()> {
-    let err = Error::polars("alerts");
-    let long = |name: &str| {
-        accepted
-            .column(name)
-            .and_then(|c| c.i64().cloned())
-            .map_err(err)
-    };
+    let long = |name: &str| long_values(accepted, name, "alerts");
     let (keys, hours, usage) = (
         long(col::METER)?,
         long(col::USAGE_HOUR)?,
         long(col::USAGE_ML)?,
     );
     let mut sums: FastMap<(i64, i64), i64> = FastMap::default();
-    for ((meter, hour), ml) in keys
-        .into_no_null_iter()
-        .zip(hours.into_no_null_iter())
-        .zip(usage.into_no_null_iter())
-    {
+    for ((&meter, &hour), &ml) in keys.iter().zip(hours.iter()).zip(usage.iter()) {
         *sums.entry((meter, hour)).or_default() += ml;
     }
+    // A batch's readings fall in a few hours: each hour's month is worked out once.
+    let mut month_ends: FastMap<i64, i64> = FastMap::default();
     for ((meter, hour), ml) in sums {
         let history = meters.entry(meter).or_default();
         let new_hour = !history.flow.has_readings(hour);
         history.flow.add(hour, ml);
-        let end = month_end_hour(month_start_hour(hour, tz)?, tz)?;
+        let end = match month_ends.get(&hour) {
+            Some(&end) => end,
+            None => {
+                let end = month_end_hour(month_start_hour(hour, tz)?, tz)?;
+                month_ends.insert(hour, end);
+                end
+            }
+        };
         history
             .months
             .entry(end)
@@ -464,17 +453,11 @@ type Part<'a> = (&'a str, i64, i64, i64, i64);
 fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<FastMap<i64, History>> {
     let rows = block_on(table.read_hours(&Default::default()))??;
     let name = ALERT_METERS.name;
-    let bad = |c: &str, e: PolarsError| Error::table_data(name, c, e.to_string());
-    let long = |c: &'static str| {
-        column(&rows, name, c)?
-            .i64()
-            .cloned()
-            .map_err(|e| bad(c, e))
-    };
+    let long = |c: &'static str| long_values(&rows, c, name);
     let parts = column(&rows, name, col::PART)?
         .str()
         .cloned()
-        .map_err(|e| bad(col::PART, e))?;
+        .map_err(|e| Error::table_data(name, col::PART, e.to_string()))?;
     let (meters, customers) = (long(col::METER)?, long(col::CUSTOMER)?);
     let (first, last) = (long(col::FIRST_HOUR)?, long(col::LAST_HOUR)?);
     let (hours, usage) = (long(col::HOURS)?, long(col::USAGE_ML)?);
@@ -483,14 +466,14 @@ fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<FastMap<i64, Histo
     let mut out: FastMap<i64, History> = FastMap::default();
     let mut quiet: Vec<(i64, i64, (i64, i64))> = Vec::new();
     let columns = meters
-        .into_no_null_iter()
-        .zip(customers.into_no_null_iter())
+        .iter()
+        .zip(customers.iter())
         .zip(parts.iter())
-        .zip(first.into_no_null_iter())
-        .zip(last.into_no_null_iter())
-        .zip(hours.into_no_null_iter())
-        .zip(usage.into_no_null_iter());
-    for ((((((meter, customer), part), a), b), n), ml) in columns {
+        .zip(first.iter())
+        .zip(last.iter())
+        .zip(hours.iter())
+        .zip(usage.iter());
+    for ((((((&meter, &customer), part), &a), &b), &n), &ml) in columns {
         let history = out.entry(meter).or_default();
         match part {
             Some(HEARD) => {

@@ -18,7 +18,7 @@ use crate::input::SEQ;
 use crate::quarantine::{Quarantined, Reason};
 use crate::query::meters::MeterIndex;
 use crate::query::{Outcome, ReadingKey, Readings, Timing, classify, slice_count, timing};
-use crate::table::{DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, block_on, col};
+use crate::table::{DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, block_on, col, long_values};
 use crate::trace;
 
 impl Run {
@@ -341,21 +341,6 @@ pub(super) fn hour_set(df: &DataFrame, column: &str) -> Result<BTreeSet<i64>> {
         .and_then(|c| c.i64().cloned())
         .map_err(Error::polars("hours"))?;
     Ok(c.into_no_null_iter().collect())
-}
-
-/// The values of an `Int64` column without nulls: borrowed when the column is one chunk.
-fn long_values<'a>(frame: &'a DataFrame, name: &str, step: &'static str) -> Result<Cow<'a, [i64]>> {
-    let values = frame
-        .column(name)
-        .and_then(|c| c.i64())
-        .map_err(Error::polars(step))?;
-    if values.null_count() > 0 {
-        return Err(Error::table_data(step, name, "a null"));
-    }
-    Ok(match values.cont_slice() {
-        Ok(slice) => Cow::Borrowed(slice),
-        Err(_) => Cow::Owned(values.into_no_null_iter().collect()),
-    })
 }
 
 /// The columns dedup keys and compares, of one frame.

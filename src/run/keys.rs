@@ -94,35 +94,28 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
         ],
     )
     .map_err(err)?;
-    let mut customer_ids: FastMap<i64, String> = known[1]
-        .iter()
-        .map(|(&id, &key)| (key, id.to_owned()))
-        .collect();
-    customer_ids.extend(
-        customer_keys
-            .iter()
-            .copied()
-            .zip(parsed.customers.iter().cloned()),
-    );
+    let customer_ids = ids_by_key(&known[1], &customer_keys, &parsed.customers);
     let new_keys = DEDUP_KEYS.frame(vec![
         Values::Str(new.0),
         Values::Str(new.1),
         Values::Long(new.2),
     ])?;
-    let mut meter_ids: FastMap<i64, String> = known[0]
-        .iter()
-        .map(|(&id, &key)| (key, id.to_owned()))
-        .collect();
-    meter_ids.extend(
-        meter_keys
-            .iter()
-            .copied()
-            .zip(parsed.meters.iter().cloned()),
-    );
+    let meter_ids = ids_by_key(&known[0], &meter_keys, &parsed.meters);
     Ok(BatchKeys {
         names,
         new_keys,
         customer_ids,
         meter_ids,
     })
+}
+
+/// Every id known after the batch by its key: the stored ones (`known`, id to key) and the
+/// batch's `ids` with their `keys`.
+fn ids_by_key(known: &FastMap<&str, i64>, keys: &[i64], ids: &[String]) -> FastMap<i64, String> {
+    let mut by_key: FastMap<i64, String> = known
+        .iter()
+        .map(|(&id, &key)| (key, id.to_owned()))
+        .collect();
+    by_key.extend(keys.iter().copied().zip(ids.iter().cloned()));
+    by_key
 }

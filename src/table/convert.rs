@@ -2,8 +2,10 @@
 //! and writes parquet), column by column as the table's schema types them. Every column but the
 //! ones a later version added is non-nullable: a null there, or a value of another type, is an
 //! error naming the table and column, never a default. An added column is null in the rows
-//! written before it (a file may lack it).
+//! written before it (a file may lack it). [`long_values`] reads an integer column of any frame the
+//! same way: nulls refused by name.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -16,6 +18,25 @@ use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
 use super::schema::{CUBIC_METERS_DECIMAL, Kind, Spec};
 use crate::error::{Error, Result};
 use crate::hours::{format_hour, parse_hour};
+
+/// The values of an `Int64` column without nulls: borrowed when the column is one chunk.
+pub fn long_values<'a>(
+    frame: &'a DataFrame,
+    name: &str,
+    step: &'static str,
+) -> Result<Cow<'a, [i64]>> {
+    let values = frame
+        .column(name)
+        .and_then(|c| c.i64())
+        .map_err(Error::polars(step))?;
+    if values.null_count() > 0 {
+        return Err(Error::table_data(step, name, "a null"));
+    }
+    Ok(match values.cont_slice() {
+        Ok(slice) => Cow::Borrowed(slice),
+        Err(_) => Cow::Owned(values.into_no_null_iter().collect()),
+    })
+}
 
 /// Polars columns from a parquet batch of `spec`'s table; the partition column comes from the
 /// file's partition value `hour`.

@@ -27,6 +27,7 @@ use futures::TryStreamExt as _;
 
 pub use crate::storage::block_on;
 pub use commit::Committed;
+pub use convert::long_values;
 pub use scan::Shape;
 pub use schema::{
     ALERT_METERS, ALERT_TABLES, ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE,
