@@ -9,7 +9,9 @@ import shutil
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import write_deltalake
 
 from conftest import Generate
 from expected import alerts, hour_name, recompute
@@ -47,6 +49,15 @@ def folder_lines(hour: int) -> list[str]:
         lines += [reading('QUIET', 'C2', at(h, 15), liters(h)) for h in range(10, 41)]
     lines.append(reading('STEADY', 'C3', at(hour, 45), liters(hour)))
     return lines
+
+
+def first_hours(tmp_path: Path, binary: Path, hours: int) -> tuple[Path, Path]:
+    """The hand-worked log's first `hours` folders, the first 10 of them taken: (log, out)."""
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    for hour in range(hours):
+        add(log, name(hour), 'part-0.jsonl', *folder_lines(hour))
+    assert run_once(binary, log, out, cap=10).returncode == 0
+    return log, out
 
 
 def alert_rows(out: Path) -> list[tuple]:
@@ -189,10 +200,7 @@ def test_thresholds_are_parameters_and_each_episode_keeps_its_own(
 
 def test_a_deployment_without_alert_tables_gets_them_and_one_missing_is_refused(
         tmp_path: Path, run_once_binary: Path) -> None:
-    log, out = tmp_path / 'log', tmp_path / 'out'
-    for hour in range(30):
-        add(log, name(hour), 'part-0.jsonl', *folder_lines(hour))
-    assert run_once(run_once_binary, log, out, cap=10).returncode == 0
+    log, out = first_hours(tmp_path, run_once_binary, 30)
     # An earlier version's tables: neither alert table.
     shutil.rmtree(out / 'meter_alerts')
     shutil.rmtree(out / '_checkpoint' / 'alert_meters')
@@ -228,6 +236,52 @@ def test_a_deployment_without_alert_tables_gets_them_and_one_missing_is_refused(
     assert refused.returncode != 0
     assert 'alert_meters' in refused.stderr and 'missing' in refused.stderr, refused.stderr
     assert len(list((out / 'hourly_usage' / '_delta_log').glob('*.json'))) == version
+
+
+def test_a_leak_longer_than_the_dedup_window_counts_only_its_flow_hours(
+        tmp_path: Path, run_once_binary: Path) -> None:
+    # LONG reads 0 l in hour 0, then 1 l in every hour to 219 but hour 5 (no reading: unknown).
+    # Once the watermark (a week behind) passes hour 5, the runs before it are kept as one:
+    # its flow hours stay 218 of the 219 hours it spans.
+    log = tmp_path / 'log'
+    for hour in range(220):
+        if hour != 5:
+            add(log, name(hour), 'part-0.jsonl',
+                reading('LONG', 'C9', at(hour), '0' if hour == 0 else '1'))
+    split, whole = tmp_path / 'split', tmp_path / 'whole'
+    finish(run_once_binary, log, split, cap=20)
+    assert run_once(run_once_binary, log, whole).returncode == 0
+    flow = [dict(r) for r in alert_rows(split) if dict(r)['kind'] == 'continuous_flow']
+    assert [(f['first_hour'], f['hours'], f['usage_ml'], f['is_open']) for f in flow] == \
+        [(name(1), 218, 218_000, True)]
+    assert alert_rows(split) == alert_rows(whole) == alerts(recompute(log))
+
+
+def test_alert_history_of_the_first_layout_is_refused_until_moved_aside(
+        tmp_path: Path, run_once_binary: Path) -> None:
+    log, out = first_hours(tmp_path, run_once_binary, 20)
+    # The first version with alerts kept one row per run of hours, named by a `part` column.
+    history = out / '_checkpoint' / 'alert_meters'
+    shutil.rmtree(history)
+    longs = {c: pa.array([1], pa.int64()) for c in ('meter', 'customer')}
+    hours = {c: pa.array([1], pa.int64()) for c in ('first_hour', 'last_hour', 'hours',
+                                                   'usage_ml')}
+    write_deltalake(str(history), pa.table({**longs, 'part': pa.array(['heard']), **hours}))
+    for hour in range(20, 30):
+        add(log, name(hour), 'part-0.jsonl', *folder_lines(hour))
+    version = len(list((out / 'hourly_usage' / '_delta_log').glob('*.json')))
+    refused = run_once(run_once_binary, log, out, cap=10)
+    assert refused.returncode != 0
+    for named in ('alert_meters', 'part', 'moved aside', 'meter_alerts'):
+        assert named in refused.stderr, (named, refused.stderr)
+    assert len(list((out / 'hourly_usage' / '_delta_log').glob('*.json'))) == version
+
+    # Both moved aside: the next run creates them as for a deployment before alerts.
+    shutil.rmtree(history)
+    shutil.move(out / 'meter_alerts', tmp_path / 'meter_alerts-aside')
+    done = run_once(run_once_binary, log, out, cap=10)
+    assert done.returncode == 0, done.stderr
+    assert table_rows(history), 'no meter histories'
 
 
 @pytest.mark.parametrize('cap', [1, 3])

@@ -9,55 +9,89 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
-use super::{Run, Stage};
+use super::cores::per_chunk;
+use super::history::{
+    History, MonthStarts, decode, encode_into, histories_frame, read_stored, stored_rows,
+};
+use super::{Run, Stage, keys};
 use crate::error::{Error, Result};
-use crate::hashing::FastMap;
+use crate::hashing::{FastMap, FastSet};
 use crate::hours::{month_end_hour, month_start_hour};
-use crate::input::INGEST_HOUR;
-use crate::query::alerts::{AlertKind, Episode, FlowHistory, FlowRun, Hearing, MonthTally, listen};
+use crate::input::{INGEST_HOUR, Parsed};
+use crate::query::alerts::{AlertKind, Episode, MonthTally, listen};
 use crate::table::{ALERT_METERS, METER_ALERTS, Table, Values, block_on, col, long_values};
 
 /// What a batch holds of one meter: for its silence.
 pub(super) struct Heard {
-    /// Meter key.
+    /// Meter key (the batch's index of the meter, until [`Heard::keyed`]).
     pub meter: i64,
-    /// The key of the customer of its last record in ingestion order.
+    /// The key of the customer of its last record in ingestion order (its batch index until
+    /// [`Heard::keyed`]).
     pub customer: i64,
     /// The folders (ingestion hours) holding its records, ascending.
     pub folders: Vec<i64>,
 }
 
-/// The meters of the parsed `records` (with keys for ids), with the folders their records came
-/// in: every valid record, accepted or not, is the meter talking.
-pub(super) fn heard(records: &DataFrame) -> Result<Vec<Heard>> {
+impl Heard {
+    /// The same with keys for the batch's indexes (`meters` and `customers`: the key of each
+    /// index).
+    pub(super) fn keyed(mut self, meters: &[i64], customers: &[i64]) -> Result<Self> {
+        let key = |keys: &[i64], index: i64| {
+            usize::try_from(index)
+                .ok()
+                .and_then(|i| keys.get(i).copied())
+                .ok_or_else(|| Error::Dedup(format!("batch index {index} has no key")))
+        };
+        self.meter = key(meters, self.meter)?;
+        self.customer = key(customers, self.customer)?;
+        Ok(self)
+    }
+}
+
+/// The meters of the parsed batch with the folders their records came in (meters and customers
+/// as the batch's indexes): every valid record, accepted or not, is the meter talking.
+pub(super) fn heard(parsed: &Parsed) -> Result<Vec<Heard>> {
+    let records = &parsed.records;
     let long = |name: &str| long_values(records, name, "alerts");
     let (meters, customers, folders) =
         (long(col::METER)?, long(col::CUSTOMER)?, long(INGEST_HOUR)?);
-    let mut by_meter: FastMap<i64, (i64, BTreeSet<i64>)> = FastMap::default();
-    for ((&meter, &customer), &folder) in meters.iter().zip(customers.iter()).zip(folders.iter()) {
-        let entry = by_meter.entry(meter).or_default();
-        entry.0 = customer;
-        entry.1.insert(folder);
+    // By the batch's dense meter indexes: the customer of the last record, the first folder,
+    // and the other folders (rare: one hour's files are one folder) beside.
+    let n = parsed.meters.len();
+    let mut customer = vec![0i64; n];
+    let mut first: Vec<Option<i64>> = vec![None; n];
+    let mut more: Vec<(usize, i64)> = Vec::new();
+    for ((&meter, &c), &folder) in meters.iter().zip(customers.iter()).zip(folders.iter()) {
+        let i = usize::try_from(meter)
+            .ok()
+            .filter(|&i| i < n)
+            .ok_or_else(|| Error::Dedup(format!("meter index {meter} of {n} in the batch")))?;
+        customer[i] = c;
+        match first[i] {
+            None => first[i] = Some(folder),
+            Some(f) if f != folder => more.push((i, folder)),
+            Some(_) => {}
+        }
     }
-    Ok(by_meter
-        .into_iter()
-        .map(|(meter, (customer, folders))| Heard {
-            meter,
-            customer,
-            folders: folders.into_iter().collect(),
-        })
-        .collect())
-}
-
-/// One meter's alert history between runs.
-#[derive(Default)]
-struct History {
-    /// Key of the customer of its latest record.
-    customer: i64,
-    hearing: Option<Hearing>,
-    flow: FlowHistory,
-    /// The billing months the watermark has not closed, by their end.
-    months: BTreeMap<i64, MonthTally>,
+    more.sort_unstable();
+    more.dedup();
+    let mut more = more.into_iter().peekable();
+    let mut out = Vec::with_capacity(n);
+    for (i, folder) in first.into_iter().enumerate() {
+        let Some(folder) = folder else { continue };
+        let mut folders = vec![folder];
+        while let Some((_, f)) = more.next_if(|&(j, _)| j == i) {
+            folders.push(f);
+        }
+        folders.sort_unstable();
+        folders.dedup();
+        out.push(Heard {
+            meter: i as i64,
+            customer: customer[i],
+            folders,
+        });
+    }
+    Ok(out)
 }
 
 /// One `meter_alerts` row.
@@ -82,6 +116,7 @@ struct Judged {
 /// What a meter's history decides of its stored `meter_alerts` rows: its open silences and bills
 /// at risk, when it has a history; of its flow episodes, those after the floor (`Some(None)`: all,
 /// `None`: none).
+#[derive(Clone, Copy)]
 struct Decides {
     open: bool,
     flow: Option<Option<i64>>,
@@ -106,8 +141,15 @@ impl Run {
             });
         };
         let t = std::time::Instant::now();
-        let tz = self.config.billing_timezone;
-        let mut meters = read_histories(&histories, tz)?;
+        let stored = read_stored(&histories)?;
+        let mut meters: Vec<Meter<'_>> = stored_rows(&stored)?
+            .into_iter()
+            .map(|(meter, customer, packed)| Meter {
+                meter,
+                customer,
+                packed: Some(packed),
+            })
+            .collect();
         let old_rows = read_alerts(&alerts)?;
         let p = crate::trace::phase("finish/alerts/read", t);
         let before = self.checkpoint.latest_ingest_hour;
@@ -121,89 +163,123 @@ impl Run {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let ids = Ids {
-            meters: &classified.meter_ids,
-            customers: &classified.customer_ids,
+        // Every meter heard in the batch has a history from now on (one with accepted readings
+        // has records, so it is among them); the histories are updated in meter order.
+        let heard: FastMap<i64, &Heard> = classified.heard.iter().map(|h| (h.meter, h)).collect();
+        let known: FastSet<i64> = meters.iter().map(|m| m.meter).collect();
+        meters.extend(
+            classified
+                .heard
+                .iter()
+                .filter(|h| !known.contains(&h.meter))
+                .map(|h| Meter {
+                    meter: h.meter,
+                    customer: h.customer,
+                    packed: None,
+                }),
+        );
+        meters.sort_unstable_by_key(|m| m.meter);
+        // The meters with stored alert rows, whose history says which of them it decides.
+        let key_rows = [&classified.stored_keys, &classified.new_keys];
+        let with_ids: FastSet<&str> = old_rows.iter().map(|r| r.meter_id.as_str()).collect();
+        let with_rows: FastSet<i64> = keys::meters_where(&key_rows, |id, _| with_ids.contains(id))?
+            .into_iter()
+            .map(|(_, key)| key)
+            .collect();
+        let (hours, month_ends) =
+            hours_by_meter(&classified.accepted, self.config.billing_timezone)?;
+        if let Some(meter) = hours
+            .keys()
+            .find(|m| !known.contains(m) && !heard.contains_key(m))
+        {
+            return Err(Error::Dedup(format!(
+                "meter key {meter} has accepted readings but no record among those heard"
+            )));
+        }
+        let judging = Judging {
+            folders: &new_folders,
+            before,
+            thresholds: Thresholds {
+                flow: self.config.alert_flow_hours,
+                silent: self.config.alert_silent_hours,
+                close: self.config.alert_close_hours,
+            },
+            watermark: self.batch.watermark_after.unwrap_or(i64::MIN),
+            month_ends: &month_ends,
+            tz: self.config.billing_timezone,
+            hours: &hours,
+            heard: &heard,
+            with_rows: &with_rows,
         };
-        // Which stored rows each history decides, as it was before the batch: the flow episodes
-        // after its floor (all, if it begins with flow; none without flow or dry hours).
-        let by_id: FastMap<&str, i64> = ids.meters.iter().map(|(&k, v)| (v.as_str(), k)).collect();
-        let decides: BTreeMap<String, Decides> = old_rows
+        let p = crate::trace::phase("finish/alerts/batch", p);
+        let updated = per_chunk(&mut meters, |chunk| judging.update_all(chunk));
+        let p = crate::trace::phase("finish/alerts/judge", p);
+        let mut judged: Vec<Judged> = Vec::new();
+        let mut decides: BTreeMap<String, Decides> = BTreeMap::new();
+        let (mut meter_keys, mut customers, mut packed) = (Vec::new(), Vec::new(), Vec::new());
+        let updated = updated.into_iter().collect::<Result<Vec<_>>>()?;
+        // The ids of the meters named: those with episodes or stored rows.
+        let named: FastSet<i64> = updated
             .iter()
-            .map(|row| {
-                let history = by_id.get(row.meter_id.as_str()).and_then(|k| meters.get(k));
-                let decides = Decides {
-                    open: history.is_some(),
-                    flow: history
-                        .filter(|h| !h.flow.is_empty())
-                        .map(|h| h.flow.floor()),
-                };
-                (row.meter_id.clone(), decides)
+            .flat_map(|c| {
+                c.episodes
+                    .iter()
+                    .map(|e| e.0)
+                    .chain(c.decides.iter().map(|d| d.0))
             })
             .collect();
-        add_flow(&mut meters, &classified.accepted, tz)?;
-        let mut heard_now: FastMap<i64, &[i64]> = FastMap::default();
-        for heard in &classified.heard {
-            let history = meters.entry(heard.meter).or_default();
-            history.customer = heard.customer;
-            heard_now.insert(heard.meter, &heard.folders);
-        }
-        let thresholds = Thresholds {
-            flow: self.config.alert_flow_hours,
-            silent: self.config.alert_silent_hours,
-            close: self.config.alert_close_hours,
+        let ids = Ids {
+            meters: keys::meters_where(&key_rows, |_, key| named.contains(&key))?
+                .into_iter()
+                .map(|(id, key)| (key, id))
+                .collect(),
+            customers: &classified.customer_ids,
         };
-        let watermark = self.batch.watermark_after.unwrap_or(i64::MIN);
-        let mut judged: Vec<Judged> = Vec::new();
-        for (meter, history) in meters.iter_mut() {
-            let folders = heard_now.get(meter).copied().unwrap_or_default();
-            let (hearing, mut episodes) = listen(
-                history.hearing,
-                &new_folders,
-                folders,
-                before,
-                thresholds.silent,
-            );
-            history.hearing = hearing;
-            episodes.extend(history.flow.episodes(thresholds.flow));
-            episodes.extend(
-                history
-                    .months
-                    .values()
-                    .filter_map(|m| m.judge(watermark, thresholds.close)),
-            );
-            for episode in episodes {
+        for chunk in &updated {
+            for (meter, customer, episode) in &chunk.episodes {
                 judged.push(Judged {
                     meter_id: ids.meter(*meter)?.to_owned(),
-                    customer_id: ids.customer(history.customer)?.to_owned(),
-                    episode,
+                    customer_id: ids.customer(*customer)?.to_owned(),
+                    episode: *episode,
                 });
             }
+            for (meter, decided) in &chunk.decides {
+                decides.insert(ids.meter(*meter)?.to_owned(), *decided);
+            }
+            meter_keys.extend_from_slice(&chunk.keys);
+            customers.extend_from_slice(&chunk.customers);
+            let mut start = 0;
+            for &end in &chunk.ends {
+                packed.push(&chunk.bytes[start..end]);
+                start = end;
+            }
         }
-        let rows = merge_alerts(old_rows, judged, &decides, batch, &thresholds);
+        let rows = merge_alerts(old_rows, judged, &decides, batch, &judging.thresholds);
         let alert_rows = alerts_frame(&rows)?;
-        // What the watermark made final is forgotten: flow before the last dry hour before
-        // it, and the months it closed (their rows are final).
-        for history in meters.values_mut() {
-            history.flow.forget_before(watermark);
-            history.months.retain(|_, m| !m.closed(watermark));
-        }
-        let history_rows = histories_frame(&meters)?;
-        let p = crate::trace::phase("finish/alerts/judge", p);
+        let history_rows = histories_frame(meter_keys, customers, &packed)?;
+        drop(packed);
+        drop(updated);
+        let p = crate::trace::phase("finish/alerts/frames", p);
         let old = alerts.appended_files(0);
         block_on(alerts.commit_removing(batch, Some(&alert_rows), &BTreeSet::new(), &old))??;
+        let p = crate::trace::phase("finish/alerts/write alerts", p);
         let old = histories.appended_files(0);
         block_on(histories.commit_removing(batch, Some(&history_rows), &BTreeSet::new(), &old))??;
-        crate::trace::phase("finish/alerts/write", p);
         self.keep(alerts);
         self.keep(histories);
+        // The histories' copies (stored, packed, written: about 80 MB at 100,000 meters) go
+        // back to the system before the dedup state's write, which makes the run's peak.
+        drop(history_rows);
+        drop(stored);
+        crate::memory::release_freed();
+        crate::trace::phase("finish/alerts/write histories", p);
         Ok(())
     }
 }
 
 /// The ids of the meter and customer keys known after the batch.
 struct Ids<'a> {
-    meters: &'a FastMap<i64, String>,
+    meters: FastMap<i64, String>,
     customers: &'a FastMap<i64, String>,
 }
 
@@ -240,44 +316,162 @@ impl Thresholds {
     }
 }
 
-/// Adds the batch's accepted readings, summed by meter and recording hour, to the histories:
-/// their flow and dry hours, and their billing months (in `tz`).
-fn add_flow(
-    meters: &mut FastMap<i64, History>,
-    accepted: &DataFrame,
-    tz: chrono_tz::Tz,
-) -> Result<()> {
+/// The batch's accepted readings summed by meter and recording hour (each meter's hours in
+/// no order), and the end of each of those hours' billing months (in `tz`).
+type BatchHours = (FastMap<i64, Vec<(i64, i64)>>, FastMap<i64, i64>);
+
+fn hours_by_meter(accepted: &DataFrame, tz: chrono_tz::Tz) -> Result<BatchHours> {
     let long = |name: &str| long_values(accepted, name, "alerts");
     let (keys, hours, usage) = (
         long(col::METER)?,
         long(col::USAGE_HOUR)?,
         long(col::USAGE_ML)?,
     );
-    let mut sums: FastMap<(i64, i64), i64> = FastMap::default();
+    let mut by_meter: FastMap<i64, Vec<(i64, i64)>> = FastMap::default();
     for ((&meter, &hour), &ml) in keys.iter().zip(hours.iter()).zip(usage.iter()) {
-        *sums.entry((meter, hour)).or_default() += ml;
+        // A meter's readings of a batch fall in a few hours: a short list, searched.
+        let meter_hours = by_meter.entry(meter).or_default();
+        match meter_hours.iter_mut().find(|(h, _)| *h == hour) {
+            Some((_, sum)) => *sum += ml,
+            None => meter_hours.push((hour, ml)),
+        }
     }
-    // A batch's readings fall in a few hours: each hour's month is worked out once.
     let mut month_ends: FastMap<i64, i64> = FastMap::default();
-    for ((meter, hour), ml) in sums {
-        let history = meters.entry(meter).or_default();
-        let new_hour = !history.flow.has_readings(hour);
-        history.flow.add(hour, ml);
-        let end = match month_ends.get(&hour) {
-            Some(&end) => end,
-            None => {
-                let end = month_end_hour(month_start_hour(hour, tz)?, tz)?;
-                month_ends.insert(hour, end);
-                end
-            }
-        };
-        history
-            .months
-            .entry(end)
-            .or_insert_with(|| MonthTally::new(end, hour))
-            .add(hour, ml, new_hour);
+    for &hour in hours.iter() {
+        if let std::collections::hash_map::Entry::Vacant(e) = month_ends.entry(hour) {
+            e.insert(month_end_hour(month_start_hour(hour, tz)?, tz)?);
+        }
     }
-    Ok(())
+    Ok((by_meter, month_ends))
+}
+
+/// A meter to bring up to date: its key, its customer's key (stored, or of the batch's first
+/// record of it) and its stored history, if any.
+struct Meter<'a> {
+    meter: i64,
+    customer: i64,
+    packed: Option<&'a [u8]>,
+}
+
+/// What the run judges by, the same for every meter, and the batch.
+struct Judging<'a> {
+    /// The ingestion hours the batch takes that no earlier batch took, ascending.
+    folders: &'a [i64],
+    /// The latest ingestion hour taken before the batch.
+    before: Option<i64>,
+    thresholds: Thresholds,
+    /// The watermark after the batch.
+    watermark: i64,
+    /// The end of the billing month of each hour the batch has readings in.
+    month_ends: &'a FastMap<i64, i64>,
+    /// The billing time zone.
+    tz: chrono_tz::Tz,
+    /// Each meter's accepted readings in the batch, summed by recording hour.
+    hours: &'a FastMap<i64, Vec<(i64, i64)>>,
+    /// The meters with records in the batch.
+    heard: &'a FastMap<i64, &'a Heard>,
+    /// The meters with stored `meter_alerts` rows.
+    with_rows: &'a FastSet<i64>,
+}
+
+/// A chunk of meters after the batch: the episodes judged now (with meter and customer key),
+/// what their stored histories decided, and the histories packed back to back (`ends`: where
+/// each ends in `bytes`) with their keys.
+#[derive(Default)]
+struct Updated {
+    episodes: Vec<(i64, i64, Episode)>,
+    decides: Vec<(i64, Decides)>,
+    keys: Vec<i64>,
+    customers: Vec<i64>,
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Judging<'_> {
+    /// Every meter of `chunk` brought up to date with the batch, one at a time: its history
+    /// unpacked, updated, judged and packed again.
+    fn update_all(&self, chunk: &mut [Meter<'_>]) -> Result<Updated> {
+        let mut out = Updated::default();
+        let mut months = MonthStarts::new(self.tz);
+        for m in chunk.iter() {
+            let mut history = match m.packed {
+                Some(bytes) => decode(bytes, m.customer, &mut months).map_err(|reason| {
+                    Error::table_data(
+                        ALERT_METERS.name,
+                        col::HISTORY,
+                        format!("meter key {}: {reason}", m.meter),
+                    )
+                })?,
+                None => History {
+                    customer: m.customer,
+                    ..History::default()
+                },
+            };
+            if self.with_rows.contains(&m.meter) {
+                // What the history decides of those rows, as it was before the batch: the flow
+                // episodes after its floor (all, if it begins with flow; none without flow or
+                // dry hours), and its open silences and bills at risk if it was stored.
+                let stored = m.packed.is_some();
+                let decided = Decides {
+                    open: stored,
+                    flow: (stored && !history.flow.is_empty()).then(|| history.flow.floor()),
+                };
+                out.decides.push((m.meter, decided));
+            }
+            let heard = self.heard.get(&m.meter);
+            if let Some(h) = heard {
+                history.customer = h.customer;
+            }
+            let hours = self.hours.get(&m.meter).map_or(&[][..], Vec::as_slice);
+            let folders = heard.map_or(&[][..], |h| h.folders.as_slice());
+            for episode in self.update(&mut history, hours, folders)? {
+                out.episodes.push((m.meter, history.customer, episode));
+            }
+            encode_into(&history, &mut out.bytes);
+            out.ends.push(out.bytes.len());
+            out.keys.push(m.meter);
+            out.customers.push(history.customer);
+        }
+        Ok(out)
+    }
+
+    /// Brings a meter's history up to date with the batch (`hours`: its accepted readings
+    /// summed by recording hour; `heard`: the folders holding its records), judges every
+    /// episode the history decides, then forgets what the watermark made final (flow before
+    /// the last dry hour before it, and the months it closed: their rows are final).
+    fn update(
+        &self,
+        history: &mut History,
+        hours: &[(i64, i64)],
+        heard: &[i64],
+    ) -> Result<Vec<Episode>> {
+        for &(hour, ml) in hours {
+            let new_hour = !history.flow.has_readings(hour);
+            history.flow.add(hour, ml);
+            let end = *self.month_ends.get(&hour).ok_or_else(|| {
+                Error::Dedup(format!("hour {hour} has no billing month worked out"))
+            })?;
+            history
+                .months
+                .entry(end)
+                .or_insert_with(|| MonthTally::new(end, hour))
+                .add(hour, ml, new_hour);
+        }
+        let t = &self.thresholds;
+        let (hearing, mut episodes) =
+            listen(history.hearing, self.folders, heard, self.before, t.silent);
+        history.hearing = hearing;
+        episodes.extend(history.flow.episodes(t.flow));
+        episodes.extend(
+            history
+                .months
+                .values()
+                .filter_map(|m| m.judge(self.watermark, t.close)),
+        );
+        history.flow.forget_before(self.watermark);
+        history.months.retain(|_, m| !m.closed(self.watermark));
+        Ok(episodes)
+    }
 }
 
 /// The alert rows after the batch: the final ones kept, every episode a history still decides
@@ -440,146 +634,33 @@ fn alerts_frame(rows: &[AlertRow]) -> Result<DataFrame> {
     ])
 }
 
-/// What the parts of a meter's history are called in `alert_meters`.
-const HEARD: &str = "heard";
-const QUIET: &str = "quiet";
-const FLOW: &str = "flow";
-const DRY: &str = "dry";
-const MONTH: &str = "month";
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// One `alert_meters` row: part, first and last hour, hours, usage.
-type Part<'a> = (&'a str, i64, i64, i64, i64);
-
-fn read_histories(table: &Table, tz: chrono_tz::Tz) -> Result<FastMap<i64, History>> {
-    let rows = block_on(table.read_hours(&Default::default()))??;
-    let name = ALERT_METERS.name;
-    let long = |c: &'static str| long_values(&rows, c, name);
-    let parts = column(&rows, name, col::PART)?
-        .str()
-        .cloned()
-        .map_err(|e| Error::table_data(name, col::PART, e.to_string()))?;
-    let (meters, customers) = (long(col::METER)?, long(col::CUSTOMER)?);
-    let (first, last) = (long(col::FIRST_HOUR)?, long(col::LAST_HOUR)?);
-    let (hours, usage) = (long(col::HOURS)?, long(col::USAGE_ML)?);
-    type Runs = (Vec<FlowRun>, Vec<(i64, i64)>);
-    let mut runs: FastMap<i64, Runs> = FastMap::default();
-    let mut out: FastMap<i64, History> = FastMap::default();
-    let mut quiet: Vec<(i64, i64, (i64, i64))> = Vec::new();
-    let columns = meters
-        .iter()
-        .zip(customers.iter())
-        .zip(parts.iter())
-        .zip(first.iter())
-        .zip(last.iter())
-        .zip(hours.iter())
-        .zip(usage.iter());
-    for ((((((&meter, &customer), part), &a), &b), &n), &ml) in columns {
-        let history = out.entry(meter).or_default();
-        match part {
-            Some(HEARD) => {
-                history.customer = customer;
-                history.hearing = Some(Hearing {
-                    last_heard: a,
-                    quiet: 0,
-                    quiet_span: None,
-                });
-            }
-            Some(QUIET) => quiet.push((meter, n, (a, b))),
-            Some(FLOW) => runs.entry(meter).or_default().0.push(FlowRun {
-                first: a,
-                last: b,
-                hours: n,
-                usage_ml: ml,
-            }),
-            Some(DRY) => runs.entry(meter).or_default().1.push((a, b)),
-            Some(MONTH) => {
-                let end = b + 1;
-                if month_end_hour(month_start_hour(b, tz)?, tz)? != end {
-                    return Err(Error::table_data(
-                        name,
-                        col::LAST_HOUR,
-                        format!("meter {meter}: hour {b} is not the last of a billing month"),
-                    ));
-                }
-                history.months.insert(
-                    end,
-                    MonthTally {
-                        end,
-                        first: a,
-                        hours: n,
-                        usage_ml: ml,
-                    },
-                );
-            }
-            other => {
-                return Err(Error::table_data(
-                    name,
-                    col::PART,
-                    format!("{other:?} is not a part of a meter's history"),
-                ));
-            }
-        }
+    #[test]
+    fn a_meter_is_heard_in_every_folder_of_its_records() -> Result<()> {
+        // Meter 0 in folders 5, 3 and 5 (its last record for customer 1); meter 2 in folder 4;
+        // meter 1 has no valid record.
+        let records = df!(
+            col::METER => [0i64, 2, 0, 0],
+            col::CUSTOMER => [0i64, 0, 1, 1],
+            INGEST_HOUR => [5i64, 4, 3, 5],
+        )
+        .map_err(Error::polars("test"))?;
+        let parsed = Parsed {
+            records,
+            meters: vec!["M0".into(), "M1".into(), "M2".into()],
+            customers: vec!["C0".into(), "C1".into()],
+            quarantined: Vec::new(),
+            lines_read: 4,
+        };
+        let heard: Vec<(i64, i64, Vec<i64>)> = heard(&parsed)?
+            .into_iter()
+            .map(|h| h.keyed(&[10, 11, 12], &[20, 21]))
+            .map(|h| h.map(|h| (h.meter, h.customer, h.folders)))
+            .collect::<Result<_>>()?;
+        assert_eq!(heard, vec![(10, 21, vec![3, 5]), (12, 20, vec![4])]);
+        Ok(())
     }
-    for (meter, n, span) in quiet {
-        match out.get_mut(&meter).and_then(|h| h.hearing.as_mut()) {
-            Some(hearing) => {
-                hearing.quiet = n;
-                hearing.quiet_span = Some(span);
-            }
-            None => {
-                return Err(Error::table_data(
-                    name,
-                    col::PART,
-                    format!("meter {meter} has quiet folders but no `heard` row"),
-                ));
-            }
-        }
-    }
-    for (meter, (flow, dry)) in runs {
-        let history = out.entry(meter).or_default();
-        history.flow = FlowHistory::from_runs(flow, dry)
-            .map_err(|e| Error::table_data(name, col::PART, format!("meter {meter}: {}", e.0)))?;
-    }
-    Ok(out)
-}
-
-fn histories_frame(meters: &FastMap<i64, History>) -> Result<DataFrame> {
-    let mut keys: Vec<i64> = meters.keys().copied().collect();
-    keys.sort_unstable();
-    let mut rows: Vec<(i64, i64, Part<'_>)> = Vec::new();
-    for meter in keys {
-        let h = &meters[&meter];
-        let mut push = |part: Part<'static>| rows.push((meter, h.customer, part));
-        if let Some(hearing) = h.hearing {
-            let heard = hearing.last_heard;
-            push((HEARD, heard, heard, 0, 0));
-            if let Some((first, last)) = hearing.quiet_span {
-                push((QUIET, first, last, hearing.quiet, 0));
-            }
-        }
-        for run in h.flow.flow_runs() {
-            push((
-                FLOW,
-                run.first,
-                run.last,
-                run.last - run.first + 1,
-                run.usage_ml,
-            ));
-        }
-        for &(a, b) in h.flow.dry_runs() {
-            push((DRY, a, b, b - a + 1, 0));
-        }
-        for m in h.months.values() {
-            push((MONTH, m.first, m.end - 1, m.hours, m.usage_ml));
-        }
-    }
-    ALERT_METERS.frame(vec![
-        Values::Long(rows.iter().map(|r| r.0).collect()),
-        Values::Long(rows.iter().map(|r| r.1).collect()),
-        Values::Str(rows.iter().map(|r| r.2.0.into()).collect()),
-        Values::Long(rows.iter().map(|r| r.2.1).collect()),
-        Values::Long(rows.iter().map(|r| r.2.2).collect()),
-        Values::Long(rows.iter().map(|r| r.2.3).collect()),
-        Values::Long(rows.iter().map(|r| r.2.4).collect()),
-    ])
 }

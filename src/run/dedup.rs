@@ -31,9 +31,13 @@ impl Run {
         let mut parsed = self.take_parsed()?;
         self.open_at_once(&[&DEDUP_KEYS, &DEDUP_METERS, &DEDUP_STATE])?;
         let key_table = self.open(&DEDUP_KEYS)?;
+        let heard = super::alerts::heard(&parsed)?;
         let keys = keys::assign(&key_table, &mut parsed)?;
         self.keep(key_table);
-        let heard = super::alerts::heard(&parsed.records)?;
+        let heard = heard
+            .into_iter()
+            .map(|h| h.keyed(&keys.meter_keys, &keys.customer_keys))
+            .collect::<Result<Vec<_>>>()?;
         let p = trace::phase("dedup/keys", t);
         let records = std::mem::take(&mut parsed.records);
         drop(parsed);
@@ -81,7 +85,7 @@ impl Run {
             quiet,
             additions: None,
             heard,
-            meter_ids: keys.meter_ids,
+            stored_keys: keys.stored,
             customer_ids: keys.customer_ids,
         }));
         self.step_done("dedup", t);

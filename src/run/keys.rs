@@ -22,8 +22,12 @@ pub(super) struct BatchKeys {
     pub new_keys: DataFrame,
     /// Every customer key known after the batch, with its `customer_id`.
     pub customer_ids: FastMap<i64, String>,
-    /// Every meter key known after the batch, with its `meter_id`.
-    pub meter_ids: FastMap<i64, String>,
+    /// The `dedup_keys` rows stored before the batch (with `new_keys`, every key known).
+    pub stored: DataFrame,
+    /// The key of each of the batch's meter indexes.
+    pub meter_keys: Vec<i64>,
+    /// The key of each of the batch's customer indexes.
+    pub customer_keys: Vec<i64>,
 }
 
 /// Replaces the batch indexes in `parsed.records`' `meter` and `customer` columns by keys,
@@ -100,12 +104,14 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
         Values::Str(new.1),
         Values::Long(new.2),
     ])?;
-    let meter_ids = ids_by_key(&known[0], &meter_keys, &parsed.meters);
+    drop(known);
     Ok(BatchKeys {
         names,
         new_keys,
         customer_ids,
-        meter_ids,
+        stored,
+        meter_keys,
+        customer_keys,
     })
 }
 
@@ -118,4 +124,30 @@ fn ids_by_key(known: &FastMap<&str, i64>, keys: &[i64], ids: &[String]) -> FastM
         .collect();
     by_key.extend(keys.iter().copied().zip(ids.iter().cloned()));
     by_key
+}
+
+/// The meters of `dedup_keys` rows (`rows`: the stored ones and a batch's new ones) that
+/// `wanted` selects by id and key: what a step that names a few meters looks up, without a map
+/// of every id.
+pub(super) fn meters_where(
+    rows: &[&DataFrame],
+    mut wanted: impl FnMut(&str, i64) -> bool,
+) -> Result<Vec<(String, i64)>> {
+    let err = Error::polars("keys");
+    let mut out = Vec::new();
+    for frame in rows {
+        let (kinds, ids, keys) = (
+            frame.column(col::KIND).and_then(|c| c.str()).map_err(err)?,
+            frame.column(col::ID).and_then(|c| c.str()).map_err(err)?,
+            frame.column(col::KEY).and_then(|c| c.i64()).map_err(err)?,
+        );
+        for ((kind, id), key) in kinds.iter().zip(ids.iter()).zip(keys.iter()) {
+            if let (Some(METER_KIND), Some(id), Some(key)) = (kind, id, key)
+                && wanted(id, key)
+            {
+                out.push((id.to_owned(), key));
+            }
+        }
+    }
+    Ok(out)
 }

@@ -27,9 +27,11 @@ mod alerts;
 mod backlog;
 mod bills;
 mod compaction;
+mod cores;
 mod cumulative;
 mod dedup;
 mod finish;
+mod history;
 mod hourly;
 mod keys;
 mod layout;
@@ -149,8 +151,8 @@ struct Classified {
     additions: Option<DataFrame>,
     /// The meters the batch holds records of (accepted or not): what the alerts hear.
     heard: Vec<alerts::Heard>,
-    /// Every meter key known after the batch, with its `meter_id`.
-    meter_ids: crate::hashing::FastMap<i64, String>,
+    /// The `dedup_keys` rows stored before the batch (with `new_keys`, every id known).
+    stored_keys: DataFrame,
     /// Every customer key known after the batch, with its `customer_id`.
     customer_ids: crate::hashing::FastMap<i64, String>,
 }

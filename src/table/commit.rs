@@ -27,6 +27,10 @@ pub enum Committed {
     Nothing,
 }
 
+/// Rows of an unpartitioned table from which a commit writes them as one file per core: 100,000
+/// meters' rows (the dedup state's index, the alerts' histories) take two files on two cores.
+const PARALLEL_FILE_ROWS: usize = 32_768;
+
 impl Table {
     /// The last batch id committed to this table.
     pub async fn last_batch(&self) -> Result<Option<i64>> {
@@ -78,6 +82,15 @@ impl Table {
                 Some(part) => super::write::split_by_hour_sorted(rows, part, self.spec.sorted_by)?
                     .into_values()
                     .collect(),
+                // Rows rewritten whole (a row per meter) as one file per core, written at once.
+                None if rows.height() >= 2 * PARALLEL_FILE_ROWS => {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    let size = rows.height().div_ceil(cores);
+                    (0..rows.height())
+                        .step_by(size)
+                        .map(|at| rows.slice(at as i64, size))
+                        .collect()
+                }
                 None => vec![rows.clone()],
             },
             None => Vec::new(),

@@ -9,8 +9,8 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BooleanArray, Decimal128Array, Int64Array, RecordBatch, StringArray,
-    StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Decimal128Array, Int64Array, RecordBatch,
+    StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use deltalake::arrow::datatypes::Schema as ArrowSchema;
 use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
@@ -76,6 +76,10 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
             Kind::Bool => {
                 let a = downcast::<BooleanArray>(array, spec, name)?;
                 Series::new(name.into(), a.iter().flatten().collect::<Vec<_>>())
+            }
+            Kind::Binary => {
+                let a = downcast::<BinaryArray>(array, spec, name)?;
+                Series::new(name.into(), a.iter().flatten().collect::<Vec<&[u8]>>())
             }
             Kind::CubicMeters => {
                 let a = downcast::<Decimal128Array>(array, spec, name)?;
@@ -197,6 +201,13 @@ pub(super) fn to_record_batch(
                     .iter()
                     .collect::<BooleanArray>(),
             ),
+            Kind::Binary => Arc::new(
+                column
+                    .binary()
+                    .map_err(wrong_type)?
+                    .iter()
+                    .collect::<BinaryArray>(),
+            ),
             Kind::CubicMeters => {
                 let (precision, scale) = CUBIC_METERS_DECIMAL;
                 let ml = column
@@ -238,7 +249,7 @@ mod tests {
     use polars::df;
 
     use super::*;
-    use crate::table::schema::{DEDUP_STATE, HOURLY_USAGE};
+    use crate::table::schema::{ALERT_METERS, DEDUP_STATE, HOURLY_USAGE, Values};
 
     fn arrow_schema(spec: &Spec) -> ArrowSchema {
         ArrowSchema::new(
@@ -252,6 +263,7 @@ mod tests {
                         Kind::Bool => DataType::Boolean,
                         Kind::Timestamp => DataType::Int64,
                         Kind::CubicMeters => DataType::Decimal128(19, 6),
+                        Kind::Binary => DataType::Binary,
                     };
                     Field::new(name, dtype, false)
                 })
@@ -305,6 +317,20 @@ mod tests {
             to_frame(&DEDUP_STATE, &batch, None),
             Err(Error::TableData { column, .. }) if column == "usage_hour"
         ));
+        Ok(())
+    }
+
+    #[test]
+    fn packed_values_read_back_as_written() -> Result<(), Box<dyn std::error::Error>> {
+        let schema = arrow_schema(&ALERT_METERS);
+        let rows = ALERT_METERS.frame(vec![
+            Values::Long(vec![1, 2]),
+            Values::Long(vec![7, 7]),
+            Values::Bytes(vec![vec![1, 0, 255], Vec::new()]),
+        ])?;
+        let batch = to_record_batch(&ALERT_METERS, &rows, &schema)?;
+        let back = to_frame(&ALERT_METERS, &batch, None)?;
+        assert!(back.equals(&rows), "{back}");
         Ok(())
     }
 }

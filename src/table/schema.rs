@@ -143,9 +143,8 @@ pub mod col {
     pub const THRESHOLD_HOURS: &str = "threshold_hours";
     /// The batch that first recorded an episode.
     pub const OPENED_BY_BATCH: &str = "opened_by_batch";
-    /// What a row of a meter's alert history stands for: `heard`, `quiet`, `flow`, `dry` or
-    /// `month`.
-    pub const PART: &str = "part";
+    /// A meter's alert history, packed (`run::history`).
+    pub const HISTORY: &str = "history";
 }
 
 /// How a column is typed in Delta and in Polars.
@@ -164,6 +163,8 @@ pub enum Kind {
     /// Delta `decimal(19,6)` in cubic meters, Polars `Int64` milliliters: the decimal's unscaled
     /// value, so the two are the same integer and any `i64` fits.
     CubicMeters,
+    /// Delta `binary`, Polars `Binary`: a value the pipeline packs itself (a state table's).
+    Binary,
 }
 
 /// Precision and scale of [`Kind::CubicMeters`]: 19 digits hold every `i64` of milliliters.
@@ -407,23 +408,16 @@ pub const METER_ALERTS: Spec = Spec {
     home: Home::Output,
 };
 
-/// What the alerts know of each meter between runs (`query::alerts`), meters and customers as
-/// keys (`DEDUP_KEYS`), hours as indexes: a
-/// `heard` row (the folder it was last heard in), a `quiet` row when folders since were quiet
-/// (the first and last of them, and how many), its `flow` runs (with their usage) and `dry`
-/// runs, and a `month` row for each billing month the watermark has not closed (its first hour
-/// with readings, its last hour, the hours with readings, the usage). Read whole and rewritten
-/// by every run.
+/// What the alerts know of each meter between runs (`query::alerts`): one row per meter, meters
+/// and customers as keys (`DEDUP_KEYS`), the meter's hearing, flow and dry runs and open billing
+/// months packed into one binary value (`run::history` documents the format). Read whole and
+/// rewritten by every run.
 pub const ALERT_METERS: Spec = Spec {
     name: "alert_meters",
     columns: &[
         (col::METER, Kind::Long),
         (col::CUSTOMER, Kind::Long),
-        (col::PART, Kind::Str),
-        (col::FIRST_HOUR, Kind::Long),
-        (col::LAST_HOUR, Kind::Long),
-        (col::HOURS, Kind::Long),
-        (col::USAGE_ML, Kind::Long),
+        (col::HISTORY, Kind::Binary),
     ],
     partition: None,
     added: 0,
@@ -464,6 +458,8 @@ pub enum Values<'a> {
     Long(Vec<i64>),
     /// For [`Kind::Bool`] columns.
     Bool(Vec<bool>),
+    /// For [`Kind::Binary`] columns.
+    Bytes(Vec<Vec<u8>>),
     /// A column built already (its name and type are checked against the schema).
     Built(Column),
 }
@@ -474,6 +470,7 @@ impl Values<'_> {
             Values::Str(v) => v.len(),
             Values::Long(v) => v.len(),
             Values::Bool(v) => v.len(),
+            Values::Bytes(v) => v.len(),
             Values::Built(c) => c.len(),
         }
     }
@@ -483,7 +480,8 @@ impl Values<'_> {
         match (self, kind) {
             (Values::Str(_), Kind::Str)
             | (Values::Long(_), Kind::Long | Kind::Hour | Kind::Timestamp | Kind::CubicMeters)
-            | (Values::Bool(_), Kind::Bool) => true,
+            | (Values::Bool(_), Kind::Bool)
+            | (Values::Bytes(_), Kind::Binary) => true,
             (Values::Built(c), kind) => {
                 c.name().as_str() == name
                     && (nullable || c.null_count() == 0)
@@ -491,6 +489,7 @@ impl Values<'_> {
                         == match kind {
                             Kind::Str => DataType::String,
                             Kind::Bool => DataType::Boolean,
+                            Kind::Binary => DataType::Binary,
                             Kind::Long | Kind::Hour | Kind::Timestamp | Kind::CubicMeters => {
                                 DataType::Int64
                             }
@@ -561,6 +560,7 @@ impl Spec {
                 Values::Str(v) => Series::new(name.into(), v).into_column(),
                 Values::Long(v) => Column::new(name.into(), v),
                 Values::Bool(v) => Column::new(name.into(), v),
+                Values::Bytes(v) => Series::new(name.into(), v).into_column(),
                 Values::Built(c) => c,
             });
         }
@@ -575,6 +575,7 @@ impl Spec {
             .map(|&(_, kind)| match kind {
                 Kind::Str => Values::Str(Vec::new()),
                 Kind::Bool => Values::Bool(Vec::new()),
+                Kind::Binary => Values::Bytes(Vec::new()),
                 Kind::Long | Kind::Hour | Kind::Timestamp | Kind::CubicMeters => {
                     Values::Long(Vec::new())
                 }

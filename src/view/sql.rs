@@ -117,6 +117,7 @@ fn shown_type(kind: Kind) -> DataType {
         Kind::Str | Kind::Hour | Kind::Timestamp | Kind::CubicMeters => DataType::String,
         Kind::Long => DataType::Int64,
         Kind::Bool => DataType::Boolean,
+        Kind::Binary => DataType::Binary,
     }
 }
 
@@ -147,7 +148,7 @@ fn shown_rows(spec: &Spec, rows: DataFrame) -> PolarsResult<DataFrame> {
                     .unwrap_or_else(|| us.to_string())
             })?,
             Kind::CubicMeters => text(&cubic_meters)?,
-            Kind::Str | Kind::Long | Kind::Bool => column.clone(),
+            Kind::Str | Kind::Long | Kind::Bool | Kind::Binary => column.clone(),
         });
     }
     DataFrame::new(rows.height(), columns)
