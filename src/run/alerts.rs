@@ -11,7 +11,7 @@ use polars::prelude::*;
 
 use super::cores::per_chunk;
 use super::history::{
-    History, MonthStarts, decode, encode_into, histories_frame, read_stored, stored_rows,
+    History, MonthStarts, decode_row, encode_into, histories_frame, read_stored, stored_rows,
 };
 use super::{Run, Stage, keys};
 use crate::error::{Error, Result};
@@ -212,7 +212,7 @@ impl Run {
             with_rows: &with_rows,
         };
         let p = crate::trace::phase("finish/alerts/batch", p);
-        let updated = per_chunk(&mut meters, |chunk| judging.update_all(chunk));
+        let updated = per_chunk(&meters, |chunk| judging.update_all(chunk));
         let p = crate::trace::phase("finish/alerts/judge", p);
         let mut judged: Vec<Judged> = Vec::new();
         let mut decides: BTreeMap<String, Decides> = BTreeMap::new();
@@ -328,18 +328,18 @@ fn hours_by_meter(accepted: &DataFrame, tz: chrono_tz::Tz) -> Result<BatchHours>
         long(col::USAGE_ML)?,
     );
     let mut by_meter: FastMap<i64, Vec<(i64, i64)>> = FastMap::default();
+    let mut month_ends: FastMap<i64, i64> = FastMap::default();
     for ((&meter, &hour), &ml) in keys.iter().zip(hours.iter()).zip(usage.iter()) {
         // A meter's readings of a batch fall in a few hours: a short list, searched.
         let meter_hours = by_meter.entry(meter).or_default();
         match meter_hours.iter_mut().find(|(h, _)| *h == hour) {
             Some((_, sum)) => *sum += ml,
-            None => meter_hours.push((hour, ml)),
-        }
-    }
-    let mut month_ends: FastMap<i64, i64> = FastMap::default();
-    for &hour in hours.iter() {
-        if let std::collections::hash_map::Entry::Vacant(e) = month_ends.entry(hour) {
-            e.insert(month_end_hour(month_start_hour(hour, tz)?, tz)?);
+            None => {
+                meter_hours.push((hour, ml));
+                if let std::collections::hash_map::Entry::Vacant(e) = month_ends.entry(hour) {
+                    e.insert(month_end_hour(month_start_hour(hour, tz)?, tz)?);
+                }
+            }
         }
     }
     Ok((by_meter, month_ends))
@@ -390,18 +390,12 @@ struct Updated {
 impl Judging<'_> {
     /// Every meter of `chunk` brought up to date with the batch, one at a time: its history
     /// unpacked, updated, judged and packed again.
-    fn update_all(&self, chunk: &mut [Meter<'_>]) -> Result<Updated> {
+    fn update_all(&self, chunk: &[Meter<'_>]) -> Result<Updated> {
         let mut out = Updated::default();
         let mut months = MonthStarts::new(self.tz);
         for m in chunk.iter() {
             let mut history = match m.packed {
-                Some(bytes) => decode(bytes, m.customer, &mut months).map_err(|reason| {
-                    Error::table_data(
-                        ALERT_METERS.name,
-                        col::HISTORY,
-                        format!("meter key {}: {reason}", m.meter),
-                    )
-                })?,
+                Some(bytes) => decode_row(m.meter, m.customer, bytes, &mut months)?,
                 None => History {
                     customer: m.customer,
                     ..History::default()

@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::hashing::{FastMap, FastSet};
+use crate::hashing::FastMap;
 use crate::hours::{month_end_hour, month_start_hour};
 use crate::query::alerts::{FlowHistory, FlowRun, Hearing, MonthTally};
 use crate::table::{ALERT_METERS, Table, Values, block_on, col, long_values};
@@ -213,7 +213,7 @@ impl MonthStarts {
 
 /// The history packed in `bytes` (with `customer`), its months checked to be billing months of
 /// `months`' zone.
-pub(super) fn decode(
+fn decode(
     bytes: &[u8],
     customer: i64,
     months: &mut MonthStarts,
@@ -311,8 +311,8 @@ pub(super) fn read_stored(table: &Table) -> Result<DataFrame> {
 /// One meter's stored row: its key, its customer's key and its packed history.
 pub(super) type StoredRow<'a> = (i64, i64, &'a [u8]);
 
-/// The meters of `rows` (read by [`read_stored`]), refused if a value is missing or a meter
-/// has two rows.
+/// The meters of `rows` (read by [`read_stored`]) in key order, refused if a value is missing
+/// or a meter has two rows.
 pub(super) fn stored_rows(rows: &DataFrame) -> Result<Vec<StoredRow<'_>>> {
     let name = ALERT_METERS.name;
     let (meters, customers) = (
@@ -323,21 +323,43 @@ pub(super) fn stored_rows(rows: &DataFrame) -> Result<Vec<StoredRow<'_>>> {
         .column(col::HISTORY)
         .and_then(|c| c.binary())
         .map_err(|e| Error::table_data(name, col::HISTORY, e.to_string()))?;
-    let mut seen: FastSet<i64> = FastSet::default();
-    meters
+    let mut stored = meters
         .iter()
         .zip(customers.iter())
         .zip(packed.iter())
         .map(|((&meter, &customer), bytes)| {
-            let bad = |reason: &str| {
-                Error::table_data(name, col::HISTORY, format!("meter key {meter}: {reason}"))
-            };
-            if !seen.insert(meter) {
-                return Err(bad("two rows"));
-            }
-            Ok((meter, customer, bytes.ok_or_else(|| bad("no value"))?))
+            Ok((
+                meter,
+                customer,
+                bytes.ok_or_else(|| bad_row(meter, "no value"))?,
+            ))
         })
-        .collect()
+        .collect::<Result<Vec<StoredRow<'_>>>>()?;
+    // Written in key order: sorting finds them sorted, and two rows of a meter side by side.
+    stored.sort_unstable_by_key(|r| r.0);
+    match stored.windows(2).find(|w| w[0].0 == w[1].0) {
+        Some(w) => Err(bad_row(w[0].0, "two rows")),
+        None => Ok(stored),
+    }
+}
+
+/// The history of `meter`'s stored row (`bytes`, with `customer`), or an error naming it.
+pub(super) fn decode_row(
+    meter: i64,
+    customer: i64,
+    bytes: &[u8],
+    months: &mut MonthStarts,
+) -> Result<History> {
+    decode(bytes, customer, months).map_err(|reason| bad_row(meter, &reason))
+}
+
+/// What is wrong with `meter`'s stored row.
+fn bad_row(meter: i64, reason: &str) -> Error {
+    Error::table_data(
+        ALERT_METERS.name,
+        col::HISTORY,
+        format!("meter key {meter}: {reason}"),
+    )
 }
 
 /// The `alert_meters` rows: meter keys, their customers' keys and packed histories.
@@ -560,6 +582,24 @@ mod tests {
                 .expect_err("refused")
                 .contains("64 bits")
         );
+    }
+
+    #[test]
+    fn stored_rows_come_in_key_order_and_a_meter_twice_is_refused() -> Result<()> {
+        let frame = |meters: Vec<i64>| {
+            histories_frame(
+                meters.clone(),
+                vec![7; meters.len()],
+                &vec![&[1u8][..]; meters.len()],
+            )
+        };
+        let rows = frame(vec![3, 1, 2])?;
+        let keys: Vec<i64> = stored_rows(&rows)?.iter().map(|r| r.0).collect();
+        assert_eq!(keys, vec![1, 2, 3]);
+        let twice = frame(vec![3, 1, 3])?;
+        let refused = stored_rows(&twice).expect_err("refused").to_string();
+        assert!(refused.contains("meter key 3: two rows"), "{refused}");
+        Ok(())
     }
 
     #[test]

@@ -104,7 +104,6 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
         Values::Str(new.1),
         Values::Long(new.2),
     ])?;
-    drop(known);
     Ok(BatchKeys {
         names,
         new_keys,
