@@ -94,8 +94,13 @@ impl FlowHistory {
     /// A history from stored runs (any order); refused when runs overlap, touch their own kind
     /// or are empty, or a flow run's usage is not positive in total.
     pub fn from_runs(mut flow: Vec<FlowRun>, mut dry: Vec<(i64, i64)>) -> Result<Self, BadHistory> {
-        flow.sort_by_key(|r| r.first);
-        dry.sort_unstable();
+        // Stored runs come sorted: checked, and sorted only when they are not.
+        if !flow.is_sorted_by_key(|r| r.first) {
+            flow.sort_by_key(|r| r.first);
+        }
+        if !dry.is_sorted() {
+            dry.sort_unstable();
+        }
         let valid_flow = flow.iter().all(|r| {
             r.first <= r.last && (1..=r.last - r.first + 1).contains(&r.hours) && r.usage_ml > 0
         }) && flow.windows(2).all(|w| w[0].last + 1 < w[1].first);
@@ -107,15 +112,16 @@ impl FlowHistory {
         if !valid_dry {
             return Err(BadHistory("dry runs overlap, touch or are empty"));
         }
-        let history = Self { flow, dry };
-        if history
-            .flow
-            .iter()
-            .any(|r| history.dry_run_at(r.first).is_some() || history.dry_within(r.first, r.last))
-        {
-            return Err(BadHistory("a flow run and a dry run share an hour"));
+        // Both kinds sorted and disjoint: one walk finds, for each flow run, the first dry run
+        // that does not end before it, which shares an hour with it if it starts by its end.
+        let mut dry_runs = dry.iter().peekable();
+        for run in &flow {
+            while dry_runs.next_if(|d| d.1 < run.first).is_some() {}
+            if dry_runs.peek().is_some_and(|d| d.0 <= run.last) {
+                return Err(BadHistory("a flow run and a dry run share an hour"));
+            }
         }
-        Ok(history)
+        Ok(Self { flow, dry })
     }
 
     /// The flow runs, in hour order.
@@ -150,12 +156,6 @@ impl FlowHistory {
     fn dry_run_at(&self, hour: i64) -> Option<usize> {
         let i = self.dry.partition_point(|r| r.0 <= hour).checked_sub(1)?;
         (self.dry[i].1 >= hour).then_some(i)
-    }
-
-    /// Whether a dry hour lies in `from..=to`.
-    fn dry_within(&self, from: i64, to: i64) -> bool {
-        let i = self.dry.partition_point(|r| r.1 < from);
-        self.dry.get(i).is_some_and(|r| r.0 <= to)
     }
 
     /// Adds readings of `hour` that sum to `usage_ml` (at least 0): what a batch accepted of the
@@ -676,6 +676,22 @@ mod tests {
         assert!(FlowHistory::from_runs(vec![run(0, 5, 0)], vec![]).is_err());
         assert!(FlowHistory::from_runs(vec![], vec![(0, 1), (2, 3)]).is_err());
         assert!(FlowHistory::from_runs(vec![run(4, 5, 1)], vec![(0, 1), (7, 7)]).is_ok());
+        // A dry run meeting a flow run at either end, or around it, or between two.
+        let two = || vec![run(0, 1, 1), run(5, 6, 1)];
+        for dry in [(1, 2), (4, 5), (6, 9), (-3, 0), (3, 8)] {
+            assert!(FlowHistory::from_runs(two(), vec![dry]).is_err(), "{dry:?}");
+        }
+        for dry in [(2, 4), (3, 3), (7, 9), (-3, -1)] {
+            assert!(FlowHistory::from_runs(two(), vec![dry]).is_ok(), "{dry:?}");
+        }
+        assert!(FlowHistory::from_runs(two(), vec![(-5, -4), (2, 2), (8, 8)]).is_ok());
+        assert!(FlowHistory::from_runs(two(), vec![(-5, -4), (2, 2), (6, 8)]).is_err());
+        // Runs given in any order are taken sorted.
+        let sorted = FlowHistory::from_runs(two(), vec![(2, 2), (8, 8)]);
+        let reversed =
+            FlowHistory::from_runs(two().into_iter().rev().collect(), vec![(8, 8), (2, 2)]);
+        assert_eq!(sorted, reversed);
+        assert!(sorted.is_ok());
     }
 
     #[test]

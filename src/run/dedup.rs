@@ -34,10 +34,12 @@ impl Run {
         let heard = super::alerts::heard(&parsed)?;
         let keys = keys::assign(&key_table, &mut parsed)?;
         self.keep(key_table);
-        let heard = heard
+        let mut heard = heard
             .into_iter()
             .map(|h| h.keyed(&keys.meter_keys, &keys.customer_keys))
             .collect::<Result<Vec<_>>>()?;
+        // In key order, as the alerts take the meters: read in memory order then.
+        heard.sort_unstable_by_key(|h| h.meter);
         let p = trace::phase("dedup/keys", t);
         let records = std::mem::take(&mut parsed.records);
         drop(parsed);

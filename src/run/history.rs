@@ -94,6 +94,14 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     fn int(&mut self) -> std::result::Result<i64, String> {
+        // Most numbers (hours as differences, small counts) take one byte.
+        if let Some((&byte, rest)) = self.bytes.split_first()
+            && byte < 0x80
+        {
+            self.bytes = rest;
+            let v = i64::from(byte);
+            return Ok((v >> 1) ^ -(v & 1));
+        }
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let (&byte, rest) = self.bytes.split_first().ok_or("it ends early")?;
@@ -254,8 +262,9 @@ fn decode(
         }
         tag => return Err(format!("{tag} is not a hearing")),
     };
+    // Room for the runs a batch adds, so that adding them does not copy the others.
     let n = r.count()?;
-    let mut flow = Vec::with_capacity(n);
+    let mut flow = Vec::with_capacity(n + 2);
     for _ in 0..n {
         flow.push(FlowRun {
             first: r.hour()?,
@@ -265,7 +274,7 @@ fn decode(
         });
     }
     let n = r.count()?;
-    let mut dry = Vec::with_capacity(n);
+    let mut dry = Vec::with_capacity(n + 2);
     for _ in 0..n {
         dry.push((r.hour()?, r.hour()?));
     }

@@ -149,7 +149,8 @@ struct Classified {
     quiet: FastSet<String>,
     /// What the batch adds to each customer's hour (`hourly_usage` additions), once computed.
     additions: Option<DataFrame>,
-    /// The meters the batch holds records of (accepted or not): what the alerts hear.
+    /// The meters the batch holds records of (accepted or not), in key order: what the alerts
+    /// hear.
     heard: Vec<alerts::Heard>,
     /// The `dedup_keys` rows stored before the batch (with `new_keys`, every id known).
     stored_keys: DataFrame,
