@@ -380,10 +380,9 @@ impl<'a> Accepted<'a> {
         }
         let mut next = starts.clone();
         let mut readings = vec![(0i64, 0i64); starts[chunk.len()]];
-        for (row, meter) in self.meters.iter().enumerate() {
-            if let Some(at) = Some(meter)
-                .filter(|m| in_chunk(m))
-                .and_then(|&m| position.get(m))
+        for (row, &meter) in self.meters.iter().enumerate() {
+            if in_chunk(&meter)
+                && let Some(at) = position.get(meter)
             {
                 readings[next[at]] = (self.hours[row], self.usage[row]);
                 next[at] += 1;
@@ -468,14 +467,14 @@ impl ChunkReadings {
 }
 
 /// The meters to bring up to date, in key order: those with a stored history (`stored`, in key
-/// order) and those heard in the batch, each once, with what the batch heard of it.
+/// order) and those heard in the batch (`heard`, in key order: the dedup step sorts them), each
+/// once, with what the batch heard of it.
 fn meters_to_update<'a>(stored: Vec<StoredRow<'a>>, heard: &'a [Heard]) -> Result<Vec<Meter<'a>>> {
-    let mut heard: Vec<&Heard> = heard.iter().collect();
-    heard.sort_unstable_by_key(|h| h.meter);
-    if let Some(w) = heard.windows(2).find(|w| w[0].meter == w[1].meter) {
+    if let Some(w) = heard.windows(2).find(|w| w[0].meter >= w[1].meter) {
         return Err(Error::Dedup(format!(
-            "meter key {} stands for two of the batch's meters",
-            w[0].meter
+            "the batch's meters are not in strictly increasing key order: key {} after {} \
+             (one key standing for two meters, or unsorted)",
+            w[1].meter, w[0].meter
         )));
     }
     let only_heard = |h: &'a Heard| Meter {
@@ -484,7 +483,7 @@ fn meters_to_update<'a>(stored: Vec<StoredRow<'a>>, heard: &'a [Heard]) -> Resul
         packed: None,
         heard: Some(h),
     };
-    let mut heard = heard.into_iter().peekable();
+    let mut heard = heard.iter().peekable();
     let mut out = Vec::with_capacity(stored.len() + heard.len());
     for (meter, customer, packed) in stored {
         while let Some(h) = heard.next_if(|h| h.meter < meter) {
@@ -849,8 +848,8 @@ mod tests {
             (4, 400, packed[1]),
             (7, 700, packed[2]),
         ];
-        // Heard out of key order: meter 4 stored and heard (by another customer now).
-        let heard = vec![heard_of(9, 9), heard_of(4, 41), heard_of(0, 0)];
+        // Meter 4 stored and heard (by another customer now).
+        let heard = vec![heard_of(0, 0), heard_of(4, 41), heard_of(9, 9)];
         // Key, customer, stored history and the first folder heard in.
         type Merged<'a> = (i64, i64, Option<&'a [u8]>, Option<i64>);
         let merged: Vec<Merged<'_>> = meters_to_update(stored.clone(), &heard)?
@@ -867,9 +866,11 @@ mod tests {
                 (9, 9, None, Some(90)),
             ]
         );
-        // Two of the batch's meters with one key: refused.
+        // Two of the batch's meters with one key, or meters out of key order: refused.
         let twice = vec![heard_of(4, 1), heard_of(4, 2)];
-        assert!(meters_to_update(stored, &twice).is_err());
+        assert!(meters_to_update(stored.clone(), &twice).is_err());
+        let unsorted = vec![heard_of(9, 9), heard_of(4, 41)];
+        assert!(meters_to_update(stored, &unsorted).is_err());
         Ok(())
     }
 
