@@ -24,14 +24,16 @@ use crate::trace;
 impl Run {
     /// Applies the watermark and removes duplicates against the dedup state. Takes the parsed
     /// records (their memory is released as they are classified): once per parse. Its phases,
-    /// each a function below and a label of `AQUABILL_TRACE`: keys, watermark, the state read
+    /// each a function below and a label of `AQUABILL_TRACE`: heard (the alerts' part), keys, watermark, the state read
     /// (meters, then readings), classify (with the outcomes and the accounting check), index.
     pub fn dedup(&mut self) -> Result<DedupReport> {
         let t = Instant::now();
         let mut parsed = self.take_parsed()?;
+        // The meters heard, for the alerts: a phase of its own (their keys come below).
+        let heard = super::alerts::heard(&parsed)?;
+        let p = trace::phase("dedup/heard", t);
         self.open_at_once(&[&DEDUP_KEYS, &DEDUP_METERS, &DEDUP_STATE])?;
         let key_table = self.open(&DEDUP_KEYS)?;
-        let heard = super::alerts::heard(&parsed)?;
         let keys = keys::assign(&key_table, &mut parsed)?;
         self.keep(key_table);
         let mut heard = heard
@@ -40,7 +42,7 @@ impl Run {
             .collect::<Result<Vec<_>>>()?;
         // In key order, as the alerts take the meters: read in memory order then.
         heard.sort_unstable_by_key(|h| h.meter);
-        let p = trace::phase("dedup/keys", t);
+        let p = trace::phase("dedup/keys", p);
         let records = std::mem::take(&mut parsed.records);
         drop(parsed);
         let in_time = self.apply_watermark(records)?;
