@@ -21,7 +21,7 @@ use crate::hashing::{FastMap, FastSet};
 use crate::hours::{month_end_hour, month_start_hour};
 use crate::input::{INGEST_HOUR, Parsed};
 use crate::query::alerts::{AlertKind, Episode, MonthTally, listen};
-use crate::table::{ALERT_METERS, METER_ALERTS, Table, Values, block_on, col, long_values};
+use crate::table::{METER_ALERTS, Table, Values, block_on, col, long_values};
 
 /// What a batch holds of one meter: for its silence.
 pub(super) struct Heard {
@@ -125,7 +125,7 @@ struct Decides {
 }
 
 /// What the alert step takes of the batch.
-struct AlertInputs<'a> {
+pub(super) struct AlertInputs<'a> {
     batch: i64,
     /// The meters the batch holds records of.
     heard: &'a [Heard],
@@ -150,13 +150,8 @@ struct AlertInputs<'a> {
 type Judgement = Option<(DataFrame, DataFrame)>;
 
 impl Run {
-    /// Brings `meter_alerts` and the meters' alert histories up to date with the batch: judges
-    /// it, then commits both tables.
-    pub(super) fn write_alerts(&mut self) -> Result<()> {
-        let t = std::time::Instant::now();
-        let batch = self.batch.plan.batch_id;
-        let mut alerts = self.open(&METER_ALERTS)?;
-        let mut histories = self.open(&ALERT_METERS)?;
+    /// What the alert step takes of the batch (classified by the dedup step).
+    pub(super) fn alert_inputs(&self) -> Result<AlertInputs<'_>> {
         let Stage::Classified(classified) = &self.stage else {
             return Err(Error::StepOrder {
                 step: "finish",
@@ -164,8 +159,8 @@ impl Run {
             });
         };
         let before = self.checkpoint.latest_ingest_hour;
-        let inputs = AlertInputs {
-            batch,
+        Ok(AlertInputs {
+            batch: self.batch.plan.batch_id,
             heard: &classified.heard,
             accepted: &classified.accepted,
             key_rows: [&classified.stored_keys, &classified.new_keys],
@@ -184,31 +179,35 @@ impl Run {
             },
             watermark: self.batch.watermark_after.unwrap_or(i64::MIN),
             tz: self.config.billing_timezone,
-        };
-        let judged = judge_batch(&inputs, &mut alerts, &mut histories);
-        let p = crate::trace::phase("finish/alerts/judged", t);
-        if let Some((alert_rows, history_rows)) = judged? {
-            let old = alerts.appended_files(0);
-            block_on(alerts.commit_removing(batch, Some(&alert_rows), &BTreeSet::new(), &old))??;
-            let p = crate::trace::phase("finish/alerts/write alerts", p);
-            let old = histories.appended_files(0);
-            block_on(histories.commit_removing(
-                batch,
-                Some(&history_rows),
-                &BTreeSet::new(),
-                &old,
-            ))??;
-            // What the step used (stored, unpacked and packed histories: about 80 MB at
-            // 100,000 meters) goes back to the system before the dedup state's write, which
-            // makes the run's peak.
-            drop(history_rows);
-            crate::memory::release_freed();
-            crate::trace::phase("finish/alerts/write histories", p);
-        }
-        self.keep(alerts);
-        self.keep(histories);
-        Ok(())
+        })
     }
+}
+
+/// Brings `alerts` (`meter_alerts`) and `histories` (the meters' alert histories) up to date
+/// with the batch: judges it, then commits both tables.
+pub(super) fn write_alerts(
+    inputs: &AlertInputs<'_>,
+    alerts: &mut Table,
+    histories: &mut Table,
+) -> Result<()> {
+    let t = std::time::Instant::now();
+    let batch = inputs.batch;
+    let judged = judge_batch(inputs, alerts, histories);
+    let p = crate::trace::phase("finish/alerts/judged", t);
+    if let Some((alert_rows, history_rows)) = judged? {
+        let old = alerts.appended_files(0);
+        block_on(alerts.commit_removing(batch, Some(&alert_rows), &BTreeSet::new(), &old))??;
+        let p = crate::trace::phase("finish/alerts/write alerts", p);
+        let old = histories.appended_files(0);
+        block_on(histories.commit_removing(batch, Some(&history_rows), &BTreeSet::new(), &old))??;
+        // What the step used (stored, unpacked and packed histories: about 80 MB at
+        // 100,000 meters) goes back to the system before the dedup state's write, which
+        // makes the run's peak.
+        drop(history_rows);
+        crate::memory::release_freed();
+        crate::trace::phase("finish/alerts/write histories", p);
+    }
+    Ok(())
 }
 
 /// The alert tables' rows after the batch described by `inputs`: each meter's stored history

@@ -1,6 +1,6 @@
-//! Work on many independent items spread over the machine's cores: the items split into one
-//! contiguous chunk per core, each chunk handled on its own thread, the results in the chunks'
-//! order.
+//! Work spread over the machine's cores: many independent items split into one contiguous
+//! chunk per core, each chunk handled on its own thread, the results in the chunks' order; or
+//! two independent tasks at once.
 
 /// `work` on each chunk of `items` (one per core, at most 8), on scoped threads; the results
 /// in order. A panic in a chunk is a panic here.
@@ -23,6 +23,22 @@ pub(super) fn per_chunk<T: Sync, R: Send>(items: &[T], work: impl Fn(&[T]) -> R 
     })
 }
 
+/// `first` on a scoped thread and `second` on this one, at once; both results. A panic in
+/// `first` is a panic here.
+pub(super) fn both<A: Send, B>(
+    first: impl FnOnce() -> A + Send,
+    second: impl FnOnce() -> B,
+) -> (A, B) {
+    std::thread::scope(|s| {
+        let first = s.spawn(first);
+        let second = second();
+        let first = first
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (first, second)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +57,24 @@ mod tests {
                 .iter()
                 .all(|&n| n == 0)
         );
+    }
+
+    #[test]
+    fn both_tasks_run_at_once_and_give_their_results() {
+        // Each waits for the other's signal: one after the other, the first waits in vain.
+        let wait = std::time::Duration::from_secs(10);
+        let (to_second, from_first) = std::sync::mpsc::channel();
+        let (to_first, from_second) = std::sync::mpsc::channel();
+        let (a, b) = both(
+            move || {
+                to_second.send(1).ok();
+                from_second.recv_timeout(wait).ok().map(|v: u32| v + 10)
+            },
+            move || {
+                to_first.send(2).ok();
+                from_first.recv_timeout(wait).ok().map(|v: u32| v + 20)
+            },
+        );
+        assert_eq!((a, b), (Some(12), Some(21)));
     }
 }

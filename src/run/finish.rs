@@ -8,17 +8,19 @@ use std::time::Instant;
 
 use polars::prelude::*;
 
+use super::alerts::write_alerts;
 use super::compaction::{
     SMALL_FILE_ROWS, STATE_SMALL_FILES, VACUUM_EVERY_BATCHES, append_compacting,
 };
+use super::cores::both;
 use super::dedup::hour_set;
 use super::{Run, RunMetrics, Stage};
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, format_hour};
 use crate::quarantine;
 use crate::table::{
-    ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE, QUARANTINE,
-    RUN_METRICS, Table, block_on, col,
+    ALERT_METERS, ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE,
+    METER_ALERTS, QUARANTINE, RUN_METRICS, Table, block_on, col,
 };
 
 /// What the dedup-state commit of a run does.
@@ -39,16 +41,36 @@ impl Run {
         if self.batch.plan.files.is_empty() {
             return Ok(self.metrics());
         }
-        self.write_alerts()?;
-        let p = crate::trace::phase("finish/alerts", t);
         let batch = self.batch.plan.batch_id;
         let files = &self.batch.plan.files;
         let paths: Vec<&std::path::Path> = files.iter().map(|f| f.path.as_path()).collect();
         quarantine::fill_raw_lines(&mut self.ledger.quarantined, &paths)?;
         let rel_paths: Vec<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
         let rows = quarantine::frame(batch, &self.ledger.quarantined, &rel_paths)?;
-        append_compacting(&mut self.open(&QUARANTINE)?, batch, &rows)?;
-        let p = crate::trace::phase("finish/quarantine", p);
+        // The alerts and the quarantine at once: tables independent of each other, each
+        // committed before the dedup state (which changes how a rerun classifies the batch).
+        // On object storage each commit is a few round trips one after another.
+        let (mut alerts, mut histories) = (self.open(&METER_ALERTS)?, self.open(&ALERT_METERS)?);
+        let mut quarantined = self.open(&QUARANTINE)?;
+        let inputs = self.alert_inputs()?;
+        let (alerted, appended) = both(
+            || {
+                let alerted = write_alerts(&inputs, &mut alerts, &mut histories);
+                crate::trace::phase("finish/alerts", t);
+                alerted
+            },
+            || {
+                let appended = append_compacting(&mut quarantined, batch, &rows);
+                crate::trace::phase("finish/quarantine", t);
+                appended
+            },
+        );
+        drop(inputs);
+        alerted?;
+        appended?;
+        self.keep(alerts);
+        self.keep(histories);
+        let p = Instant::now();
 
         let mut state = self.open(&DEDUP_STATE)?;
         let update = self.state_update(&state)?;
@@ -64,20 +86,27 @@ impl Run {
             self.ledger.tables.push((spec.name, version, files as u64));
         }
         self.step_done("finish", t);
-        let metrics = self.metrics();
-        append_compacting(&mut self.open(&RUN_METRICS)?, batch, &metrics.frame()?)?;
-        let p = crate::trace::phase("finish/metrics", p);
-        // The keys before the readings that use them; the meters' index (rewritten whole) before
-        // the readings too. A rerun after a crash between the two reads the index after the
-        // batch: it may classify records of the hours the watermark just passed differently,
-        // but every table before has recorded the batch and is skipped, and the readings it
-        // commits are those of the hours after the watermark, whose stored readings it reads
-        // as the crashed attempt did.
-        append_compacting(&mut self.open(&DEDUP_KEYS)?, batch, &new_keys)?;
+        let metrics = self.metrics().frame()?;
+        // The run's metrics and the keys of ids new in the batch at once (tables independent of
+        // each other; a rerun gives new ids the same keys), then the meters' index (rewritten
+        // whole), each before the readings. A rerun after a crash between the index and the
+        // readings reads the index after the batch: it may classify records of the hours the
+        // watermark just passed differently, but every table before has recorded the batch and
+        // is skipped, and the readings it commits are those of the hours after the watermark,
+        // whose stored readings it reads as the crashed attempt did.
+        let mut run_metrics = self.open(&RUN_METRICS)?;
+        let mut key_table = self.open(&DEDUP_KEYS)?;
+        let (recorded, keyed) = both(
+            || append_compacting(&mut run_metrics, batch, &metrics),
+            || append_compacting(&mut key_table, batch, &new_keys),
+        );
+        recorded?;
+        keyed?;
+        let p = crate::trace::phase("finish/metrics and keys", p);
         let mut meter_table = self.open(&DEDUP_METERS)?;
         let old = meter_table.appended_files(0);
         block_on(meter_table.commit_removing(batch, Some(&meters), &Default::default(), &old))??;
-        let p = crate::trace::phase("finish/keys and meters", p);
+        let p = crate::trace::phase("finish/meters", p);
         block_on(state.commit_removing(
             batch,
             Some(&update.rows),

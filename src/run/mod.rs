@@ -15,11 +15,13 @@
 //!    and once every table was found to agree with the checkpoint ([`agree`]);
 //! 2. `hourly_usage`, then `cumulative_usage`, then `monthly_bills` (only when the batch's
 //!    watermark passes a billing month's end): data files, then one commit each;
-//! 3. `meter_alerts`, then what the alerts know of each meter (`alert_meters`), then
-//!    `quarantine`, then `run_metrics`;
-//! 4. the dedup state, after every table, so a rerun classifies records exactly as the crashed
-//!    attempt did: the keys of ids new in the batch (`dedup_keys`), the meters' index
-//!    (`dedup_meters`), then the readings (`dedup_readings`);
+//! 3. `meter_alerts`, then what the alerts know of each meter (`alert_meters`), and beside them
+//!    `quarantine`; then `run_metrics`, and beside it the keys of ids new in the batch
+//!    (`dedup_keys`: a rerun gives those ids the same keys). Tables written beside each other
+//!    are independent of each other; on object storage their commits' round trips overlap;
+//! 4. the rest of the dedup state, after every table, so a rerun classifies records exactly as
+//!    the crashed attempt did: the meters' index (`dedup_meters`), then the readings
+//!    (`dedup_readings`);
 //! 5. the checkpoint, last; then (every 24th batch) the vacuum.
 
 mod agree;
