@@ -42,6 +42,7 @@ static SESSIONS: Mutex<BTreeMap<u64, Session>> = Mutex::new(BTreeMap::new());
 /// `request` must point to a NUL-terminated string that stays valid during the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn aquabill_call(request: *const c_char) -> *mut c_char {
+    crate::memory::limit_arenas();
     let answer = if request.is_null() {
         Answer::Err("null request".to_owned())
     } else {

@@ -84,6 +84,7 @@ fn staging_config(config: &Config) -> Config {
 
 /// Rebuilds every table from the log; see the module documentation.
 pub fn rebuild(config: &Config) -> Result<RebuildReport> {
+    crate::memory::limit_arenas();
     let lock = RunLock::acquire(&config.checkpoint_dir)?;
     let store = Store::new(&config.checkpoint_dir);
     let staging = staging_config(config);

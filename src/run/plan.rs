@@ -111,6 +111,7 @@ impl Run {
 
     fn plan(config: &Config, candidates: Candidates<'_>) -> Result<Self> {
         let started = Instant::now();
+        crate::memory::limit_arenas();
         let lock = RunLock::acquire(&config.checkpoint_dir)?;
         if marker::in_progress(&config.output_root)? {
             return Err(Error::RebuildUnfinished);
