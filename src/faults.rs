@@ -4,8 +4,8 @@
 //! checkpoint written), as abruptly as a killed process: no destructors, no cleanup.
 //! `AQUABILL_STALL_AT=<k>:<ms>` sleeps `ms` milliseconds after the k-th durable step instead,
 //! so a test can start a second run while the first one holds the run lock. Steps are counted
-//! per process; the tests crash at every k in turn and check that the next run finishes the
-//! batch exactly as a run that never crashed.
+//! per process, in one order ([`armed`]); the tests crash at every k in turn and check that the
+//! next run finishes the batch exactly as a run that never crashed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -15,6 +15,13 @@ pub const CRASH_AT: &str = "AQUABILL_CRASH_AT";
 pub const STALL_AT: &str = "AQUABILL_STALL_AT";
 
 static DURABLE_STEPS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether a crash or a stall is armed. Then work that runs beside other work runs one task
+/// after the other (`run::cores::both`), so that the k-th durable step is the same step in
+/// every run and crashing at every k in turn reaches every step.
+pub fn armed() -> bool {
+    std::env::var_os(CRASH_AT).is_some() || std::env::var_os(STALL_AT).is_some()
+}
 
 /// Marks a durable step done; aborts (or stalls) the process if it is the one armed.
 pub fn durable(step: &str) {

@@ -47,6 +47,7 @@ impl Run {
         quarantine::fill_raw_lines(&mut self.ledger.quarantined, &paths)?;
         let rel_paths: Vec<&str> = files.iter().map(|f| f.rel_path.as_str()).collect();
         let rows = quarantine::frame(batch, &self.ledger.quarantined, &rel_paths)?;
+        let p = crate::trace::phase("finish/quarantine rows", t);
         // The alerts and the quarantine at once: tables independent of each other, each
         // committed before the dedup state (which changes how a rerun classifies the batch).
         // On object storage each commit is a few round trips one after another.
@@ -56,12 +57,12 @@ impl Run {
         let (alerted, appended) = both(
             || {
                 let alerted = write_alerts(&inputs, &mut alerts, &mut histories);
-                crate::trace::phase("finish/alerts", t);
+                crate::trace::phase("finish/alerts", p);
                 alerted
             },
             || {
                 let appended = append_compacting(&mut quarantined, batch, &rows);
-                crate::trace::phase("finish/quarantine", t);
+                crate::trace::phase("finish/quarantine", p);
                 appended
             },
         );
