@@ -93,8 +93,7 @@ def main() -> None:
                   f'cpu {statistics.median(m[1] for m in mine):.2f} s, '
                   f'peak {statistics.median(m[2] for m in mine):.0f} MB; '
                   f'against {base.name}: wall x{wall:.3f} (medians x{medians:.3f}), cpu x{cpu:.3f} '
-                  f'({len(mine)} rounds)'
-                  f'{share}')
+                  f'({len(mine)} rounds){share}')
 
 
 if __name__ == '__main__':

@@ -24,8 +24,9 @@ use crate::trace;
 impl Run {
     /// Applies the watermark and removes duplicates against the dedup state. Takes the parsed
     /// records (their memory is released as they are classified): once per parse. Its phases,
-    /// each a function below and a label of `AQUABILL_TRACE`: heard (the alerts' part), keys, watermark, the state read
-    /// (meters, then readings), classify (with the outcomes and the accounting check), index.
+    /// each a function below and a label of `AQUABILL_TRACE`: heard (the alerts' part), keys,
+    /// watermark, the state read (meters, then readings), classify (with the outcomes and the
+    /// accounting check), index.
     pub fn dedup(&mut self) -> Result<DedupReport> {
         let t = Instant::now();
         let mut parsed = self.take_parsed()?;
