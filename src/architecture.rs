@@ -66,6 +66,7 @@ const LAYERS: &[&[&str]] = &[
     &["view"],
     &["present"],
     &["ffi"],
+    &["fixture"],
     &["architecture"],
 ];
 

@@ -35,6 +35,8 @@ pub mod contract;
 mod error;
 mod faults;
 mod ffi;
+#[doc(hidden)]
+pub mod fixture;
 mod hashing;
 mod hours;
 mod input;
@@ -67,7 +69,10 @@ pub use run::{
 };
 pub use table::Committed;
 pub use verify::{Check, VerifyReport, verify};
-pub use view::{BillsReport, CustomerMonth, MonthBills, MonthStatus, bills, customer_month};
+pub use view::{
+    BillsReport, CustomerMonth, MonthBills, MonthStatus, SQL_ROW_LIMIT, SqlResult, bills,
+    customer_month, sql,
+};
 
 /// Polars, as this crate compiles it, for callers that work with the frames it returns.
 pub use polars;

@@ -7,13 +7,17 @@ from __future__ import annotations
 import html
 import re
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
+from deltalake import DeltaTable, write_deltalake
 
 from aquabill_tools import nbexec
 from conftest import Generate, RunNotebook
 from expected import Expected, alerts, recompute
+from helpers import hour_of_path
 
 Table = list[list[str]]
 
@@ -24,6 +28,17 @@ def html_rows(result: nbexec.CellResult) -> Table:
     body = shown.split('<tbody>', 1)[1] if '<tbody>' in shown else ''
     return [[html.unescape(c) for c in re.findall(r'<td[^>]*>(.*?)</td>', row)]
             for row in re.findall(r'<tr>(.*?)</tr>', body)]
+
+
+def hour_text(hour: int) -> str:
+    """`YYYY-MM-DDTHH` of an hour index (hours since 1970-01-01T00 UTC)."""
+    return datetime.fromtimestamp(hour * 3600, timezone.utc).strftime('%Y-%m-%dT%H')
+
+
+def hour_of(text: str) -> int:
+    """The hour index of `YYYY-MM-DDTHH`."""
+    stamp = datetime.strptime(text, '%Y-%m-%dT%H').replace(tzinfo=timezone.utc)
+    return int(stamp.timestamp()) // 3600
 
 
 def sql(kernel: nbexec.Kernel, query: str) -> nbexec.CellResult:
@@ -146,3 +161,72 @@ def test_query_plans_only_on_request(explored: tuple[Path, Expected, list],
     assert 'Dedup (one pass over the batch)' in plans, plans
     assert 'first copy wins' in plans and 'Aggregation plan (optimized)' in plans, plans
     assert 'AGGREGATE' in plans, plans
+
+
+def test_a_customers_month_reads_the_final_days_from_the_day_tables(
+        tmp_path: Path, generate: Generate, run_notebook: RunNotebook,
+        kernel: nbexec.Kernel) -> None:
+    """Twelve days of log: the days the watermark passed are copied to the day tables, which
+    hold exactly the recomputed rows of those days; a customer's hours read through them as the
+    recomputation says, and once another engine rewrites an hour of a copied day, from the hour
+    files again."""
+    log, out = tmp_path / 'log', tmp_path / 'out'
+    generate(log, '2026-03-01T00', '2026-03-13T00', '--meters', '6', '--seed', '3',
+             '--files-per-hour', '1')
+    run_notebook(input_root=str(log), output_root=str(out))
+    exp = recompute(log)
+    latest = max(hour_of_path(str(f.relative_to(log))) for f in log.rglob('*.jsonl'))
+    watermark = latest - 7 * 24
+    # Days whose hours are all before the watermark's day are final and copied.
+    copied_before = hour_text(watermark - watermark % 24)
+    assert copied_before >= '2026-03-04T00', copied_before
+
+    def day_rows(name: str, columns: tuple[str, ...]) -> list[tuple]:
+        rows = DeltaTable(str(out / '_checkpoint' / name)).to_pyarrow_table().to_pylist()
+        return sorted(tuple(r[c] for c in columns) for r in rows)
+
+    assert day_rows('cumulative_usage_days',
+                    ('customer_id', 'usage_hour', 'billing_month', 'usage_ml', 'cumulative_ml',
+                     'is_final')) == \
+        sorted((c, h, *v, True) for (c, h), v in exp.cumulative.items() if h < copied_before)
+    assert day_rows('hourly_usage_days',
+                    ('customer_id', 'usage_hour', 'usage_ml', 'reading_count', 'meter_count')) == \
+        sorted((c, h, *v) for (c, h), v in exp.hourly.items() if h < copied_before)
+
+    # One customer's hours on both sides of the copied days, both tables joined (the notebook's
+    # explore query over a window shorter than the row limit).
+    customer = sorted({c for c, _ in exp.cumulative})[0]
+    window = (hour_text(hour_of(copied_before) - 40), hour_text(hour_of(copied_before) + 20))
+    query = ('SELECT h.usage_hour, h.usage_ml, h.reading_count, c.cumulative_ml '
+             'FROM hourly_usage h JOIN cumulative_usage c '
+             'ON h.customer_id = c.customer_id AND h.usage_hour = c.usage_hour '
+             f"WHERE h.customer_id = '{customer}' AND h.usage_hour >= '{window[0]}' "
+             f"AND h.usage_hour < '{window[1]}' AND c.customer_id = '{customer}' "
+             f"AND c.usage_hour >= '{window[0]}' AND c.usage_hour < '{window[1]}' "
+             'ORDER BY h.usage_hour')
+
+    def want() -> Table:
+        return [[h, str(ml), str(n), str(exp.cumulative[(c, h)][2])]
+                for (c, h), (ml, n, _) in sorted(exp.hourly.items())
+                if c == customer and window[0] <= h < window[1]]
+
+    shown = html_rows(sql(kernel, query))
+    assert shown == want() and len(shown) > 40, shown
+
+    # Another engine rewrites an hour of a copied day: that day is read by hour again.
+    rewritten = hour_text(hour_of(copied_before) - 30)
+    hour_rows = DeltaTable(str(out / 'cumulative_usage')).to_pyarrow_table(
+        filters=[('usage_hour', '=', rewritten)])
+    rows = hour_rows.to_pylist()
+    for r in rows:
+        r['cumulative_ml'] += 1_000_000
+        key = (r['customer_id'], r['usage_hour'])
+        month, usage, total = exp.cumulative[key]
+        exp.cumulative[key] = (month, usage, total + 1_000_000)
+    write_deltalake(str(out / 'cumulative_usage'),
+                    pa.Table.from_pylist(rows, schema=hour_rows.schema),
+                    mode='overwrite', predicate=f"usage_hour = '{rewritten}'",
+                    partition_by=['usage_hour'])
+    shown = html_rows(sql(kernel, query))
+    assert shown == want(), shown
+    assert any(r[0] == rewritten for r in shown)

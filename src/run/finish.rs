@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, format_hour};
 use crate::quarantine;
 use crate::table::{
-    ALERT_METERS, ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, HOURLY_USAGE,
-    METER_ALERTS, QUARANTINE, RUN_METRICS, Table, block_on, col,
+    ALERT_METERS, ALL, CUMULATIVE_USAGE, DAY_TABLES, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE,
+    HOURLY_USAGE, METER_ALERTS, QUARANTINE, RUN_METRICS, Spec, Table, block_on, col,
 };
 
 /// What the dedup-state commit of a run does.
@@ -129,7 +129,9 @@ impl Run {
         if archived {
             self.store.remove_old_archives(&checkpoint, batch);
         }
-        crate::trace::phase("finish/checkpoint", p);
+        let p = crate::trace::phase("finish/checkpoint", p);
+        self.write_days()?;
+        crate::trace::phase("finish/days", p);
         if batch % VACUUM_EVERY_BATCHES == VACUUM_EVERY_BATCHES - 1 {
             self.vacuum()?;
         }
@@ -183,12 +185,53 @@ impl Run {
         })
     }
 
+    /// Copies the customer tables' days the watermark has passed into their day tables (what
+    /// views read), the two tables at once. After the checkpoint: the batch is done whatever
+    /// happens here, and a day not copied is read by hour until a later run copies it.
+    fn write_days(&mut self) -> Result<()> {
+        let (Some(watermark), batch) = (self.batch.watermark_after, self.batch.plan.batch_id)
+        else {
+            return Ok(());
+        };
+        let (hourly, cumulative) = (self.open(&HOURLY_USAGE)?, self.open(&CUMULATIVE_USAGE)?);
+        let copy = |source: &Table, of: &Spec| -> Result<usize> {
+            let Some(spec) = of.days else {
+                return Ok(0);
+            };
+            let dir = spec.dir(&self.config);
+            let mut days = match block_on(Table::open_existing(&dir, spec, &[]))?? {
+                Some(days) => days,
+                None if source.has_final_days(watermark) => {
+                    block_on(Table::open_pinned(&dir, spec, &[]))??
+                }
+                None => return Ok(0),
+            };
+            source.write_days(&mut days, watermark, batch)
+        };
+        let (a, b) = both(
+            || copy(&hourly, &HOURLY_USAGE),
+            || copy(&cumulative, &CUMULATIVE_USAGE),
+        );
+        self.keep(hourly);
+        self.keep(cumulative);
+        a?;
+        b?;
+        Ok(())
+    }
+
     /// Deletes the files no table version of the last 7 days (the watermark's reach) refers to.
     fn vacuum(&mut self) -> Result<usize> {
         let mut deleted = 0;
         for spec in ALL {
             let mut table = self.open(spec)?;
             deleted += block_on(table.vacuum(WATERMARK_HOURS))??;
+        }
+        for spec in DAY_TABLES {
+            if let Some(mut table) =
+                block_on(Table::open_existing(&spec.dir(&self.config), spec, &[]))??
+            {
+                deleted += block_on(table.vacuum(WATERMARK_HOURS))??;
+            }
         }
         Ok(deleted)
     }

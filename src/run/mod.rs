@@ -22,7 +22,10 @@
 //! 4. the rest of the dedup state, after every table, so a rerun classifies records exactly as
 //!    the crashed attempt did: the meters' index (`dedup_meters`), then the readings
 //!    (`dedup_readings`);
-//! 5. the checkpoint, last; then (every 24th batch) the vacuum.
+//! 5. the checkpoint, last of the batch's durable steps; then the days the watermark passed
+//!    copied to the day tables (`hourly_usage_days`, `cumulative_usage_days`, beside each other;
+//!    a read checks each day file against the hour files it copies, so a crash here leaves only
+//!    days read by hour until a later run copies them); then (every 24th batch) the vacuum.
 
 mod agree;
 mod alerts;

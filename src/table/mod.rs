@@ -13,6 +13,7 @@
 
 mod commit;
 mod convert;
+mod days;
 mod maintain;
 mod read;
 mod scan;
@@ -30,8 +31,8 @@ pub use commit::Committed;
 pub use convert::long_values;
 pub use scan::Shape;
 pub use schema::{
-    ALERT_METERS, ALERT_TABLES, ALL, CUMULATIVE_USAGE, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE,
-    HOURLY_USAGE, METER_ALERTS, MONTHLY_BILLS, QUARANTINE, RUN_METRICS,
+    ALERT_METERS, ALERT_TABLES, ALL, CUMULATIVE_USAGE, DAY_TABLES, DEDUP_KEYS, DEDUP_METERS,
+    DEDUP_STATE, HOURLY_USAGE, METER_ALERTS, MONTHLY_BILLS, QUARANTINE, RUN_METRICS,
 };
 pub use schema::{Kind, Pin, Spec, Values, col, output_tables, pins};
 pub use write::{Role, split_by_hour};
@@ -60,6 +61,8 @@ pub struct Table {
     last_batch: std::sync::Mutex<Option<KnownBatch>>,
     /// Row groups decoded by this table's reads, for tests of what a read reads.
     row_groups_read: std::sync::atomic::AtomicUsize,
+    /// Its day table, attached for reads by customer ([`Table::with_days`]).
+    days: Option<Box<Table>>,
 }
 
 /// A table's last batch (`.1`) as read at its version `.0` (-1: no version).
@@ -74,6 +77,8 @@ struct FileEntry {
     hour: Option<i64>,
     rows: Option<usize>,
     role: Role,
+    /// The day and source it copies (a day table's files only).
+    covers: Option<days::Covers>,
 }
 
 /// The Delta protocol versions of the tables this version creates and writes.
@@ -219,6 +224,7 @@ impl Table {
             missing_columns: Vec::new(),
             last_batch: Default::default(),
             row_groups_read: Default::default(),
+            days: None,
         };
         table.check_layout()?;
         table.check_pins(pins)?;
@@ -416,13 +422,20 @@ impl Table {
             let rows = view.num_records();
             // The file's tags are only public through its `Add` action.
             #[allow(deprecated)]
-            let role = Role::of_tags(view.add_action().tags.as_ref());
+            let (role, covers) = {
+                let tags = view.add_action().tags;
+                (
+                    Role::of_tags(tags.as_ref()),
+                    days::Covers::of_tags(tags.as_ref()),
+                )
+            };
             files.push(FileEntry {
                 view,
                 path,
                 hour,
                 rows,
                 role,
+                covers,
             });
         }
         self.files = files;
@@ -505,6 +518,7 @@ mod tests {
         row_group_rows: None,
         sorted_by: None,
         home: Home::Output,
+        days: None,
     };
     static LATER: Spec = Spec {
         columns: &[("id", Kind::Str), ("ml", Kind::Long), ("by", Kind::Str)],

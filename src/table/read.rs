@@ -9,7 +9,8 @@ use deltalake::arrow::error::ArrowError;
 use deltalake::parquet::arrow::ParquetRecordBatchStreamBuilder;
 use deltalake::parquet::arrow::ProjectionMask;
 use deltalake::parquet::arrow::arrow_reader::{
-    ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder, RowFilter,
+    ArrowPredicate, ArrowPredicateFn, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    RowFilter,
 };
 use deltalake::parquet::arrow::async_reader::AsyncFileReader;
 use deltalake::parquet::errors::ParquetError;
@@ -31,7 +32,9 @@ use crate::storage::IN_FLIGHT;
 pub(super) enum Wanted<'a> {
     /// Every row.
     All,
+    /// The rows holding one of these texts.
     Text(&'a BTreeSet<String>),
+    /// The rows holding one of these integers.
     Long(&'a BTreeSet<i64>),
     /// Texts from this one on (row groups only: the rows are not filtered).
     TextFrom(&'a str),
@@ -56,28 +59,59 @@ impl Table {
         self.read(&keys, column, None).await
     }
 
-    /// [`Table::read_hours_matching`] for a column of strings.
-    pub async fn read_hours_matching_text(
-        &self,
-        column: &str,
-        keys: &BTreeMap<i64, BTreeSet<String>>,
-    ) -> Result<DataFrame> {
-        let keys: BTreeMap<i64, Wanted<'_>> =
-            keys.iter().map(|(&h, k)| (h, Wanted::Text(k))).collect();
-        self.read(&keys, column, None).await
-    }
-
     /// Reads the hour partitions `hours` (every file of an unpartitioned table), skipping the
-    /// row groups whose statistics of text `column` rule out `wanted`; the rows of the row
-    /// groups read are not filtered.
+    /// row groups whose statistics of text `column` rule out `wanted`: the rows holding the
+    /// wanted texts ([`Wanted::Text`]), or every row of the row groups read
+    /// ([`Wanted::TextFrom`]).
+    ///
+    /// Texts wanted in the column the table is sorted by (customers) are read from the day
+    /// table, where one is attached and up to date, for the days it holds (`table::days`).
     pub(super) async fn read_row_groups(
         &self,
         hours: &BTreeSet<i64>,
         column: &str,
         wanted: Wanted<'_>,
     ) -> Result<DataFrame> {
-        let keys: BTreeMap<i64, Wanted<'_>> = hours.iter().map(|&h| (h, wanted)).collect();
-        self.read_with(&keys, column, None, wanted).await
+        let from_days = match wanted {
+            Wanted::Text(values) => self.read_through_days(hours, column, values).await?,
+            _ => None,
+        };
+        let keys: BTreeMap<i64, Wanted<'_>> = hours
+            .iter()
+            .filter(|h| !from_days.as_ref().is_some_and(|(days, _)| days.contains(h)))
+            .map(|&h| (h, wanted))
+            .collect();
+        let mut rows = self.read_with(&keys, column, None, wanted).await?;
+        if let Some((_, from_days)) = from_days {
+            rows.vstack_mut(&from_days)
+                .map_err(Error::polars("reading a table"))?;
+            rows.rechunk_mut_par();
+        }
+        Ok(rows)
+    }
+
+    /// The rows of the hour partitions `hours` that hold one of `values` in text `column`, from
+    /// the row groups whose statistics admit them (see [`Table::read_row_groups`]).
+    pub async fn read_hours_of(
+        &self,
+        hours: &BTreeSet<i64>,
+        column: &str,
+        values: &BTreeSet<String>,
+    ) -> Result<DataFrame> {
+        self.read_row_groups(hours, column, Wanted::Text(values))
+            .await
+    }
+
+    /// The rows of the files `paths` of an unpartitioned table that hold one of `values` in
+    /// text `column`, from the row groups whose statistics admit them.
+    pub(super) async fn read_files_matching(
+        &self,
+        paths: &BTreeSet<String>,
+        column: &str,
+        values: &BTreeSet<String>,
+    ) -> Result<DataFrame> {
+        self.read_with(&BTreeMap::new(), column, Some(paths), Wanted::Text(values))
+            .await
     }
 
     /// Reads the rows of the files `paths`, which lie in the hour partitions `hours`.
@@ -106,7 +140,7 @@ impl Table {
 
     /// Row groups this table's reads decoded so far.
     #[cfg(test)]
-    fn row_groups_read(&self) -> usize {
+    pub(super) fn row_groups_read(&self) -> usize {
         self.row_groups_read
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -182,10 +216,7 @@ impl Table {
                                 .map_err(|e| err(e.into()))?;
                         let groups = matching_row_groups(builder.metadata(), column, wanted);
                         self.note_row_groups(groups.len());
-                        let filter = match wanted {
-                            Wanted::Long(keys) => key_filter(builder.metadata(), column, keys),
-                            _ => None,
-                        };
+                        let filter = row_filter(builder.metadata(), column, wanted);
                         let builder = builder.with_row_groups(groups);
                         let builder = match filter {
                             Some(filter) => builder.with_row_filter(filter),
@@ -214,10 +245,7 @@ impl Table {
                             let builder = builder.with_row_groups(groups);
                             // Wanted keys: the key column is decoded first, the others only
                             // for the rows that hold a wanted key.
-                            let filter = match wanted {
-                                Wanted::Long(keys) => key_filter(builder.metadata(), column, keys),
-                                _ => None,
-                            };
+                            let filter = row_filter(builder.metadata(), column, wanted);
                             match filter {
                                 Some(filter) => builder.with_row_filter(filter).build(),
                                 None => builder.build(),
@@ -400,16 +428,47 @@ fn only_keys(
 }
 
 /// A filter that decodes `column` first and the file's other columns only for the rows whose
-/// value is one of `keys` (`None` when the file has no such column: every row is read).
-fn key_filter(metadata: &ParquetMetaData, column: &str, keys: &BTreeSet<i64>) -> Option<RowFilter> {
+/// value is wanted: one of the integer keys or texts (`None` when every row is wanted or the
+/// file has no such column: every row is read).
+fn row_filter(metadata: &ParquetMetaData, column: &str, wanted: Wanted<'_>) -> Option<RowFilter> {
     let schema = metadata.file_metadata().schema_descr_ptr();
     let index = schema.columns().iter().position(|c| c.name() == column)?;
-    let keys = KeySet::new(keys);
     let name = column.to_owned();
-    let predicate = ArrowPredicateFn::new(ProjectionMask::leaves(&schema, [index]), move |batch| {
-        keys.mask(batch.column(0).as_ref(), &name)
-    });
-    Some(RowFilter::new(vec![Box::new(predicate)]))
+    let projection = ProjectionMask::leaves(&schema, [index]);
+    let predicate: Box<dyn ArrowPredicate> = match wanted {
+        Wanted::Long(keys) => {
+            let keys = KeySet::new(keys);
+            Box::new(ArrowPredicateFn::new(
+                projection,
+                move |batch: RecordBatch| keys.mask(batch.column(0).as_ref(), &name),
+            ))
+        }
+        Wanted::Text(texts) => {
+            let texts = texts.clone();
+            Box::new(ArrowPredicateFn::new(
+                projection,
+                move |batch: RecordBatch| text_mask(batch.column(0).as_ref(), &name, &texts),
+            ))
+        }
+        Wanted::All | Wanted::TextFrom(_) => return None,
+    };
+    Some(RowFilter::new(vec![predicate]))
+}
+
+/// Whether each value of a text column is one of `texts` (a null is not).
+fn text_mask(
+    column: &dyn Array,
+    name: &str,
+    texts: &BTreeSet<String>,
+) -> std::result::Result<BooleanArray, ArrowError> {
+    let values = column
+        .as_any()
+        .downcast_ref::<deltalake::arrow::array::StringArray>()
+        .ok_or_else(|| ArrowError::SchemaError(format!("no text column {name}")))?;
+    Ok(values
+        .iter()
+        .map(|v| Some(v.is_some_and(|v| texts.contains(v))))
+        .collect())
 }
 
 /// Row groups whose `column` statistics admit at least one of the wanted keys (all row groups
@@ -499,11 +558,8 @@ mod tests {
             Ok(())
         })?;
         block_on(table.commit_written(0, written, &hours, &BTreeSet::new()))??;
-        let wanted: BTreeMap<i64, BTreeSet<String>> = hours
-            .iter()
-            .map(|&h| (h, BTreeSet::from(["C004242".to_owned()])))
-            .collect();
-        let rows = block_on(table.read_hours_matching_text(col::CUSTOMER_ID, &wanted))??;
+        let wanted = BTreeSet::from(["C004242".to_owned()]);
+        let rows = block_on(table.read_hours_of(&hours, col::CUSTOMER_ID, &wanted))??;
         // The row groups read may hold other customers; the one customer is in each hour.
         let ids = rows
             .column(col::CUSTOMER_ID)

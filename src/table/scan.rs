@@ -77,8 +77,9 @@ impl AnonymousScan for Scan {
         if partition.is_some() && hours.is_empty() {
             return (self.shape)(self.table.spec.empty_frame().map_err(to_polars)?);
         }
-        // A filter `text column = 'value'` or `text column >= 'value'` (alone or in an AND)
-        // skips the row groups whose statistics rule it out.
+        // A filter `text column = 'value'` (alone or in an AND) reads only the rows holding the
+        // value, from the row groups whose statistics admit it; `text column >= 'value'` skips
+        // the row groups whose statistics rule it out.
         let spec = self.table.spec;
         let predicate = args.predicate.as_ref();
         let equal = predicate.and_then(|p| equal_text(p, spec));

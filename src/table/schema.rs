@@ -199,18 +199,16 @@ pub struct Spec {
     pub sorted_by: Option<&'static str>,
     /// Where it lives.
     pub home: Home,
+    /// The table holding this hour-partitioned table's final days as one file per UTC day,
+    /// ordered by customer: what a customer's month reads instead of every hour file
+    /// (`table::days`).
+    pub days: Option<&'static Spec>,
 }
 
 /// `hourly_usage`: usage per customer and recording hour.
 pub const HOURLY_USAGE: Spec = Spec {
     name: "hourly_usage",
-    columns: &[
-        (col::CUSTOMER_ID, Kind::Str),
-        (col::USAGE_HOUR, Kind::Hour),
-        (col::USAGE_ML, Kind::Long),
-        (col::READING_COUNT, Kind::Long),
-        (col::METER_COUNT, Kind::Long),
-    ],
+    columns: HOURLY_USAGE_COLUMNS,
     partition: Some(col::USAGE_HOUR),
     added: 0,
     // Rows by customer in row groups: a query for a few customers (a customer's month, a
@@ -218,6 +216,7 @@ pub const HOURLY_USAGE: Spec = Spec {
     row_group_rows: Some(CUSTOMER_ROW_GROUP),
     sorted_by: Some(col::CUSTOMER_ID),
     home: Home::Output,
+    days: Some(&HOURLY_USAGE_DAYS),
 };
 
 /// Rows per row group of the tables sorted by customer.
@@ -226,14 +225,7 @@ const CUSTOMER_ROW_GROUP: usize = 4096;
 /// `cumulative_usage`: dense running total per customer over the billing month.
 pub const CUMULATIVE_USAGE: Spec = Spec {
     name: "cumulative_usage",
-    columns: &[
-        (col::CUSTOMER_ID, Kind::Str),
-        (col::USAGE_HOUR, Kind::Hour),
-        (col::BILLING_MONTH, Kind::Str),
-        (col::USAGE_ML, Kind::Long),
-        (col::CUMULATIVE_ML, Kind::Long),
-        (col::IS_FINAL, Kind::Bool),
-    ],
+    columns: CUMULATIVE_USAGE_COLUMNS,
     partition: Some(col::USAGE_HOUR),
     added: 0,
     // Rows by customer in row groups: a query for a few customers (a customer's month, a
@@ -241,7 +233,48 @@ pub const CUMULATIVE_USAGE: Spec = Spec {
     row_group_rows: Some(CUSTOMER_ROW_GROUP),
     sorted_by: Some(col::CUSTOMER_ID),
     home: Home::Output,
+    days: Some(&CUMULATIVE_USAGE_DAYS),
 };
+
+const HOURLY_USAGE_COLUMNS: &[(&str, Kind)] = &[
+    (col::CUSTOMER_ID, Kind::Str),
+    (col::USAGE_HOUR, Kind::Hour),
+    (col::USAGE_ML, Kind::Long),
+    (col::READING_COUNT, Kind::Long),
+    (col::METER_COUNT, Kind::Long),
+];
+
+const CUMULATIVE_USAGE_COLUMNS: &[(&str, Kind)] = &[
+    (col::CUSTOMER_ID, Kind::Str),
+    (col::USAGE_HOUR, Kind::Hour),
+    (col::BILLING_MONTH, Kind::Str),
+    (col::USAGE_ML, Kind::Long),
+    (col::CUMULATIVE_ML, Kind::Long),
+    (col::IS_FINAL, Kind::Bool),
+];
+
+/// `hourly_usage_days`: the final days of `hourly_usage`, one file per UTC day ordered by
+/// customer and hour, each tagged with the `hourly_usage` files it copies (`table::days`).
+/// The pipeline's own index for the views: a reader wants `hourly_usage`.
+pub const HOURLY_USAGE_DAYS: Spec = day_spec("hourly_usage_days", HOURLY_USAGE_COLUMNS);
+
+/// `cumulative_usage_days`: the final days of `cumulative_usage`, as [`HOURLY_USAGE_DAYS`].
+pub const CUMULATIVE_USAGE_DAYS: Spec = day_spec("cumulative_usage_days", CUMULATIVE_USAGE_COLUMNS);
+
+/// The day table of a customer table with `columns`: unpartitioned (a file holds a day's 24
+/// hours), rows by customer in row groups, beside the dedup state.
+const fn day_spec(name: &'static str, columns: &'static [(&'static str, Kind)]) -> Spec {
+    Spec {
+        name,
+        columns,
+        partition: None,
+        added: 0,
+        row_group_rows: Some(CUSTOMER_ROW_GROUP),
+        sorted_by: Some(col::CUSTOMER_ID),
+        home: Home::Checkpoint,
+        days: None,
+    }
+}
 
 /// `monthly_bills`: one row per customer and closed billing month, written once by the run whose
 /// watermark passes the month's end (later records for the month are late, so nothing changes
@@ -266,6 +299,7 @@ pub const MONTHLY_BILLS: Spec = Spec {
     row_group_rows: None,
     sorted_by: None,
     home: Home::Output,
+    days: None,
 };
 
 /// `quarantine`: every line or record kept out of the totals, with its reason.
@@ -286,6 +320,7 @@ pub const QUARANTINE: Spec = Spec {
     row_group_rows: Some(16_384),
     sorted_by: None,
     home: Home::Output,
+    days: None,
 };
 
 /// `run_metrics`: one row per run.
@@ -323,6 +358,7 @@ pub const RUN_METRICS: Spec = Spec {
     row_group_rows: None,
     sorted_by: None,
     home: Home::Output,
+    days: None,
 };
 
 /// The dedup state: readings accepted within the watermark, by recording hour, with meters and
@@ -342,6 +378,7 @@ pub const DEDUP_STATE: Spec = Spec {
     row_group_rows: Some(4096),
     sorted_by: Some(col::METER),
     home: Home::Checkpoint,
+    days: None,
 };
 
 /// The keys of the dedup state: every meter and customer id seen, with the integer that stands
@@ -358,6 +395,7 @@ pub const DEDUP_KEYS: Spec = Spec {
     row_group_rows: None,
     sorted_by: None,
     home: Home::Checkpoint,
+    days: None,
 };
 
 /// What the dedup state knows of each meter and customer it reported for: its latest reading
@@ -380,6 +418,7 @@ pub const DEDUP_METERS: Spec = Spec {
     row_group_rows: None,
     sorted_by: None,
     home: Home::Checkpoint,
+    days: None,
 };
 
 /// `meter_alerts`: one row per meter and episode of continuous flow, silence or a bill at risk (see
@@ -406,6 +445,7 @@ pub const METER_ALERTS: Spec = Spec {
     row_group_rows: None,
     sorted_by: None,
     home: Home::Output,
+    days: None,
 };
 
 /// What the alerts know of each meter between runs (`query::alerts`): one row per meter, meters
@@ -424,13 +464,18 @@ pub const ALERT_METERS: Spec = Spec {
     row_group_rows: None,
     sorted_by: None,
     home: Home::Checkpoint,
+    days: None,
 };
 
 /// The alert tables: a deployment of an earlier version has neither, and its first run of
 /// this one creates both (alerts judged from that batch on; a rebuild judges the whole log).
 pub const ALERT_TABLES: [&Spec; 2] = [&METER_ALERTS, &ALERT_METERS];
 
-/// Every table the pipeline writes, in commit order.
+/// The day tables (what views read instead of the final hours of the customer tables).
+pub const DAY_TABLES: [&Spec; 2] = [&HOURLY_USAGE_DAYS, &CUMULATIVE_USAGE_DAYS];
+
+/// Every table the pipeline writes, in commit order (but the day tables: derived from these,
+/// checked against them when read, written after the checkpoint).
 pub const ALL: [&Spec; 10] = [
     &HOURLY_USAGE,
     &CUMULATIVE_USAGE,

@@ -1,6 +1,6 @@
 //! One customer's billing month, read back from `cumulative_usage`, with its chart.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use polars::prelude::*;
 
@@ -51,6 +51,7 @@ pub fn customer_month(config: &Config, customer: &str) -> Result<Option<Customer
     };
     let start = month_start_hour(latest, tz)?;
     let end = month_end_hour(start, tz)?;
+    let t = std::time::Instant::now();
     let customer = if customer.is_empty() {
         match largest_customer(&table, latest)? {
             Some(id) => id,
@@ -59,16 +60,16 @@ pub fn customer_month(config: &Config, customer: &str) -> Result<Option<Customer
     } else {
         customer.to_owned()
     };
-    let keys: BTreeMap<i64, BTreeSet<String>> = partitions
-        .range(start..end)
-        .map(|&h| (h, BTreeSet::from([customer.clone()])))
-        .collect();
-    let rows = block_on(table.read_hours_matching_text(col::CUSTOMER_ID, &keys))??
+    let t = crate::trace::phase("view/largest customer", t);
+    let hours: BTreeSet<i64> = partitions.range(start..end).copied().collect();
+    let wanted = BTreeSet::from([customer.clone()]);
+    let rows = block_on(table.read_hours_of(&hours, col::CUSTOMER_ID, &wanted))??
         .lazy()
         .filter(col(col::CUSTOMER_ID).eq(lit(customer.as_str())))
         .sort([col::USAGE_HOUR], SortMultipleOptions::default())
         .collect()
         .map_err(Error::polars("chart"))?;
+    crate::trace::phase("view/customer month", t);
     let column = |name: &str| {
         rows.column(name)
             .and_then(|c| c.i64().cloned())

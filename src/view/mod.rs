@@ -32,14 +32,45 @@ pub fn cubic_meters(ml: i64) -> String {
     }
 }
 
-/// `cumulative_usage`, if it exists.
+/// `cumulative_usage`, if it exists, with its day table (for reads by customer).
 fn cumulative_usage(config: &Config) -> Result<Option<Table>> {
-    open_if_exists(config, &CUMULATIVE_USAGE)
+    Ok(open_all(config, &[&CUMULATIVE_USAGE], true)?
+        .pop()
+        .flatten())
 }
 
 /// The table of `spec`, if it exists (a view never creates one).
 fn open_if_exists(config: &Config, spec: &'static Spec) -> Result<Option<Table>> {
-    block_on(Table::open_existing(&spec.dir(config), spec, &[]))?
+    Ok(open_all(config, &[spec], false)?.pop().flatten())
+}
+
+/// The tables of `specs`, in order, where they exist, opened all at once (on object storage an
+/// opening is a few round trips one after another); `with_days`: each with its day table
+/// attached, if it has one (reads by customer take the final days from it).
+fn open_all(
+    config: &Config,
+    specs: &[&'static Spec],
+    with_days: bool,
+) -> Result<Vec<Option<Table>>> {
+    let days = |spec: &'static Spec| spec.days.filter(|_| with_days);
+    let every: Vec<&'static Spec> = specs
+        .iter()
+        .flat_map(|&spec| std::iter::once(spec).chain(days(spec)))
+        .collect();
+    let opening = every
+        .iter()
+        .map(|&spec| async move { Table::open_existing(&spec.dir(config), spec, &[]).await });
+    let mut opened = block_on(futures::future::join_all(opening))?.into_iter();
+    let mut tables = Vec::with_capacity(specs.len());
+    for &spec in specs {
+        let table = opened.next().transpose()?.flatten();
+        let day_table = match days(spec) {
+            Some(_) => opened.next().transpose()?.flatten(),
+            None => None,
+        };
+        tables.push(table.map(|t| t.with_days(day_table)));
+    }
+    Ok(tables)
 }
 
 /// The tables' watermark (first hour not yet final).

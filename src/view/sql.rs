@@ -17,11 +17,11 @@ use polars::prelude::*;
 use polars::sql::SQLContext;
 
 use super::customer::largest_customer;
-use super::{cubic_meters, cumulative_usage, open_if_exists};
+use super::{cubic_meters, open_all};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{billing_month, format_hour, month_start_hour};
-use crate::table::{Kind, Spec, output_tables};
+use crate::table::{CUMULATIVE_USAGE, Kind, Spec, Table, output_tables};
 
 /// Rows a query shows at most; a query that returns more says so.
 pub const SQL_ROW_LIMIT: usize = 100;
@@ -42,9 +42,17 @@ pub struct SqlResult {
 /// Runs `query` over the tables that exist; shows at most `limit` rows.
 pub fn sql(config: &Config, query: &str, limit: usize) -> Result<SqlResult> {
     let err = Error::polars("sql");
+    let specs: Vec<&'static Spec> = output_tables().collect();
+    let tables = open_all(config, &specs, true)?;
+    let cumulative = specs
+        .iter()
+        .zip(&tables)
+        .find(|(spec, _)| spec.name == CUMULATIVE_USAGE.name)
+        .and_then(|(_, table)| table.as_ref());
+    let expanded = expand(config, query, cumulative)?;
     let mut context = SQLContext::new();
-    for spec in output_tables() {
-        if let Some(table) = open_if_exists(config, spec)? {
+    for (spec, table) in specs.into_iter().zip(tables) {
+        if let Some(table) = table {
             let shape: Arc<crate::table::Shape> =
                 Arc::new(move |rows: DataFrame| shown_rows(spec, rows));
             context.register(
@@ -53,7 +61,6 @@ pub fn sql(config: &Config, query: &str, limit: usize) -> Result<SqlResult> {
             );
         }
     }
-    let expanded = expand(config, query)?;
     let rows = context
         .execute(&expanded)
         .map_err(err)?
@@ -78,8 +85,9 @@ const PLACEHOLDERS: [&str; 5] = [
     "{customer}",
 ];
 
-/// `query` with its placeholders replaced (only those it uses are worked out).
-fn expand(config: &Config, query: &str) -> Result<String> {
+/// `query` with its placeholders replaced (only those it uses are worked out), from
+/// `cumulative_usage` (`None`: it does not exist yet).
+fn expand(config: &Config, query: &str, cumulative: Option<&Table>) -> Result<String> {
     let used: Vec<&str> = PLACEHOLDERS
         .into_iter()
         .filter(|p| query.contains(p))
@@ -93,7 +101,7 @@ fn expand(config: &Config, query: &str) -> Result<String> {
             used.join(", ")
         ))
     };
-    let table = cumulative_usage(config)?.ok_or_else(none_yet)?;
+    let table = cumulative.ok_or_else(none_yet)?;
     let latest = *table.partitions().last().ok_or_else(none_yet)?;
     let tz = config.billing_timezone;
     let mut expanded = query.to_owned();
@@ -104,7 +112,7 @@ fn expand(config: &Config, query: &str) -> Result<String> {
             "{month_start}" => format_hour(month_start_hour(latest, tz)?),
             "{month}" => billing_month(latest, tz)?,
             _ if !config.chart_customer.is_empty() => config.chart_customer.clone(),
-            _ => largest_customer(&table, latest)?.ok_or_else(none_yet)?,
+            _ => largest_customer(table, latest)?.ok_or_else(none_yet)?,
         };
         expanded = expanded.replace(placeholder, &value);
     }
