@@ -42,6 +42,9 @@ pub struct Config {
     pub alert_silent_hours: i64,
     /// Hours before a month's close from which its bills can be at risk.
     pub alert_close_hours: i64,
+    /// Whether runs copy the customer tables' final days to the day tables (`table::days`):
+    /// not a parameter; off for a rebuild's replay, whose day tables no view reads.
+    pub copy_days: bool,
 }
 
 /// The longest alert threshold, in hours: a billing month's (a stretch longer than that is
@@ -163,6 +166,7 @@ impl Config {
             alert_flow_hours: p.alert_flow_hours,
             alert_silent_hours: p.alert_silent_hours,
             alert_close_hours: p.alert_close_hours,
+            copy_days: true,
         })
     }
 }

@@ -112,6 +112,15 @@ pub enum Error {
         /// The Delta (or object store) error.
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// Copying a batch's final days to the day tables failed, after the batch committed.
+    #[error(
+        "the batch is committed; copying its final days to the day tables failed: {source}. The \
+         views read those days from the hour files until a run copies them"
+    )]
+    DayTables {
+        /// What failed.
+        source: Box<Error>,
+    },
     /// A table exists but does not have the schema or partitioning this version writes.
     #[error("delta table `{table}` does not match the expected layout: {reason}")]
     TableLayout {

@@ -95,8 +95,8 @@ pub fn month_of_customer_tables(config: &Config, customers: usize, hour: i64) ->
                 block_on(Table::open_pinned(&day_spec.dir(config), day_spec, &[]))??;
             // As runs would, a few days each, until every final day is copied.
             days = 0;
-            for batch in 0.. {
-                match table.write_days(&mut day_table, watermark, batch)? {
+            loop {
+                match table.write_days(&mut day_table, watermark)? {
                     0 => break,
                     copied => days += copied,
                 }

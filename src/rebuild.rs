@@ -78,6 +78,7 @@ fn staging_config(config: &Config) -> Config {
         output_root: root,
         batch_cap: None,
         chunk_bytes: None,
+        copy_days: false,
         ..config.clone()
     }
 }

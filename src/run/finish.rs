@@ -1,7 +1,8 @@
 //! The last step: the alerts are brought up to date, the quarantine rows and the run's metrics
 //! are appended, the dedup state takes
 //! the accepted readings (and drops the hours the watermark passed), the checkpoint advances
-//! last, and about daily the tables are vacuumed.
+//! last, about daily the tables are vacuumed, and the days the watermark passed are copied to
+//! the day tables.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -130,10 +131,14 @@ impl Run {
             self.store.remove_old_archives(&checkpoint, batch);
         }
         let p = crate::trace::phase("finish/checkpoint", p);
-        self.write_days()?;
-        crate::trace::phase("finish/days", p);
         if batch % VACUUM_EVERY_BATCHES == VACUUM_EVERY_BATCHES - 1 {
             self.vacuum()?;
+        }
+        if self.config.copy_days {
+            self.write_days().map_err(|e| Error::DayTables {
+                source: Box::new(e),
+            })?;
+            crate::trace::phase("finish/days", p);
         }
         Ok(self.metrics())
     }
@@ -186,11 +191,11 @@ impl Run {
     }
 
     /// Copies the customer tables' days the watermark has passed into their day tables (what
-    /// views read), the two tables at once. After the checkpoint: the batch is done whatever
-    /// happens here, and a day not copied is read by hour until a later run copies it.
+    /// views read), the two tables at once. Last, after the checkpoint and the vacuum: the
+    /// batch is done whatever happens here, and a day not copied is read by hour until a later
+    /// run copies it.
     fn write_days(&mut self) -> Result<()> {
-        let (Some(watermark), batch) = (self.batch.watermark_after, self.batch.plan.batch_id)
-        else {
+        let Some(watermark) = self.batch.watermark_after else {
             return Ok(());
         };
         let (hourly, cumulative) = (self.open(&HOURLY_USAGE)?, self.open(&CUMULATIVE_USAGE)?);
@@ -206,7 +211,7 @@ impl Run {
                 }
                 None => return Ok(0),
             };
-            source.write_days(&mut days, watermark, batch)
+            source.write_days(&mut days, watermark)
         };
         let (a, b) = both(
             || copy(&hourly, &HOURLY_USAGE),

@@ -22,10 +22,11 @@
 //! 4. the rest of the dedup state, after every table, so a rerun classifies records exactly as
 //!    the crashed attempt did: the meters' index (`dedup_meters`), then the readings
 //!    (`dedup_readings`);
-//! 5. the checkpoint, last of the batch's durable steps; then the days the watermark passed
-//!    copied to the day tables (`hourly_usage_days`, `cumulative_usage_days`, beside each other;
-//!    a read checks each day file against the hour files it copies, so a crash here leaves only
-//!    days read by hour until a later run copies them); then (every 24th batch) the vacuum.
+//! 5. the checkpoint, last of the batch's durable steps; then (every 24th batch) the vacuum;
+//!    then the days the watermark passed copied to the day tables (`hourly_usage_days`,
+//!    `cumulative_usage_days`, beside each other): derived, and checked against the hour files
+//!    they copy when read, so a crash or a failure here leaves only days read by hour until a
+//!    later run copies them (a failure is reported after the batch committed).
 
 mod agree;
 mod alerts;

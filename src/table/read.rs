@@ -81,13 +81,16 @@ impl Table {
             .filter(|h| !from_days.as_ref().is_some_and(|(days, _)| days.contains(h)))
             .map(|&h| (h, wanted))
             .collect();
-        let mut rows = self.read_with(&keys, column, None, wanted).await?;
-        if let Some((_, from_days)) = from_days {
-            rows.vstack_mut(&from_days)
-                .map_err(Error::polars("reading a table"))?;
-            rows.rechunk_mut_par();
-        }
-        Ok(rows)
+        let rows = self.read_with(&keys, column, None, wanted).await?;
+        let Some((_, mut earlier)) = from_days else {
+            return Ok(rows);
+        };
+        // The days' rows first: they are the earlier hours.
+        earlier
+            .vstack_mut(&rows)
+            .map_err(Error::polars("reading a table"))?;
+        earlier.rechunk_mut_par();
+        Ok(earlier)
     }
 
     /// The rows of the hour partitions `hours` that hold one of `values` in text `column`, from
@@ -100,6 +103,20 @@ impl Table {
     ) -> Result<DataFrame> {
         self.read_row_groups(hours, column, Wanted::Text(values))
             .await
+    }
+
+    /// The rows of the files `paths`, which lie in the hour partitions `hours`, that hold one
+    /// of `values` in text `column`, from the row groups whose statistics admit them.
+    pub(super) async fn read_hour_files_matching(
+        &self,
+        hours: &BTreeSet<i64>,
+        paths: &BTreeSet<String>,
+        column: &str,
+        values: &BTreeSet<String>,
+    ) -> Result<DataFrame> {
+        let wanted = Wanted::Text(values);
+        let keys: BTreeMap<i64, Wanted<'_>> = hours.iter().map(|&h| (h, wanted)).collect();
+        self.read_with(&keys, column, Some(paths), wanted).await
     }
 
     /// The rows of the files `paths` of an unpartitioned table that hold one of `values` in

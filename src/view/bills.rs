@@ -5,12 +5,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::*;
 
-use super::{cumulative_usage, open_if_exists, watermark};
+use super::{open_if_exists, watermark};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{billing_month, format_hour, month_end_hour, month_start_hour};
 use crate::query::bills::bills_with_gaps;
-use crate::table::{MONTHLY_BILLS, block_on, col};
+use crate::table::{CUMULATIVE_USAGE, MONTHLY_BILLS, block_on, col};
 
 /// Closed months shown besides the open one.
 const CLOSED_MONTHS_SHOWN: usize = 3;
@@ -63,7 +63,7 @@ pub fn bills(config: &Config) -> Result<BillsReport> {
         .into_iter()
         .map(|m| (m.month.clone(), m))
         .collect();
-    if let Some(table) = cumulative_usage(config)? {
+    if let Some(table) = open_if_exists(config, &CUMULATIVE_USAGE)? {
         let tz = config.billing_timezone;
         // Last hour with rows per month not in `monthly_bills` (keyed by the month's first hour).
         let mut last_of_month: BTreeMap<i64, i64> = BTreeMap::new();

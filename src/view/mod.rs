@@ -64,8 +64,10 @@ fn open_all(
     let mut tables = Vec::with_capacity(specs.len());
     for &spec in specs {
         let table = opened.next().transpose()?.flatten();
+        // A day table is an index: one that cannot be opened (damaged, of another version) is
+        // left out, and the days are read from the hour files, as without one.
         let day_table = match days(spec) {
-            Some(_) => opened.next().transpose()?.flatten(),
+            Some(_) => opened.next().and_then(|opened| opened.ok()).flatten(),
             None => None,
         };
         tables.push(table.map(|t| t.with_days(day_table)));
