@@ -1,8 +1,8 @@
 //! Times the notebook's views on a month of the customer tables: `--build CUSTOMERS HOUR` writes
 //! the month holding `HOUR` (`YYYY-MM-DDTHH`) first (`aquabill::fixture`), then each `--chart`
 //! or `--sql QUERY` given runs once, in the order given, and prints its seconds, rows and the
-//! process's peak memory so far. One
-//! process is one scheduled notebook's view: its tables are opened by the view itself.
+//! process's peak memory so far. One process is one scheduled notebook's view: its tables are
+//! opened by the view itself.
 //!
 //! `month_views -p input_root LOG -p output_root TABLES [--build CUSTOMERS HOUR] [--chart]
 //! [--sql QUERY]...`

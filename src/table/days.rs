@@ -79,6 +79,13 @@ fn day_of(hour: i64) -> i64 {
     hour - hour.rem_euclid(DAY_HOURS)
 }
 
+/// The hours of the [`DAYS_KEPT`] days before the watermark's day: the final days a day table
+/// holds.
+fn final_hours(watermark: i64) -> std::ops::Range<i64> {
+    let last = day_of(watermark);
+    last - DAYS_KEPT * DAY_HOURS..last
+}
+
 /// How a day file stands against the source's files of its day now.
 #[derive(Debug, PartialEq, Eq)]
 enum Standing {
@@ -179,7 +186,7 @@ impl Table {
             return Ok(None);
         };
         let copied = days
-            .read_files_matching(&from.paths, column, values)
+            .read_files_matching(&BTreeSet::new(), &from.paths, column, values)
             .await?;
         let hour = copied
             .column(col::USAGE_HOUR)
@@ -194,7 +201,7 @@ impl Table {
             .map_err(Error::polars("reading a day table"))?;
         if !from.added.is_empty() {
             let added = self
-                .read_hour_files_matching(&from.hours, &from.added, column, values)
+                .read_files_matching(&from.hours, &from.added, column, values)
                 .await?;
             rows.vstack_mut(&added)
                 .map_err(Error::polars("reading a day table"))?;
@@ -205,10 +212,8 @@ impl Table {
     /// The days a day table of this table holds as of `watermark`, with each one's files: the
     /// [`DAYS_KEPT`] before the watermark's day that have hours here.
     fn final_days(&self, watermark: i64) -> BTreeMap<i64, BTreeSet<String>> {
-        let last = day_of(watermark);
-        let first = last - DAYS_KEPT * DAY_HOURS;
         self.partitions()
-            .range(first..last)
+            .range(final_hours(watermark))
             .map(|&h| day_of(h))
             .collect::<BTreeSet<i64>>()
             .into_iter()
@@ -219,7 +224,10 @@ impl Table {
     /// Whether a day table of this table holds any day as of `watermark` (a run creates one
     /// only then).
     pub fn has_final_days(&self, watermark: i64) -> bool {
-        !self.final_days(watermark).is_empty()
+        self.partitions()
+            .range(final_hours(watermark))
+            .next()
+            .is_some()
     }
 
     /// Brings `days` (this table's day table) up to date as of `watermark`: of the

@@ -77,7 +77,7 @@ struct FileEntry {
     hour: Option<i64>,
     rows: Option<usize>,
     role: Role,
-    /// The day and source it copies (a day table's files only).
+    /// The day and the source files it copies (a day table's files only).
     covers: Option<days::Covers>,
 }
 

@@ -105,9 +105,10 @@ impl Table {
             .await
     }
 
-    /// The rows of the files `paths`, which lie in the hour partitions `hours`, that hold one
-    /// of `values` in text `column`, from the row groups whose statistics admit them.
-    pub(super) async fn read_hour_files_matching(
+    /// The rows of the files `paths`, which lie in the hour partitions `hours` (any of an
+    /// unpartitioned table's), that hold one of `values` in text `column`, from the row groups
+    /// whose statistics admit them.
+    pub(super) async fn read_files_matching(
         &self,
         hours: &BTreeSet<i64>,
         paths: &BTreeSet<String>,
@@ -117,18 +118,6 @@ impl Table {
         let wanted = Wanted::Text(values);
         let keys: BTreeMap<i64, Wanted<'_>> = hours.iter().map(|&h| (h, wanted)).collect();
         self.read_with(&keys, column, Some(paths), wanted).await
-    }
-
-    /// The rows of the files `paths` of an unpartitioned table that hold one of `values` in
-    /// text `column`, from the row groups whose statistics admit them.
-    pub(super) async fn read_files_matching(
-        &self,
-        paths: &BTreeSet<String>,
-        column: &str,
-        values: &BTreeSet<String>,
-    ) -> Result<DataFrame> {
-        self.read_with(&BTreeMap::new(), column, Some(paths), Wanted::Text(values))
-            .await
     }
 
     /// Reads the rows of the files `paths`, which lie in the hour partitions `hours`.
