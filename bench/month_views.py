@@ -1,6 +1,9 @@
 """The notebook's views on a full month of the customer tables at utility scale: the chart and
 the explore queries on the month's last day, with the day tables and with the hour files alone,
-on local disk and (with `--latency`) on the tests' S3 server at that latency per request.
+on local disk, on a local folder served as an S3 bucket at a latency per request (`--remote`:
+requests overlap as on S3, and nothing else costs), and (with `--latency`) on the tests' S3
+server at that latency per request (moto answers one request at a time, about 1.8 ms each, so a
+view of a thousand requests there measures the server as much as the view).
 
 The month is a fixture (`aquabill::fixture`, through `examples/month_views --build`): a row per
 customer and hour in `hourly_usage` and `cumulative_usage` for every hour of the billing month,
@@ -16,7 +19,7 @@ the hour files alone move the day tables aside for the time of the runs.
 
 Usage (from the repository root, after `bash scripts/setup.sh`):
     . scripts/env.sh && .venv/bin/python bench/month_views.py [--customers 50000]
-        [--hour 2026-06-15T00] [--rounds 5] [--latency 30] [--work DIR]
+        [--hour 2026-06-15T00] [--rounds 5] [--remote 0 30] [--latency 30] [--work DIR]
 
 Not part of the test suite.
 """
@@ -54,27 +57,55 @@ def notebook_query(tag: str) -> str:
     return re.sub(r'\\\n\s*', '', literal).replace('\\"', '"')
 
 
-def run_view(binary: Path, args: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """One view in a process of its own: its seconds and the process's peak memory in MB."""
+# `--chart 0.113 s 720 rows, peak 64 MB[, requests 960 (956 GET, 4 LIST, 0 other), in flight
+# median 72 most 128]`
+VIEW_LINE = re.compile(r'^\S+ (?P<seconds>[\d.]+) s .*, peak (?P<peak>\d+) MB'
+                       r'(?:, requests (?P<requests>\d+) .* median (?P<median>\d+) most \d+)?$')
+
+
+def run_view(binary: Path, args: list[str], env: dict[str, str]) -> re.Match[str]:
+    """One view in a process of its own: its seconds and the process's peak memory in MB, and
+    on a `--remote` store its requests and their median in flight."""
     done = subprocess.run([str(binary), *args], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise SystemExit(f'month_views {args[-2:]} failed:\n{done.stderr}')
-    # `--chart 0.113 s 720 rows, peak 64 MB`
-    words = done.stdout.strip().splitlines()[-1].split()
-    return float(words[1]), float(words[-2])
+    line = done.stdout.strip().splitlines()[-1]
+    match = VIEW_LINE.match(line)
+    if match is None:
+        raise SystemExit(f'month_views printed an unexpected line: {line}')
+    return match
 
 
 def measure(binary: Path, place: list[str], views: dict[str, list[str]], rounds: int,
-            env: dict[str, str]) -> dict[str, tuple[float, float]]:
-    """Each view `rounds` times: median seconds and the most memory."""
+            env: dict[str, str]) -> dict[str, str]:
+    """Each view `rounds` times: its median seconds, the most memory, and on a `--remote` store
+    the requests of the last round and their median in flight."""
     times: dict[str, list[float]] = {name: [] for name in views}
-    peaks: dict[str, float] = {name: 0.0 for name in views}
+    peaks: dict[str, int] = {name: 0 for name in views}
+    requests: dict[str, str] = {name: '' for name in views}
     for _ in range(rounds):
         for name, args in views.items():
-            seconds, peak = run_view(binary, place + args, env)
-            times[name].append(seconds)
-            peaks[name] = max(peaks[name], peak)
-    return {name: (statistics.median(t), peaks[name]) for name, t in times.items()}
+            match = run_view(binary, place + args, env)
+            times[name].append(float(match['seconds']))
+            peaks[name] = max(peaks[name], int(match['peak']))
+            if match['requests']:
+                requests[name] = (f', {int(match["requests"]):,} requests, '
+                                  f'median {match["median"]} in flight')
+    return {name: f'{statistics.median(t):.3f} s, {peaks[name]} MB{requests[name]}'
+            for name, t in times.items()}
+
+
+def remote_folder(work: Path, out: Path) -> Path:
+    """A folder laid out as the bucket the `--remote` runs read: `days/` the tables with their
+    day tables, `hours/` the two customer tables alone (links into `out`)."""
+    root = work / 'remote'
+    (root / 'hours').mkdir(parents=True, exist_ok=True)
+    links = {root / 'days': out} | {root / 'hours' / name: out / name
+                                     for name in ('hourly_usage', 'cumulative_usage')}
+    for link, target in links.items():
+        if not link.is_symlink():
+            link.symlink_to(target.resolve(), target_is_directory=True)
+    return root
 
 
 def main() -> None:
@@ -84,7 +115,10 @@ def main() -> None:
     parser.add_argument('--hour', default='2026-06-15T00', help='an hour of the month')
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--latency', type=float, nargs='*', default=[30],
-                        help='S3 latencies (ms) to measure at too; none: local disk only')
+                        help="latencies (ms) to measure at on the tests' S3 server too")
+    parser.add_argument('--remote', type=int, nargs='*', default=[30],
+                        help='latencies (ms) to measure at on a local folder served as a bucket '
+                        "at that latency a request, without the tests' server's own cost")
     parser.add_argument('--work', type=Path, help='keep and reuse the month here')
     args = parser.parse_args()
 
@@ -107,7 +141,7 @@ def main() -> None:
             'explore_largest': ['--sql', notebook_query('explore_largest')],
         }
         env = dict(os.environ)
-        results: dict[str, dict[str, tuple[float, float]]] = {}
+        results: dict[str, dict[str, str]] = {}
         results['local, day tables'] = measure(binary, local, views, args.rounds, env)
         aside = work / 'days-aside'
         aside.mkdir(exist_ok=True)
@@ -119,6 +153,15 @@ def main() -> None:
             for name in DAY_TABLES:
                 if (aside / name).exists():
                     (aside / name).rename(out / '_checkpoint' / name)
+        if args.remote:
+            root = remote_folder(work, out)
+            for latency in args.remote:
+                for kind in ('days', 'hours'):
+                    place = ['-p', 'input_root', str(log), '-p', 'output_root',
+                             f's3://bench/{kind}', '--remote', 'bench', str(root), str(latency)]
+                    label = f'a bucket at {latency} ms, ' + (
+                        'day tables' if kind == 'days' else 'hour files')
+                    results[label] = measure(binary, place, views, args.rounds, env)
         if args.latency:
             server = S3Server(latency_ms=0)
             try:
@@ -146,8 +189,7 @@ def main() -> None:
     print('| view | ' + ' | '.join(columns) + ' |')
     print('|---' * (1 + len(columns)) + '|')
     for name in views:
-        cells = [f'{results[c][name][0]:.3f} s, {results[c][name][1]:.0f} MB' for c in columns]
-        print(f'| {name} | ' + ' | '.join(cells) + ' |')
+        print(f'| {name} | ' + ' | '.join(results[c][name] for c in columns) + ' |')
 
 
 if __name__ == '__main__':

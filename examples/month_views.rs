@@ -4,12 +4,19 @@
 //! process's peak memory so far. One process is one scheduled notebook's view: its tables are
 //! opened by the view itself.
 //!
-//! `month_views -p input_root LOG -p output_root TABLES [--build CUSTOMERS HOUR] [--chart]
-//! [--sql QUERY]...`
+//! `--remote BUCKET FOLDER MS` (first) serves `s3://BUCKET` from the local `FOLDER` at `MS`
+//! milliseconds a request (`aquabill::fixture::serve_folder_as_bucket`), and each view then
+//! prints its requests too.
+//!
+//! `month_views -p input_root LOG -p output_root TABLES [--remote BUCKET FOLDER MS]
+//! [--build CUSTOMERS HOUR] [--chart] [--sql QUERY]...`
 
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use aquabill::fixture::{Remote, Requests};
 use aquabill::{Config, Params};
 
 fn main() -> ExitCode {
@@ -27,10 +34,21 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let (params, rest) = Params::from_args(args)?;
     let config = Config::new(&params)?;
     let mut rest = rest.iter().map(String::as_str);
+    let mut remote: Option<Arc<Remote>> = None;
+    let mut before = Requests::default();
     while let Some(arg) = rest.next() {
         let started = Instant::now();
         let mut next = || rest.next().ok_or_else(|| format!("{arg} needs a value"));
         let rows = match arg {
+            "--remote" => {
+                let (bucket, folder, ms) = (next()?, next()?, next()?.parse::<u64>()?);
+                remote = Some(aquabill::fixture::serve_folder_as_bucket(
+                    bucket,
+                    Path::new(folder),
+                    Duration::from_millis(ms),
+                )?);
+                continue;
+            }
             "--build" => {
                 let customers: usize = next()?.parse()?;
                 let hour = next()?;
@@ -49,9 +67,31 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                 .height(),
             other => return Err(format!("unknown argument {other}").into()),
         };
+        let seconds = started.elapsed().as_secs_f64();
+        let requests = match &remote {
+            Some(remote) => {
+                let now = remote.requests();
+                let these = Requests {
+                    gets: now.gets - before.gets,
+                    lists: now.lists - before.lists,
+                    writes: now.writes - before.writes,
+                    in_flight: now.in_flight[before.in_flight.len()..].to_vec(),
+                };
+                before = now;
+                format!(
+                    ", requests {} ({} GET, {} LIST, {} other), in flight median {} most {}",
+                    these.total(),
+                    these.gets,
+                    these.lists,
+                    these.writes,
+                    these.median_in_flight(),
+                    these.in_flight.iter().max().unwrap_or(&0)
+                )
+            }
+            None => String::new(),
+        };
         println!(
-            "{arg} {:.3} s {rows} rows, peak {} MB",
-            started.elapsed().as_secs_f64(),
+            "{arg} {seconds:.3} s {rows} rows, peak {} MB{requests}",
             peak_mb()
         );
     }

@@ -7,10 +7,14 @@
 //! `cumulative_usage` hour's side file), and their day tables are written as the run of the
 //! month's last hour writes them. Nothing else: no checkpoint, no other table. Not part of the
 //! pipeline.
+//!
+//! It also hands out the storage layer's local folder served as an S3 bucket at a fixed latency
+//! per request, so the views' cost on object storage is measured without a test server's own.
 
 use polars::prelude::DataFrame;
 
 pub use crate::hours::parse_hour;
+pub use crate::storage::{Remote, Requests, serve_folder_as_bucket};
 
 use crate::config::Config;
 use crate::error::{Error, Result};

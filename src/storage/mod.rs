@@ -10,13 +10,15 @@
 //! "replace only if unchanged" is a PUT with `If-Match: <etag>` (S3 only).
 //!
 //! `local.rs` and `s3.rs` hold each side's operations; every method of [`Location`] picks one.
-//! `uploads.rs` lets a table's data files upload many at a time.
+//! `uploads.rs` lets a table's data files upload many at a time. `remote.rs` serves a local
+//! folder as a bucket at a fixed latency per request, for benchmarks (`aquabill::fixture`).
 //!
 //! S3 settings (endpoint, region, credentials) come from the standard `AWS_*` environment
 //! variables only, never from notebook parameters, and are never printed; the Delta tables use
 //! the same clients (`table::stores`).
 
 mod local;
+mod remote;
 mod runtime;
 mod s3;
 mod uploads;
@@ -26,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use object_store::UpdateVersion;
 
+pub use remote::{Remote, Requests, serve_folder_as_bucket};
 pub use runtime::block_on;
 pub use s3::client as s3_client;
 pub use uploads::{IN_FLIGHT, Overlapping, Uploads};

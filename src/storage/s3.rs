@@ -41,6 +41,16 @@ pub fn client(bucket: &str) -> object_store::Result<Arc<dyn ObjectStore>> {
     Ok(client)
 }
 
+/// Serves `bucket` from `store` in this process from now on, in place of a client built from the
+/// environment (benchmarks: `remote::serve_folder_as_bucket`).
+pub(super) fn serve(bucket: &str, store: Arc<dyn ObjectStore>) {
+    let clients = CLIENTS.get_or_init(Default::default);
+    let mut clients = clients
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    clients.insert(bucket.to_owned(), store);
+}
+
 /// An object, or a key prefix for a folder, with its bucket's client.
 pub(super) struct Object {
     store: Arc<dyn ObjectStore>,
