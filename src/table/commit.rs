@@ -27,9 +27,41 @@ pub enum Committed {
     Nothing,
 }
 
-/// Rows of an unpartitioned table from which a commit writes them as one file per core: 100,000
+/// Rows from which a commit writes a file's rows as several files, on one core each: 100,000
 /// meters' rows (the dedup state's index, the alerts' histories) take two files on two cores.
 const PARALLEL_FILE_ROWS: usize = 32_768;
+
+/// The files a commit writes `frames` as (rows of one hour partition each, or an unpartitioned
+/// table's rows): a frame that holds more than its share of the rows for one core
+/// (`rows / cores`) is cut into that many slices, at most one per core, each its own file
+/// encoded on its own core; the others stay whole, as many of them already keep the cores busy.
+/// An hourly run's dedup state is one hour of 1.1 M readings (at 100,000 meters) and a few late
+/// ones: two files written at once. Slices keep the rows' order, so each covers a range of
+/// the sort column.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn files_of(frames: Vec<DataFrame>, cores: usize) -> Vec<DataFrame> {
+    let cores = cores.max(1);
+    let rows: usize = frames.iter().map(DataFrame::height).sum();
+    let share = rows.div_ceil(cores).max(PARALLEL_FILE_ROWS);
+    let mut files = Vec::with_capacity(frames.len());
+    for frame in frames {
+        let slices = frame.height().div_ceil(share).clamp(1, cores);
+        if slices == 1 || frame.height() < 2 * PARALLEL_FILE_ROWS {
+            files.push(frame);
+            continue;
+        }
+        let size = frame.height().div_ceil(slices);
+        files.extend(
+            (0..frame.height())
+                .step_by(size)
+                .map(|at| frame.slice(at as i64, size)),
+        );
+    }
+    files
+}
 
 impl Table {
     /// The last batch id committed to this table.
@@ -78,21 +110,17 @@ impl Table {
             return Ok(Committed::AlreadyCommitted);
         }
         let frames = match rows.filter(|r| r.height() > 0) {
-            Some(rows) => match self.spec.partition {
-                Some(part) => super::write::split_by_hour_sorted(rows, part, self.spec.sorted_by)?
-                    .into_values()
-                    .collect(),
-                // Rows rewritten whole (a row per meter) as one file per core, written at once.
-                None if rows.height() >= 2 * PARALLEL_FILE_ROWS => {
-                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    let size = rows.height().div_ceil(cores);
-                    (0..rows.height())
-                        .step_by(size)
-                        .map(|at| rows.slice(at as i64, size))
-                        .collect()
-                }
-                None => vec![rows.clone()],
-            },
+            Some(rows) => files_of(
+                match self.spec.partition {
+                    Some(part) => {
+                        super::write::split_by_hour_sorted(rows, part, self.spec.sorted_by)?
+                            .into_values()
+                            .collect()
+                    }
+                    None => vec![rows.clone()],
+                },
+                cores(),
+            ),
             None => Vec::new(),
         };
         let written = self.write_frames(|emit| {
@@ -209,5 +237,50 @@ impl Table {
         } else {
             Committed::Nothing
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use polars::prelude::*;
+
+    use super::files_of;
+
+    fn frames(heights: &[i64]) -> PolarsResult<Vec<DataFrame>> {
+        heights
+            .iter()
+            .map(|&n| {
+                let rows: Vec<i64> = (0..n).collect();
+                DataFrame::new(rows.len(), vec![Column::new("n".into(), rows)])
+            })
+            .collect()
+    }
+
+    fn heights(files: &[DataFrame]) -> Vec<usize> {
+        files.iter().map(DataFrame::height).collect()
+    }
+
+    /// An hour holding most of a commit's rows is cut into one file per core, in order; hours
+    /// that already keep the cores busy, and small rows, stay whole.
+    #[test]
+    fn a_frame_holding_most_rows_is_cut_into_one_file_per_core() -> PolarsResult<()> {
+        // An hourly run's dedup state: the ingestion hour and late readings.
+        let files = files_of(frames(&[1_100_000, 50_000, 50_000])?, 2);
+        assert_eq!(heights(&files), [550_000, 550_000, 50_000, 50_000]);
+        let second = files[1].column("n")?.i64()?;
+        assert_eq!(second.get(0), Some(550_000));
+        // An unpartitioned table's 100,000 rows: two files, as before.
+        assert_eq!(heights(&files_of(frames(&[100_000])?, 2)), [50_000, 50_000]);
+        // A backlog's batch: hours of a million rows each stay whole.
+        assert_eq!(
+            heights(&files_of(frames(&[1_000_000; 8])?, 2)),
+            [1_000_000; 8]
+        );
+        // Below two files' worth of rows, one file.
+        assert_eq!(heights(&files_of(frames(&[60_000])?, 4)), [60_000]);
+        // Never more files than cores.
+        assert_eq!(heights(&files_of(frames(&[90_000])?, 1)), [90_000]);
+        assert_eq!(heights(&files_of(frames(&[300_000])?, 3)), [100_000; 3]);
+        Ok(())
     }
 }
