@@ -36,7 +36,7 @@ const DAY_HOURS: i64 = 24;
 /// of the month it is (the views read the latest month; older days are read by hour).
 pub const DAYS_KEPT: i64 = 35;
 /// Days a run copies to a day table at most, the latest first: a day costs a read of its 24
-/// hours, a sort and a write (at 100,000 meters about 0.4 s a table), and after a rebuild or
+/// hours, a sort and a write (at 100,000 meters about 0.35 s a table), and after a rebuild or
 /// on the first run of this version a month of days is missing; later runs copy the rest.
 const DAYS_PER_RUN: usize = 4;
 
