@@ -144,9 +144,10 @@ impl Run {
     }
 
     /// The dedup state's change: the accepted readings of the hours the watermark has not
-    /// passed (the writers sort each hour's file by meter). Each run that reaches back into an hour adds a small file to
-    /// it; once an hour has a few, they are rewritten into one with this run's rows, so reads
-    /// by meter stay selective and the file count stays bounded.
+    /// passed (the writers sort each hour's file by meter). Each run that reaches back into an
+    /// hour adds a small file to it; once an hour has a few, they are rewritten with this run's
+    /// rows (as one file, or one a core when they are most of the commit's rows), so reads by
+    /// meter stay selective and the file count stays bounded.
     fn state_update(&self, state: &Table) -> Result<StateUpdate> {
         let err = Error::polars("dedup state");
         let wm = self.batch.watermark_after.unwrap_or(i64::MIN);

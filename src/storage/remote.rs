@@ -122,15 +122,20 @@ impl Remote {
     }
 
     /// `entries` in key order, as S3 lists them (the local store lists in the folder's order),
-    /// each page of [`PAGE`] after a request's wait.
+    /// each page of [`PAGE`] after a request's wait (an empty listing is one request too).
     fn paged(
         self: &Arc<Self>,
         entries: BoxStream<'static, object_store::Result<ObjectMeta>>,
     ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
         let this = Arc::clone(self);
+        let empty = Arc::clone(self);
         let sorted = async move {
             let mut all: Vec<_> = entries.collect().await;
             all.sort_by_key(|entry| entry.as_ref().ok().map(|meta| meta.location.clone()));
+            if all.is_empty() {
+                // An empty page is a request too.
+                drop(empty.request(Method::List).await);
+            }
             futures::stream::iter(all)
         };
         futures::stream::once(sorted)
@@ -266,8 +271,8 @@ mod tests {
     use super::*;
     use crate::storage::block_on;
 
-    /// Requests wait the latency side by side, and are counted with those in flight and the
-    /// listing as one page.
+    /// Requests wait the latency side by side, and are counted with those in flight; a listing
+    /// is a request a page, an empty one too.
     #[test]
     fn requests_overlap_and_are_counted() -> Result<()> {
         let folder = crate::testing::TempDir::new("remote");
@@ -284,10 +289,12 @@ mod tests {
         assert!(a.is_ok() && b.is_ok());
         let listed = block_on(store.list(Some(&Key::from("a"))).collect::<Vec<_>>())?;
         assert_eq!(listed.len(), 2);
+        let nothing = block_on(store.list(Some(&Key::from("b"))).collect::<Vec<_>>())?;
+        assert!(nothing.is_empty());
         let requests = remote.requests();
-        assert_eq!((requests.writes, requests.lists, requests.gets), (2, 1, 0));
+        assert_eq!((requests.writes, requests.lists, requests.gets), (2, 2, 0));
         // The second PUT started while the first waited.
-        assert_eq!(requests.in_flight, vec![1, 2, 1]);
+        assert_eq!(requests.in_flight, vec![1, 2, 1, 1]);
         Ok(())
     }
 }

@@ -31,18 +31,20 @@ pub enum Committed {
 /// meters' rows (the dedup state's index, the alerts' histories) take two files on two cores.
 const PARALLEL_FILE_ROWS: usize = 32_768;
 
+/// Cores to encode files on.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The files a commit writes `frames` as (rows of one hour partition each, or an unpartitioned
 /// table's rows): a frame that holds more than its share of the rows for one core
 /// (`rows / cores`) is cut into that many slices, at most one per core, each its own file
 /// encoded on its own core; the others stay whole, as many of them already keep the cores busy.
 /// An hourly run's dedup state is one hour of 1.1 M readings (at 100,000 meters) and a few late
 /// ones: two files written at once. Slices keep the rows' order, so each covers a range of
-/// the sort column.
-fn cores() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn files_of(frames: Vec<DataFrame>, cores: usize) -> Vec<DataFrame> {
+/// the sort column. No slice is smaller than [`PARALLEL_FILE_ROWS`]: 100,000 rows of an
+/// unpartitioned table take 2 files on 2 cores, 4 on 8.
+fn file_frames(frames: Vec<DataFrame>, cores: usize) -> Vec<DataFrame> {
     let cores = cores.max(1);
     let rows: usize = frames.iter().map(DataFrame::height).sum();
     let share = rows.div_ceil(cores).max(PARALLEL_FILE_ROWS);
@@ -110,7 +112,7 @@ impl Table {
             return Ok(Committed::AlreadyCommitted);
         }
         let frames = match rows.filter(|r| r.height() > 0) {
-            Some(rows) => files_of(
+            Some(rows) => file_frames(
                 match self.spec.partition {
                     Some(part) => {
                         super::write::split_by_hour_sorted(rows, part, self.spec.sorted_by)?
@@ -244,7 +246,7 @@ impl Table {
 mod tests {
     use polars::prelude::*;
 
-    use super::files_of;
+    use super::file_frames;
 
     fn frames(heights: &[i64]) -> PolarsResult<Vec<DataFrame>> {
         heights
@@ -265,22 +267,25 @@ mod tests {
     #[test]
     fn a_frame_holding_most_rows_is_cut_into_one_file_per_core() -> PolarsResult<()> {
         // An hourly run's dedup state: the ingestion hour and late readings.
-        let files = files_of(frames(&[1_100_000, 50_000, 50_000])?, 2);
+        let files = file_frames(frames(&[1_100_000, 50_000, 50_000])?, 2);
         assert_eq!(heights(&files), [550_000, 550_000, 50_000, 50_000]);
         let second = files[1].column("n")?.i64()?;
         assert_eq!(second.get(0), Some(550_000));
         // An unpartitioned table's 100,000 rows: two files, as before.
-        assert_eq!(heights(&files_of(frames(&[100_000])?, 2)), [50_000, 50_000]);
+        assert_eq!(
+            heights(&file_frames(frames(&[100_000])?, 2)),
+            [50_000, 50_000]
+        );
         // A backlog's batch: hours of a million rows each stay whole.
         assert_eq!(
-            heights(&files_of(frames(&[1_000_000; 8])?, 2)),
+            heights(&file_frames(frames(&[1_000_000; 8])?, 2)),
             [1_000_000; 8]
         );
         // Below two files' worth of rows, one file.
-        assert_eq!(heights(&files_of(frames(&[60_000])?, 4)), [60_000]);
+        assert_eq!(heights(&file_frames(frames(&[60_000])?, 4)), [60_000]);
         // Never more files than cores.
-        assert_eq!(heights(&files_of(frames(&[90_000])?, 1)), [90_000]);
-        assert_eq!(heights(&files_of(frames(&[300_000])?, 3)), [100_000; 3]);
+        assert_eq!(heights(&file_frames(frames(&[90_000])?, 1)), [90_000]);
+        assert_eq!(heights(&file_frames(frames(&[300_000])?, 3)), [100_000; 3]);
         Ok(())
     }
 }

@@ -136,23 +136,38 @@ fn added_column(spec: &Spec, name: &str, kind: Kind, batch: &RecordBatch) -> Res
     Ok(column.into_column())
 }
 
-/// An Arrow batch in the writer's schema from the Polars columns of `rows`.
 /// Hours as their text. Formatting one costs about 100 ns, and a frame holds few distinct hours:
 /// an hour partition's file one, mostly; a day file 24, a different one from row to row (rows by
 /// customer, then hour). Each distinct hour is formatted once.
 fn hour_texts(hours: impl Iterator<Item = Option<i64>>) -> StringArray {
     let (size, _) = hours.size_hint();
     let mut built = StringBuilder::with_capacity(size, size * 13);
-    let mut texts: FastMap<i64, String> = FastMap::default();
+    let mut texts: Vec<String> = Vec::new();
+    let mut index: FastMap<i64, usize> = FastMap::default();
+    let mut last: Option<(i64, usize)> = None;
     for hour in hours {
-        match hour {
-            Some(h) => built.append_value(texts.entry(h).or_insert_with(|| format_hour(h))),
-            None => built.append_null(),
+        let Some(h) = hour else {
+            built.append_null();
+            continue;
+        };
+        let at = match last {
+            // The same hour as the row before: a partition's file, row after row.
+            Some((l, at)) if l == h => at,
+            _ => *index.entry(h).or_insert_with(|| {
+                texts.push(format_hour(h));
+                texts.len() - 1
+            }),
+        };
+        last = Some((h, at));
+        match texts.get(at) {
+            Some(text) => built.append_value(text),
+            None => built.append_value(format_hour(h)),
         }
     }
     built.finish()
 }
 
+/// An Arrow batch in the writer's schema from the Polars columns of `rows`.
 pub(super) fn to_record_batch(
     spec: &Spec,
     rows: &DataFrame,

@@ -188,11 +188,14 @@ impl Table {
             matches!(wanted, Wanted::All)
                 || (on_object_storage && matches!(wanted, Wanted::Long(_)))
         };
-        // A file read for a few customers holds little in flight (its footer and a row group or
-        // two), and each is two round trips one after the other: more of them at once.
-        let in_flight = if chosen
-            .iter()
-            .all(|&(_, wanted)| matches!(wanted, Wanted::Text(_)))
+        // A file read for a few values of the column its rows are sorted by (a customer's rows)
+        // holds little in flight, its footer and a row group or two, and each is two round
+        // trips one after the other: more of them at once. (Values of another column may be in
+        // every row group.)
+        let in_flight = if self.spec.sorted_by == Some(column)
+            && chosen
+                .iter()
+                .all(|&(_, wanted)| matches!(wanted, Wanted::Text(_)))
         {
             TEXT_IN_FLIGHT
         } else {
@@ -304,9 +307,10 @@ impl Table {
     }
 }
 
-/// The most files in flight at once in a read for given customers (a view's, a query's):
-/// measured on a month of `cumulative_usage` at 50,000 customers, at 30 ms a request,
-/// a customer's month took 1.44 s with 32 in flight (`bench/month_views.py --remote`).
+/// The most files in flight at once in a read for given values of a table's sort column (a
+/// customer's rows, for a view or a query): on a month of the customer tables at 50,000
+/// customers, at 30 ms a request, a customer's month took 1.44 s with 32 in flight and 0.69 s
+/// with 128 (`bench/month_views.py --remote`). A query joining two tables reads both at once.
 const TEXT_IN_FLIGHT: usize = 128;
 
 /// A file as fetched: whole, or the row groups wanted, decoded.

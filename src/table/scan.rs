@@ -178,23 +178,40 @@ fn admits(predicate: &Expr, column: &str, value: &str) -> bool {
 }
 
 /// A text column of `spec` (not its partition) that `predicate` requires to equal a text, from
-/// a comparison alone or in a chain of ANDs.
+/// a comparison alone or in a chain of ANDs: the column the table's rows are sorted by when the
+/// chain has one (its row groups' statistics select one row group a file; `billing_month` or
+/// `kind` select them all), else the first.
 fn equal_text(predicate: &Expr, spec: &Spec) -> Option<(&'static str, String)> {
-    match predicate {
-        Expr::BinaryExpr { left, op, right } => match op {
-            Operator::And | Operator::LogicalAnd => {
-                equal_text(left, spec).or_else(|| equal_text(right, spec))
+    let mut found = Vec::new();
+    equal_texts(predicate, spec, &mut found);
+    match found.iter().position(|&(c, _)| Some(c) == spec.sorted_by) {
+        Some(sorted) => Some(found.swap_remove(sorted)),
+        None => found.into_iter().next(),
+    }
+}
+
+/// Every text equality of [`equal_text`] in `predicate`, in order.
+fn equal_texts(predicate: &Expr, spec: &Spec, found: &mut Vec<(&'static str, String)>) {
+    let Expr::BinaryExpr { left, op, right } = predicate else {
+        return;
+    };
+    match op {
+        Operator::And | Operator::LogicalAnd => {
+            equal_texts(left, spec, found);
+            equal_texts(right, spec, found);
+        }
+        Operator::Eq => {
+            let pair = match (column_of(left), text_of(right)) {
+                (Some(c), Some(t)) => Some((c, t)),
+                _ => column_of(right).zip(text_of(left)),
+            };
+            if let Some((name, text)) =
+                pair.and_then(|(c, t)| text_column(spec, c).map(|name| (name, t)))
+            {
+                found.push((name, text.to_owned()));
             }
-            Operator::Eq => {
-                let (column, text) = match (column_of(left), text_of(right)) {
-                    (Some(c), Some(t)) => (c, t),
-                    _ => (column_of(right)?, text_of(left)?),
-                };
-                text_column(spec, column).map(|name| (name, text.to_owned()))
-            }
-            _ => None,
-        },
-        _ => None,
+        }
+        _ => {}
     }
 }
 
@@ -326,6 +343,17 @@ mod tests {
         assert_eq!(
             equal_text(&lit("C7").eq(col("customer_id")), spec),
             Some(("customer_id", "C7".to_owned()))
+        );
+        // Of two, the column the rows are sorted by, wherever it is in the chain.
+        let cumulative = &crate::table::CUMULATIVE_USAGE;
+        let month = col("billing_month").eq(lit("2026-06"));
+        assert_eq!(
+            equal_text(&month.clone().and(customer.clone()), cumulative),
+            Some(("customer_id", "C7".to_owned()))
+        );
+        assert_eq!(
+            equal_text(&month, cumulative),
+            Some(("billing_month", "2026-06".to_owned()))
         );
         // Not under an OR, not a number column, not the partition.
         assert_eq!(
