@@ -94,6 +94,19 @@ def copy_binaries(bin_dir: Path) -> dict[str, Path]:
     return copies
 
 
+def copy_final_days(log: Path, hist: Path) -> None:
+    """Every final day of the history's customer tables copied to their day tables, as the
+    runs of the next days would (a few a run): a history made before the day tables existed
+    gets them, so that a measured run copies only the days its own watermark passes, as in a
+    deployment running this version all along. Nothing when they are current."""
+    done = subprocess.run([str(built('aquabill', 'month_views')), '-p', 'input_root', str(log),
+                           '-p', 'output_root', str(hist), '--copy-days'],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f'copying the final days failed:\n{done.stderr}')
+    print(f'history: {done.stdout.splitlines()[0]}', flush=True)
+
+
 def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int) -> Path:
     """The log for ingestion hours [first, end), in two halves at once (one per core): calls
     over adjacent windows deliver each record once. An existing log of the same scale that
@@ -319,6 +332,7 @@ def main() -> None:
         key = {'meters': args.meters, 'first': first.strftime(HOUR),
                'hours': args.history_hours}
         per_hour = history(bins['run_once'], log, hist, args.history_hours, key)
+        copy_final_days(log, hist)
         shutil.rmtree(out, ignore_errors=True)
         # Hard links: Delta data and log files are never changed in place, only added and
         # deleted, so the measured runs leave the history as it was (and no disk is copied).

@@ -4,12 +4,15 @@
 //! process's peak memory so far. One process is one scheduled notebook's view: its tables are
 //! opened by the view itself.
 //!
+//! `--copy-days` copies every final day of existing tables to their day tables at once
+//! (`aquabill::fixture::copy_final_days`: a history made before the day tables).
+//!
 //! `--remote BUCKET FOLDER MS` (first) serves `s3://BUCKET` from the local `FOLDER` at `MS`
 //! milliseconds a request (`aquabill::fixture::serve_folder_as_bucket`), and each view then
 //! prints its requests too.
 //!
 //! `month_views -p input_root LOG -p output_root TABLES [--remote BUCKET FOLDER MS]
-//! [--build CUSTOMERS HOUR] [--chart] [--sql QUERY]...`
+//! [--build CUSTOMERS HOUR] [--copy-days] [--chart] [--sql QUERY]...`
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -48,6 +51,15 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
                     Duration::from_millis(ms),
                 )?);
                 continue;
+            }
+            "--copy-days" => {
+                let copied = aquabill::fixture::copy_final_days(&config)?;
+                let days: Vec<String> = copied
+                    .iter()
+                    .map(|(table, days)| format!("{table} {days}"))
+                    .collect();
+                println!("days copied: {}", days.join(", "));
+                copied.iter().map(|(_, days)| days).sum()
             }
             "--build" => {
                 let customers: usize = next()?.parse()?;

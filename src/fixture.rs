@@ -9,7 +9,9 @@
 //! pipeline.
 //!
 //! It also hands out the storage layer's local folder served as an S3 bucket at a fixed latency
-//! per request, so the views' cost on object storage is measured without a test server's own.
+//! per request, so the views' cost on object storage is measured without a test server's own,
+//! and copies the final days of existing tables to their day tables at once
+//! ([`copy_final_days`], for `bench/hourly_at_scale.py`'s history).
 
 use polars::prelude::DataFrame;
 
@@ -19,6 +21,7 @@ pub use crate::storage::{Remote, Requests, serve_folder_as_bucket};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{WATERMARK_HOURS, billing_month, month_end_hour, month_start_hour};
+use crate::state::{RunLock, Store};
 use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, Role, Spec, Table, Values, block_on, pins};
 
 /// What [`month_of_customer_tables`] wrote.
@@ -97,14 +100,7 @@ pub fn month_of_customer_tables(config: &Config, customers: usize, hour: i64) ->
         if let Some(day_spec) = spec.days {
             let mut day_table =
                 block_on(Table::open_pinned(&day_spec.dir(config), day_spec, &[]))??;
-            // As runs would, a few days each, until every final day is copied.
-            days = 0;
-            loop {
-                match table.write_days(&mut day_table, watermark)? {
-                    0 => break,
-                    copied => days += copied,
-                }
-            }
+            days = table.write_all_days(&mut day_table, watermark)?;
         }
     }
     Ok(Month {
@@ -114,6 +110,35 @@ pub fn month_of_customer_tables(config: &Config, customers: usize, hour: i64) ->
         days,
         days_seconds: copying.elapsed().as_secs_f64(),
     })
+}
+
+/// Copies every final day of the customer tables of `config` (the days the checkpoint's
+/// watermark passed) to their day tables, under the run lock, as the runs of the next days
+/// would: for a benchmark's history made before the day tables, so that its measured runs copy
+/// only the days their own watermark passes. Returns the days copied to each table; nothing
+/// when every final day has its copy already.
+pub fn copy_final_days(config: &Config) -> Result<Vec<(&'static str, usize)>> {
+    let _lock = RunLock::acquire(&config.checkpoint_dir)?;
+    let Some(watermark) = Store::new(&config.checkpoint_dir).load()?.watermark_hour else {
+        return Ok(Vec::new());
+    };
+    let mut copied = Vec::new();
+    for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
+        let Some(day_spec) = spec.days else {
+            continue;
+        };
+        let Some(table) = block_on(Table::open_existing(&spec.dir(config), spec, &pins(config)))??
+        else {
+            continue;
+        };
+        let dir = day_spec.dir(config);
+        let mut days = match block_on(Table::open_existing(&dir, day_spec, &[]))?? {
+            Some(days) => days,
+            None => block_on(Table::open_pinned(&dir, day_spec, &[]))??,
+        };
+        copied.push((spec.name, table.write_all_days(&mut days, watermark)?));
+    }
+    Ok(copied)
 }
 
 /// The `cumulative_usage` rows of customers `of` at hour `hour`.
