@@ -38,29 +38,31 @@ fn cores() -> usize {
 
 /// The files a commit writes `frames` as (rows of one hour partition each, or an unpartitioned
 /// table's rows): a frame that holds more than its share of the rows for one core
-/// (`rows / cores`) is cut into that many slices, at most one per core, each its own file
-/// encoded on its own core; the others stay whole, as many of them already keep the cores busy.
-/// An hourly run's dedup state is one hour of 1.1 M readings (at 100,000 meters) and a few late
-/// ones: two files written at once. Slices keep the rows' order, so each covers a range of
-/// the sort column. No slice is smaller than [`PARALLEL_FILE_ROWS`]: 100,000 rows of an
-/// unpartitioned table take 2 files on 2 cores, 4 on 8.
+/// (`rows / cores`) is cut into that many slices of equal size, at most one per core and none
+/// smaller than [`PARALLEL_FILE_ROWS`], each its own file encoded on its own core; the others
+/// stay whole, as many of them already keep the cores busy. An hourly run's dedup state is one
+/// hour of 1.1 M readings (at 100,000 meters) and a few late ones: two files written at once.
+/// Slices keep the rows' order, so each covers a range of the sort column. 100,000 rows of an
+/// unpartitioned table take 2 files on 2 cores, 3 on 8.
 fn file_frames(frames: Vec<DataFrame>, cores: usize) -> Vec<DataFrame> {
     let cores = cores.max(1);
     let rows: usize = frames.iter().map(DataFrame::height).sum();
     let share = rows.div_ceil(cores).max(PARALLEL_FILE_ROWS);
     let mut files = Vec::with_capacity(frames.len());
     for frame in frames {
-        let slices = frame.height().div_ceil(share).clamp(1, cores);
-        if slices == 1 || frame.height() < 2 * PARALLEL_FILE_ROWS {
+        let height = frame.height();
+        let slices = height
+            .div_ceil(share)
+            .min(height / PARALLEL_FILE_ROWS)
+            .clamp(1, cores);
+        if slices == 1 {
             files.push(frame);
             continue;
         }
-        let size = frame.height().div_ceil(slices);
-        files.extend(
-            (0..frame.height())
-                .step_by(size)
-                .map(|at| frame.slice(at as i64, size)),
-        );
+        files.extend((0..slices).map(|i| {
+            let (from, to) = (i * height / slices, (i + 1) * height / slices);
+            frame.slice(from as i64, to - from)
+        }));
     }
     files
 }
@@ -283,6 +285,16 @@ mod tests {
         );
         // Below two files' worth of rows, one file.
         assert_eq!(heights(&file_frames(frames(&[60_000])?, 4)), [60_000]);
+        // No slice under 32,768 rows: two, not three, of 65,537 rows on 4 cores; three, not
+        // four, of 100,000 on 8.
+        assert_eq!(
+            heights(&file_frames(frames(&[65_537])?, 4)),
+            [32_768, 32_769]
+        );
+        assert_eq!(
+            heights(&file_frames(frames(&[100_000])?, 8)),
+            [33_333, 33_333, 33_334]
+        );
         // Never more files than cores.
         assert_eq!(heights(&file_frames(frames(&[90_000])?, 1)), [90_000]);
         assert_eq!(heights(&file_frames(frames(&[300_000])?, 3)), [100_000; 3]);
