@@ -83,12 +83,7 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
         let requests = match &remote {
             Some(remote) => {
                 let now = remote.requests();
-                let these = Requests {
-                    gets: now.gets - before.gets,
-                    lists: now.lists - before.lists,
-                    writes: now.writes - before.writes,
-                    in_flight: now.in_flight[before.in_flight.len()..].to_vec(),
-                };
+                let these = now.since(&before);
                 before = now;
                 format!(
                     ", requests {} ({} GET, {} LIST, {} other), in flight median {} most {}",

@@ -96,10 +96,8 @@ pub fn month_of_customer_tables(config: &Config, customers: usize, hour: i64) ->
     let watermark = end - WATERMARK_HOURS;
     let copying = std::time::Instant::now();
     let mut days = 0;
-    for (table, spec) in [(&hourly, &HOURLY_USAGE), (&cumulative, &CUMULATIVE_USAGE)] {
-        if let Some(day_spec) = spec.days {
-            let mut day_table =
-                block_on(Table::open_pinned(&day_spec.dir(config), day_spec, &[]))??;
+    for table in [&hourly, &cumulative] {
+        if let Some(mut day_table) = table.day_table(config, watermark)? {
             days = table.write_all_days(&mut day_table, watermark)?;
         }
     }
@@ -124,19 +122,13 @@ pub fn copy_final_days(config: &Config) -> Result<Vec<(&'static str, usize)>> {
     };
     let mut copied = Vec::new();
     for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
-        let Some(day_spec) = spec.days else {
-            continue;
-        };
         let Some(table) = block_on(Table::open_existing(&spec.dir(config), spec, &pins(config)))??
         else {
             continue;
         };
-        let dir = day_spec.dir(config);
-        let mut days = match block_on(Table::open_existing(&dir, day_spec, &[]))?? {
-            Some(days) => days,
-            None => block_on(Table::open_pinned(&dir, day_spec, &[]))??,
-        };
-        copied.push((spec.name, table.write_all_days(&mut days, watermark)?));
+        if let Some(mut days) = table.day_table(config, watermark)? {
+            copied.push((spec.name, table.write_all_days(&mut days, watermark)?));
+        }
     }
     Ok(copied)
 }

@@ -21,7 +21,7 @@ use crate::hours::{WATERMARK_HOURS, format_hour};
 use crate::quarantine;
 use crate::table::{
     ALERT_METERS, ALL, CUMULATIVE_USAGE, DAY_TABLES, DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE,
-    HOURLY_USAGE, METER_ALERTS, QUARANTINE, RUN_METRICS, Spec, Table, block_on, col,
+    HOURLY_USAGE, METER_ALERTS, QUARANTINE, RUN_METRICS, Table, block_on, col,
 };
 
 /// What the dedup-state commit of a run does.
@@ -200,24 +200,13 @@ impl Run {
             return Ok(());
         };
         let (hourly, cumulative) = (self.open(&HOURLY_USAGE)?, self.open(&CUMULATIVE_USAGE)?);
-        let copy = |source: &Table, of: &Spec| -> Result<usize> {
-            let Some(spec) = of.days else {
-                return Ok(0);
-            };
-            let dir = spec.dir(&self.config);
-            let mut days = match block_on(Table::open_existing(&dir, spec, &[]))?? {
-                Some(days) => days,
-                None if source.has_final_days(watermark) => {
-                    block_on(Table::open_pinned(&dir, spec, &[]))??
-                }
-                None => return Ok(0),
-            };
-            source.write_days(&mut days, watermark)
+        let copy = |source: &Table| -> Result<usize> {
+            match source.day_table(&self.config, watermark)? {
+                Some(mut days) => source.write_days(&mut days, watermark),
+                None => Ok(0),
+            }
         };
-        let (a, b) = both(
-            || copy(&hourly, &HOURLY_USAGE),
-            || copy(&cumulative, &CUMULATIVE_USAGE),
-        );
+        let (a, b) = both(|| copy(&hourly), || copy(&cumulative));
         self.keep(hourly);
         self.keep(cumulative);
         a?;

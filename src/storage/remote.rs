@@ -51,6 +51,20 @@ impl Requests {
         self.gets + self.lists + self.writes
     }
 
+    /// The requests served since `earlier` (an earlier reading of the same store).
+    pub fn since(&self, earlier: &Requests) -> Requests {
+        Requests {
+            gets: self.gets.saturating_sub(earlier.gets),
+            lists: self.lists.saturating_sub(earlier.lists),
+            writes: self.writes.saturating_sub(earlier.writes),
+            in_flight: self
+                .in_flight
+                .get(earlier.in_flight.len()..)
+                .unwrap_or_default()
+                .to_vec(),
+        }
+    }
+
     /// The median of [`Self::in_flight`] (0 without requests).
     pub fn median_in_flight(&self) -> usize {
         let mut sorted = self.in_flight.clone();

@@ -19,6 +19,7 @@ use polars::prelude::*;
 
 use super::write::{Role, Written};
 use super::{Table, block_on};
+use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::hours::{format_hour, parse_hour};
 use crate::table::col;
@@ -135,36 +136,55 @@ impl Table {
         }
     }
 
+    /// Of `days`' files (this table's day table), the one that serves each day `wanted` admits
+    /// (the first whose copied files are all still the day's), with its standing against this
+    /// table's files; and every other file: of other days, of another layout, stale, extra.
+    fn serving(
+        &self,
+        days: &Table,
+        wanted: impl Fn(i64) -> bool,
+    ) -> (BTreeMap<i64, (String, Standing)>, BTreeSet<String>) {
+        let mut serving: BTreeMap<i64, (String, Standing)> = BTreeMap::new();
+        let mut others = BTreeSet::new();
+        for file in &days.files {
+            let standing = match &file.covers {
+                Some(covers) if wanted(covers.day) && !serving.contains_key(&covers.day) => {
+                    Some((covers.day, self.standing(covers)))
+                }
+                _ => None,
+            };
+            match standing {
+                Some((day, standing)) if standing != Standing::Stale => {
+                    serving.insert(day, (file.path.clone(), standing));
+                }
+                _ => {
+                    others.insert(file.path.clone());
+                }
+            }
+        }
+        (serving, others)
+    }
+
     /// The day files that may serve `hours` now.
     fn usable_days(&self, hours: &BTreeSet<i64>) -> Option<FromDays> {
         let days = self.days.as_deref()?;
         let wanted: BTreeSet<i64> = hours.iter().map(|&h| day_of(h)).collect();
+        let (serving, _) = self.serving(days, |day| wanted.contains(&day));
         let mut from = FromDays {
             paths: BTreeSet::new(),
             hours: BTreeSet::new(),
             added: BTreeSet::new(),
         };
-        let mut taken = BTreeSet::new();
-        for file in &days.files {
-            let Some(covers) = &file.covers else {
-                continue;
-            };
-            if !wanted.contains(&covers.day) || taken.contains(&covers.day) {
-                continue;
+        for (path, standing) in serving.values() {
+            from.paths.insert(path.clone());
+            if let Standing::Behind(added) = standing {
+                from.added.extend(added.iter().cloned());
             }
-            let added = match self.standing(covers) {
-                Standing::Current => BTreeSet::new(),
-                Standing::Behind(added) => added,
-                Standing::Stale => continue,
-            };
-            taken.insert(covers.day);
-            from.paths.insert(file.path.clone());
-            from.added.extend(added);
         }
         from.hours = hours
             .iter()
             .copied()
-            .filter(|&h| taken.contains(&day_of(h)))
+            .filter(|&h| serving.contains_key(&day_of(h)))
             .collect();
         (!from.paths.is_empty()).then_some(from)
     }
@@ -230,6 +250,22 @@ impl Table {
             .is_some()
     }
 
+    /// This table's day table under `config`, created once this table has a final day as of
+    /// `watermark` (a run creates one only then); `None` before, or for a table without one.
+    pub fn day_table(&self, config: &Config, watermark: i64) -> Result<Option<Table>> {
+        let Some(spec) = self.spec.days else {
+            return Ok(None);
+        };
+        let dir = spec.dir(config);
+        match block_on(Table::open_existing(&dir, spec, &[]))?? {
+            Some(days) => Ok(Some(days)),
+            None if self.has_final_days(watermark) => {
+                Ok(Some(block_on(Table::open_pinned(&dir, spec, &[]))??))
+            }
+            None => Ok(None),
+        }
+    }
+
     /// [`Table::write_days`] again and again until every final day is copied, as the runs of
     /// the next days would, a few a run (benchmarks: a history made before the day tables).
     /// At most [`DAYS_KEPT`] rounds: a day whose files hold no rows gets no day file and would
@@ -253,30 +289,13 @@ impl Table {
     /// it is derived and checked when read), none if nothing changes. Returns the days copied.
     pub fn write_days(&self, days: &mut Table, watermark: i64) -> Result<usize> {
         let wanted = self.final_days(watermark);
-        // The day files kept, and each kept day's standing; every other file is removed.
-        let mut kept: BTreeMap<i64, (String, bool)> = BTreeMap::new();
-        let mut remove = BTreeSet::new();
-        for file in &days.files {
-            let standing = match &file.covers {
-                Some(covers) if wanted.contains_key(&covers.day) => {
-                    Some((covers.day, self.standing(covers)))
-                }
-                _ => None,
-            };
-            match standing {
-                Some((day, Standing::Current)) if !kept.contains_key(&day) => {
-                    kept.insert(day, (file.path.clone(), true));
-                }
-                Some((day, Standing::Behind(_))) if !kept.contains_key(&day) => {
-                    kept.insert(day, (file.path.clone(), false));
-                }
-                _ => {
-                    remove.insert(file.path.clone());
-                }
-            }
-        }
+        // The day files kept, each kept day's standing; every other file is removed.
+        let (mut kept, mut remove) = self.serving(days, |day| wanted.contains_key(&day));
         let missing = wanted.keys().rev().filter(|day| !kept.contains_key(day));
-        let behind = kept.iter().rev().filter(|(_, (_, current))| !current);
+        let behind = kept
+            .iter()
+            .rev()
+            .filter(|(_, (_, standing))| *standing != Standing::Current);
         let copy: Vec<i64> = missing
             .copied()
             .chain(behind.map(|(&day, _)| day))
