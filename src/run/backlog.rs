@@ -41,7 +41,16 @@ pub struct BacklogReport {
 /// Processes `later`, the files a run's first batch left (see [`Run::later_files`]), batch
 /// after batch, until none is left. Files that arrived after the run listed the log wait for
 /// the next run.
-pub fn catch_up(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogReport> {
+pub fn catch_up(config: &Config, later: Vec<PlannedFile>) -> Result<BacklogReport> {
+    let report = batches(config, later);
+    // What the last batch freed goes back to the system too: in the notebook the views run in
+    // this process next, and would otherwise start from the largest batch's resident floor.
+    memory::release_freed();
+    report
+}
+
+/// [`catch_up`]'s batches.
+fn batches(config: &Config, mut later: Vec<PlannedFile>) -> Result<BacklogReport> {
     let mut report = BacklogReport::default();
     // Nothing left: no batch to plan (and no lock to take, a few round trips on S3). The batch
     // before finished any saved plan, and its listing found nothing more.
