@@ -13,6 +13,7 @@
 //!
 //! The tables are read one hour partition at a time, so memory stays bounded by an hour.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use polars::prelude::DataFrame;
@@ -24,7 +25,7 @@ use crate::run::checked_tables;
 use crate::state::{Store, marker};
 use crate::table::{
     CUMULATIVE_USAGE, HOURLY_USAGE, MONTHLY_BILLS, QUARANTINE, RUN_METRICS, Spec, Table, block_on,
-    col,
+    col, long_values,
 };
 
 /// Most disagreements listed per check (the count is always given).
@@ -464,14 +465,7 @@ fn read_all(table: &Table) -> Result<DataFrame> {
 }
 
 fn longs(frame: &DataFrame, name: &str) -> Result<Vec<i64>> {
-    let values = frame
-        .column(name)
-        .and_then(|c| c.i64().cloned())
-        .map_err(Error::polars("verify"))?;
-    values
-        .iter()
-        .map(|v| v.ok_or_else(|| Error::table_data("verify", name, "a null")))
-        .collect()
+    long_values(frame, name, "verify").map(Cow::into_owned)
 }
 
 fn strs(frame: &DataFrame, name: &str) -> Result<Vec<String>> {

@@ -25,6 +25,11 @@ use crate::storage::{Listed, Location};
 /// Prefix of an ingestion-hour folder name.
 pub const FOLDER_PREFIX: &str = "ingest_hour=";
 
+/// The ingestion hour an hour folder's name (`ingest_hour=YYYY-MM-DDTHH`) names, if it names one.
+pub fn folder_hour(name: &str) -> Option<i64> {
+    name.strip_prefix(FOLDER_PREFIX).and_then(parse_hour)
+}
+
 /// One input file of a batch.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PlannedFile {
@@ -146,7 +151,7 @@ fn list_objects(
         if folder.starts_with('.') {
             continue;
         }
-        match folder.strip_prefix(FOLDER_PREFIX).and_then(parse_hour) {
+        match folder_hour(&folder) {
             _ if files.iter().all(|f| f.rel_path == folder) => listing
                 .ignored
                 .push((folder, "file outside an ingestion-hour folder")),
@@ -231,7 +236,7 @@ fn list_folder(input_root: &Path, committed: &dyn Committed, from: Option<i64>) 
         if name.starts_with('.') {
             continue;
         }
-        let hour = name.strip_prefix(FOLDER_PREFIX).and_then(parse_hour);
+        let hour = folder_hour(&name);
         match (entry.path().is_dir(), hour) {
             (true, Some(hour)) if from.is_some_and(|from| hour < from) => {}
             (true, Some(hour)) => folders.push((hour, name, entry.path())),

@@ -5,5 +5,7 @@ mod discover;
 mod line;
 mod parse;
 
-pub use discover::{Committed, FOLDER_PREFIX, HeldBack, PlannedFile, list_new_files};
+#[cfg(test)]
+pub use discover::FOLDER_PREFIX;
+pub use discover::{Committed, HeldBack, PlannedFile, folder_hour, list_new_files};
 pub use parse::{INGEST_HOUR, Parsed, SEQ, parse_files};

@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Checkpoint, Store, file};
 use crate::error::{Error, Result};
-use crate::hours::parse_hour;
-use crate::input::{Committed, FOLDER_PREFIX};
+use crate::input::{Committed, folder_hour};
 use crate::storage::Created;
 
 /// Folders this many hours or more before the watermark's are archived (kept in
@@ -49,16 +48,15 @@ struct Archive {
 }
 
 /// The ingestion hour of a committed file's folder, from its path relative to the log's root.
-fn folder_hour(rel_path: &str) -> Option<i64> {
-    let folder = rel_path.split('/').next()?;
-    folder.strip_prefix(FOLDER_PREFIX).and_then(parse_hour)
+fn file_hour(rel_path: &str) -> Option<i64> {
+    folder_hour(rel_path.split('/').next()?)
 }
 
 /// Whether a checkpoint holding `files` (paths relative to the log's root) moves some of them
 /// to the archive at watermark `watermark`: once the oldest folder is a day older than the
 /// folders it keeps.
 fn archiving_due<'a>(files: impl Iterator<Item = &'a str>, watermark: i64) -> bool {
-    let oldest = files.filter_map(folder_hour).min();
+    let oldest = files.filter_map(file_hour).min();
     oldest.is_some_and(|oldest| oldest < watermark - 2 * ARCHIVE_AFTER_HOURS)
 }
 
@@ -78,7 +76,7 @@ impl Committed for CommittedFiles<'_> {
         let Some(archive) = &self.checkpoint.archive else {
             return Ok(None);
         };
-        if folder_hour(rel_path).is_some_and(|hour| hour >= archive.before_hour) {
+        if file_hour(rel_path).is_some_and(|hour| hour >= archive.before_hour) {
             return Ok(None);
         }
         Ok(self.archived()?.get(rel_path).copied())
@@ -184,7 +182,7 @@ impl Store {
         let mut files = self.committed(checkpoint).archived()?.clone();
         let (old, recent): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut checkpoint.files)
             .into_iter()
-            .partition(|(f, _)| folder_hour(f).is_some_and(|hour| hour < before_hour));
+            .partition(|(f, _)| file_hour(f).is_some_and(|hour| hour < before_hour));
         files.extend(old);
         checkpoint.files = recent;
         let archive = Archive { files };
@@ -290,7 +288,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hours::format_hour;
+    use crate::hours::{format_hour, parse_hour};
+    use crate::input::FOLDER_PREFIX;
     use crate::storage::Location;
 
     /// A file of the folder `hours` after 2026-03-01T00.
@@ -329,7 +328,7 @@ mod tests {
             checkpoint
                 .files
                 .keys()
-                .all(|f| folder_hour(f) >= Some(hour(56)))
+                .all(|f| file_hour(f) >= Some(hour(56)))
         );
         let committed = store.committed(&checkpoint);
         assert_eq!(committed.size_of(&file(3, "a.jsonl"))?, Some(13));
