@@ -9,11 +9,14 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    Array, ArrayRef, BinaryArray, BooleanArray, Decimal128Array, Int64Array, RecordBatch,
-    StringArray, StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, ArrowPrimitiveType, BinaryArray, BooleanArray, Decimal128Array, Int64Array,
+    PrimitiveArray, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
-use deltalake::arrow::datatypes::Schema as ArrowSchema;
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use deltalake::arrow::buffer::ScalarBuffer;
+use deltalake::arrow::datatypes::{Int64Type, Schema as ArrowSchema, TimestampMicrosecondType};
+use polars::prelude::{
+    Column, DataFrame, Int64Chunked, IntoColumn, NamedFrom, Series, StringChunked,
+};
 
 use super::schema::{CUBIC_METERS_DECIMAL, Kind, Spec};
 use crate::error::{Error, Result};
@@ -185,27 +188,11 @@ pub(super) fn to_record_batch(
             .map_err(|e| bad(format!("the rows lack the column: {e}")))?;
         let wrong_type = |e: polars::prelude::PolarsError| bad(e.to_string());
         let array: ArrayRef = match kind {
-            Kind::Str => Arc::new(
-                column
-                    .str()
-                    .map_err(wrong_type)?
-                    .iter()
-                    .collect::<StringArray>(),
-            ),
+            Kind::Str => Arc::new(texts(column.str().map_err(wrong_type)?)),
             Kind::Hour => Arc::new(hour_texts(column.i64().map_err(wrong_type)?.iter())),
-            Kind::Long => Arc::new(
-                column
-                    .i64()
-                    .map_err(wrong_type)?
-                    .iter()
-                    .collect::<Int64Array>(),
-            ),
+            Kind::Long => Arc::new(longs::<Int64Type>(column.i64().map_err(wrong_type)?)),
             Kind::Timestamp => Arc::new(
-                column
-                    .i64()
-                    .map_err(wrong_type)?
-                    .iter()
-                    .collect::<TimestampMicrosecondArray>()
+                longs::<TimestampMicrosecondType>(column.i64().map_err(wrong_type)?)
                     .with_timezone("UTC"),
             ),
             Kind::Bool => Arc::new(
@@ -224,14 +211,18 @@ pub(super) fn to_record_batch(
             ),
             Kind::CubicMeters => {
                 let (precision, scale) = CUBIC_METERS_DECIMAL;
-                let ml = column
-                    .i64()
-                    .map_err(wrong_type)?
-                    .iter()
-                    .map(|v| v.map(i128::from))
-                    .collect::<Decimal128Array>()
-                    .with_precision_and_scale(precision, scale as i8)
-                    .map_err(|e| bad(e.to_string()))?;
+                let values = column.i64().map_err(wrong_type)?;
+                let ml = match values.cont_slice() {
+                    Ok(slice) => Decimal128Array::from(
+                        slice.iter().map(|&v| i128::from(v)).collect::<Vec<_>>(),
+                    ),
+                    Err(_) => values
+                        .iter()
+                        .map(|v| v.map(i128::from))
+                        .collect::<Decimal128Array>(),
+                }
+                .with_precision_and_scale(precision, scale as i8)
+                .map_err(|e| bad(e.to_string()))?;
                 Arc::new(ml)
             }
         };
@@ -245,6 +236,29 @@ pub(super) fn to_record_batch(
     }
     RecordBatch::try_new(Arc::new(schema.clone()), arrays)
         .map_err(|e| Error::table_data(spec.name, "*", e.to_string()))
+}
+
+/// A text column as Arrow strings, its value buffer allocated once at its full size (collecting
+/// grows it from a kilobyte, copying it a dozen times for a state file's meter ids).
+fn texts(values: &StringChunked) -> StringArray {
+    let bytes = values
+        .downcast_iter()
+        .map(|chunk| chunk.total_bytes_len())
+        .sum();
+    let mut built = StringBuilder::with_capacity(values.len(), bytes);
+    for value in values.iter() {
+        built.append_option(value);
+    }
+    built.finish()
+}
+
+/// A 64-bit integer column as an Arrow array of type `T`: one copy of the values when it has no
+/// null and one chunk (the rows a step writes), with no validity to build.
+fn longs<T: ArrowPrimitiveType<Native = i64>>(values: &Int64Chunked) -> PrimitiveArray<T> {
+    match values.cont_slice() {
+        Ok(slice) => PrimitiveArray::new(ScalarBuffer::from(slice.to_vec()), None),
+        Err(_) => values.iter().collect(),
+    }
 }
 
 fn downcast<'a, T: 'static>(array: &'a ArrayRef, spec: &Spec, column: &str) -> Result<&'a T> {
@@ -333,6 +347,36 @@ mod tests {
         let batch = to_record_batch(&HOURLY_USAGE, &good, &schema)?;
         let back = to_frame(&HOURLY_USAGE, &batch, Some(1))?;
         assert!(back.equals(&good), "{back}");
+        Ok(())
+    }
+
+    /// Rows gathered from several reads (columns of several chunks) are converted value by
+    /// value, and a null among numbers is refused by name as among texts.
+    #[test]
+    fn chunked_columns_convert_and_null_numbers_are_refused()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let schema = arrow_schema(&HOURLY_USAGE);
+        let rows = |customers: &[&str], ml: &[Option<i64>]| {
+            let ones = vec![1i64; customers.len()];
+            df!(
+                "customer_id" => customers,
+                "usage_hour" => &ones,
+                "usage_ml" => ml,
+                "reading_count" => &ones,
+                "meter_count" => &ones,
+            )
+        };
+        let mut chunked = rows(&["C1"], &[Some(5)])?;
+        chunked.vstack_mut(&rows(&["C2", "C3"], &[Some(6), Some(7)])?)?;
+        assert!(chunked.column("usage_ml")?.n_chunks() > 1);
+        let batch = to_record_batch(&HOURLY_USAGE, &chunked, &schema)?;
+        let back = to_frame(&HOURLY_USAGE, &batch, Some(1))?;
+        assert!(back.equals(&chunked), "{back}");
+        let null = rows(&["C1", "C2"], &[Some(5), None])?;
+        match to_record_batch(&HOURLY_USAGE, &null, &schema) {
+            Err(Error::TableData { column, .. }) => assert_eq!(column, "usage_ml"),
+            other => panic!("a null usage must be refused, got {other:?}"),
+        }
         Ok(())
     }
 
