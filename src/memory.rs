@@ -34,7 +34,8 @@ pub fn limit_arenas() {
 }
 
 /// Returns the allocator's free pages to the system: glibc's `malloc_trim(0)`, which trims
-/// every arena. Nothing on other platforms. Costs milliseconds; called between batches.
+/// every arena. Nothing on other platforms. Costs milliseconds; called between a backlog's
+/// batches, after its last, and after the alert step's write.
 pub fn release_freed() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: `malloc_trim` takes no pointer; it walks the allocator's own free lists under

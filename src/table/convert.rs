@@ -212,6 +212,7 @@ pub(super) fn to_record_batch(
             Kind::CubicMeters => {
                 let (precision, scale) = CUBIC_METERS_DECIMAL;
                 let values = column.i64().map_err(wrong_type)?;
+                // As `longs`: one pass over the values when they have no null and one chunk.
                 let ml = match values.cont_slice() {
                     Ok(slice) => Decimal128Array::from(
                         slice.iter().map(|&v| i128::from(v)).collect::<Vec<_>>(),
@@ -372,9 +373,20 @@ mod tests {
         let batch = to_record_batch(&HOURLY_USAGE, &chunked, &schema)?;
         let back = to_frame(&HOURLY_USAGE, &batch, Some(1))?;
         assert!(back.equals(&chunked), "{back}");
+        // One chunk that starts inside its buffers: the values from its offset on.
+        let sliced = chunked.rechunk_mut().clone().slice(1, 2);
+        let batch = to_record_batch(&HOURLY_USAGE, &sliced, &schema)?;
+        let back = to_frame(&HOURLY_USAGE, &batch, Some(1))?;
+        assert!(back.equals(&sliced), "{back}");
+        assert_eq!(long_values(&back, "usage_ml", "test")?.as_ref(), [6, 7]);
         let null = rows(&["C1", "C2"], &[Some(5), None])?;
         match to_record_batch(&HOURLY_USAGE, &null, &schema) {
-            Err(Error::TableData { column, .. }) => assert_eq!(column, "usage_ml"),
+            Err(Error::TableData { table, column, .. }) => {
+                assert_eq!(
+                    (table.as_str(), column.as_str()),
+                    ("hourly_usage", "usage_ml")
+                );
+            }
             other => panic!("a null usage must be refused, got {other:?}"),
         }
         Ok(())
