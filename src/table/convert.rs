@@ -12,8 +12,9 @@ use deltalake::arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, BinaryArray, BooleanArray, Decimal128Array, Int64Array,
     PrimitiveArray, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
-use deltalake::arrow::buffer::ScalarBuffer;
-use deltalake::arrow::datatypes::{Int64Type, Schema as ArrowSchema, TimestampMicrosecondType};
+use deltalake::arrow::datatypes::{
+    Decimal128Type, Int64Type, Schema as ArrowSchema, TimestampMicrosecondType,
+};
 use polars::prelude::{
     Column, DataFrame, Int64Chunked, IntoColumn, NamedFrom, Series, StringChunked,
 };
@@ -190,9 +191,9 @@ pub(super) fn to_record_batch(
         let array: ArrayRef = match kind {
             Kind::Str => Arc::new(texts(column.str().map_err(wrong_type)?)),
             Kind::Hour => Arc::new(hour_texts(column.i64().map_err(wrong_type)?.iter())),
-            Kind::Long => Arc::new(longs::<Int64Type>(column.i64().map_err(wrong_type)?)),
+            Kind::Long => Arc::new(longs::<Int64Type>(column.i64().map_err(wrong_type)?, |v| v)),
             Kind::Timestamp => Arc::new(
-                longs::<TimestampMicrosecondType>(column.i64().map_err(wrong_type)?)
+                longs::<TimestampMicrosecondType>(column.i64().map_err(wrong_type)?, |v| v)
                     .with_timezone("UTC"),
             ),
             Kind::Bool => Arc::new(
@@ -211,19 +212,9 @@ pub(super) fn to_record_batch(
             ),
             Kind::CubicMeters => {
                 let (precision, scale) = CUBIC_METERS_DECIMAL;
-                let values = column.i64().map_err(wrong_type)?;
-                // As `longs`: one pass over the values when they have no null and one chunk.
-                let ml = match values.cont_slice() {
-                    Ok(slice) => Decimal128Array::from(
-                        slice.iter().map(|&v| i128::from(v)).collect::<Vec<_>>(),
-                    ),
-                    Err(_) => values
-                        .iter()
-                        .map(|v| v.map(i128::from))
-                        .collect::<Decimal128Array>(),
-                }
-                .with_precision_and_scale(precision, scale as i8)
-                .map_err(|e| bad(e.to_string()))?;
+                let ml = longs::<Decimal128Type>(column.i64().map_err(wrong_type)?, i128::from)
+                    .with_precision_and_scale(precision, scale as i8)
+                    .map_err(|e| bad(e.to_string()))?;
                 Arc::new(ml)
             }
         };
@@ -253,12 +244,16 @@ fn texts(values: &StringChunked) -> StringArray {
     built.finish()
 }
 
-/// A 64-bit integer column as an Arrow array of type `T`: one copy of the values when it has no
-/// null and one chunk (the rows a step writes), with no validity to build.
-fn longs<T: ArrowPrimitiveType<Native = i64>>(values: &Int64Chunked) -> PrimitiveArray<T> {
+/// A 64-bit integer column as an Arrow array of type `T`, each value as `native` gives it: one
+/// pass over the values when they have no null and one chunk (the rows a step writes), with no
+/// validity to build.
+fn longs<T: ArrowPrimitiveType>(
+    values: &Int64Chunked,
+    native: impl Fn(i64) -> T::Native,
+) -> PrimitiveArray<T> {
     match values.cont_slice() {
-        Ok(slice) => PrimitiveArray::new(ScalarBuffer::from(slice.to_vec()), None),
-        Err(_) => values.iter().collect(),
+        Ok(slice) => PrimitiveArray::new(slice.iter().map(|&v| native(v)).collect(), None),
+        Err(_) => values.iter().map(|v| v.map(&native)).collect(),
     }
 }
 
@@ -320,9 +315,22 @@ mod tests {
         );
     }
 
+    /// `rows` written as `hourly_usage` rows and read back.
+    fn hourly_round_trip(rows: &DataFrame) -> Result<DataFrame> {
+        let batch = to_record_batch(&HOURLY_USAGE, rows, &arrow_schema(&HOURLY_USAGE))?;
+        to_frame(&HOURLY_USAGE, &batch, Some(1))
+    }
+
+    /// The table and column that the refusal to write `rows` as `hourly_usage` rows names.
+    fn hourly_refusal(rows: &DataFrame) -> (String, String) {
+        match to_record_batch(&HOURLY_USAGE, rows, &arrow_schema(&HOURLY_USAGE)) {
+            Err(Error::TableData { table, column, .. }) => (table, column),
+            other => panic!("rows with a null must be refused, got {other:?}"),
+        }
+    }
+
     #[test]
     fn nulls_are_refused_by_name() -> Result<(), Box<dyn std::error::Error>> {
-        let schema = arrow_schema(&HOURLY_USAGE);
         let rows = df!(
             "customer_id" => [Some("C1"), None],
             "usage_hour" => [1i64, 1],
@@ -330,23 +338,17 @@ mod tests {
             "reading_count" => [1i64, 1],
             "meter_count" => [1i64, 1],
         )?;
-        match to_record_batch(&HOURLY_USAGE, &rows, &schema) {
-            Err(Error::TableData { table, column, .. }) => {
-                assert_eq!(
-                    (table.as_str(), column.as_str()),
-                    ("hourly_usage", "customer_id")
-                );
-            }
-            other => panic!("a null customer must be refused, got {other:?}"),
-        }
+        assert_eq!(
+            hourly_refusal(&rows),
+            ("hourly_usage".to_owned(), "customer_id".to_owned())
+        );
         let good = rows.filter(
             &rows
                 .column("customer_id")?
                 .as_materialized_series()
                 .is_not_null(),
         )?;
-        let batch = to_record_batch(&HOURLY_USAGE, &good, &schema)?;
-        let back = to_frame(&HOURLY_USAGE, &batch, Some(1))?;
+        let back = hourly_round_trip(&good)?;
         assert!(back.equals(&good), "{back}");
         Ok(())
     }
@@ -356,7 +358,6 @@ mod tests {
     #[test]
     fn chunked_columns_convert_and_null_numbers_are_refused()
     -> Result<(), Box<dyn std::error::Error>> {
-        let schema = arrow_schema(&HOURLY_USAGE);
         let rows = |customers: &[&str], ml: &[Option<i64>]| {
             let ones = vec![1i64; customers.len()];
             df!(
@@ -370,25 +371,18 @@ mod tests {
         let mut chunked = rows(&["C1"], &[Some(5)])?;
         chunked.vstack_mut(&rows(&["C2", "C3"], &[Some(6), Some(7)])?)?;
         assert!(chunked.column("usage_ml")?.n_chunks() > 1);
-        let batch = to_record_batch(&HOURLY_USAGE, &chunked, &schema)?;
-        let back = to_frame(&HOURLY_USAGE, &batch, Some(1))?;
+        let back = hourly_round_trip(&chunked)?;
         assert!(back.equals(&chunked), "{back}");
         // One chunk that starts inside its buffers: the values from its offset on.
         let sliced = chunked.rechunk_mut().clone().slice(1, 2);
-        let batch = to_record_batch(&HOURLY_USAGE, &sliced, &schema)?;
-        let back = to_frame(&HOURLY_USAGE, &batch, Some(1))?;
+        let back = hourly_round_trip(&sliced)?;
         assert!(back.equals(&sliced), "{back}");
         assert_eq!(long_values(&back, "usage_ml", "test")?.as_ref(), [6, 7]);
         let null = rows(&["C1", "C2"], &[Some(5), None])?;
-        match to_record_batch(&HOURLY_USAGE, &null, &schema) {
-            Err(Error::TableData { table, column, .. }) => {
-                assert_eq!(
-                    (table.as_str(), column.as_str()),
-                    ("hourly_usage", "usage_ml")
-                );
-            }
-            other => panic!("a null usage must be refused, got {other:?}"),
-        }
+        assert_eq!(
+            hourly_refusal(&null),
+            ("hourly_usage".to_owned(), "usage_ml".to_owned())
+        );
         Ok(())
     }
 
