@@ -4,8 +4,9 @@
 //! hour is a replay from a meter that went quiet (an outage), and those meters are known before
 //! their data arrives. So each hour partition of `hourly_usage` and `cumulative_usage` has a
 //! *main* file and a small *side* file: the side file holds the customers with a quiet meter
-//! (and customers new to the billing month). A replay then rewrites the side files of the hours
-//! it reaches, not every whole hour, and an hour is made one file again when it becomes final.
+//! or one just back from being quiet (its replay may straddle two runs), and customers new to
+//! the billing month. A replay then rewrites the side files of the hours it reaches, not every
+//! whole hour, and an hour is made one file again when it becomes final.
 //!
 //! The two tables must agree on who is kept apart, or a customer's hourly row could be written
 //! into the side file while an older copy stays in the main one. `cumulative_usage` is dense

@@ -56,9 +56,17 @@ impl Run {
         let p = trace::phase("dedup/classify and outcomes", p);
         let affected_hours = hour_set(&accepted, col::USAGE_HOUR)?;
         // What the state knows after the run (and so which meters count as new to a
-        // customer's hour), and who is quiet: no reading since the start of the latest
-        // ingestion hour, where every meter reporting on time has some.
+        // customer's hour), and who is kept apart in the side files: a meter quiet now (no
+        // reading since the start of the latest ingestion hour, where every meter reporting on
+        // time has some), or one that was quiet before this batch and is back in it. A meter
+        // back from an outage sends its buffer over minutes, and when those straddle the
+        // start of an ingestion hour the rest of the replay comes in the next run: had its
+        // customer gone back to the main files now, that rest would rewrite whole hours.
         let readings = readings_of(&accepted)?;
+        let back = match self.checkpoint.latest_ingest_hour {
+            Some(before) => meters.quiet_customers(before * HOUR_MICROS),
+            None => BTreeSet::new(),
+        };
         // (No watermark means no file, so no reading.)
         let (meters, first) = match self.batch.watermark_after {
             Some(watermark) => meters.advanced(watermark, &readings),
@@ -70,6 +78,7 @@ impl Run {
         let quiet = meters
             .quiet_customers(since)
             .into_iter()
+            .chain(back)
             .filter_map(|key| keys.customer_ids.get(&key).cloned())
             .collect();
         let report = DedupReport {

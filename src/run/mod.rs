@@ -151,7 +151,8 @@ struct Classified {
     new_meters: DataFrame,
     /// What the dedup state knows of each meter after the run.
     meters: MeterIndex,
-    /// Customers with a meter gone quiet: the side files take their rows.
+    /// Customers kept apart, whose rows the side files take: a meter gone quiet, or back in
+    /// this batch from being quiet (the rest of its replay may come in the next run).
     quiet: FastSet<String>,
     /// What the batch adds to each customer's hour (`hourly_usage` additions), once computed.
     additions: Option<DataFrame>,

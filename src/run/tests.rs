@@ -290,17 +290,94 @@ fn hand_worked_runs() -> Result<()> {
     Ok(())
 }
 
-/// A meter goes quiet and replays: the hours written while it was quiet keep it in their side
-/// files, and the replay rewrites those alone, in both tables.
-#[test]
-fn a_replay_rewrites_side_files_only() -> Result<()> {
-    let temp_dir = crate::testing::TempDir::new("side");
+/// One ingestion hour's readings: `(meter, customer, recorded, liters)`.
+type HourReadings<'a> = (&'a str, Vec<(&'a str, &'a str, &'a str, &'a str)>);
+
+/// What the last of a few hourly runs did, run step by step: its two table steps' reports.
+struct LastRun {
+    hourly: TableReport,
+    cumulative: TableReport,
+    config: Config,
+    _dir: crate::testing::TempDir,
+}
+
+/// Runs `readings` (on 2026-03-01) one ingestion hour a run, and checks that the last run
+/// left the main files of the hours `kept` as they were, in both tables.
+fn runs_keeping_main_files(
+    name: &str,
+    readings: &[HourReadings<'_>],
+    kept: &[&str],
+) -> Result<LastRun> {
+    let temp_dir = crate::testing::TempDir::new(name);
     let dir = temp_dir.path().to_path_buf();
     let log = dir.join("log");
     let (log_s, out_s) = (
         log.to_string_lossy().into_owned(),
         dir.join("out").to_string_lossy().into_owned(),
     );
+    let config = || {
+        Config::new(&Params {
+            input_root: &log_s,
+            output_root: &out_s,
+            ..Params::default()
+        })
+    };
+    let main_files = |config: &Config| -> Result<Vec<BTreeSet<String>>> {
+        let mut files = Vec::new();
+        for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
+            let t = block_on(Table::open_or_create(&spec.dir(config), spec))??;
+            for hour in kept {
+                let hour =
+                    parse_hour(&format!("2026-03-01T{hour}")).ok_or(Error::Hour { hour: 0 })?;
+                files.push(t.files_of(hour, crate::table::Role::Main));
+            }
+        }
+        Ok(files)
+    };
+    let Some(((last_folder, last_lines), earlier)) = readings.split_last() else {
+        return Err(Error::Hour { hour: 0 });
+    };
+    let lines = |lines: &[(&str, &str, &str, &str)]| -> Vec<String> {
+        lines.iter().map(|&(m, c, t, l)| line(m, c, t, l)).collect()
+    };
+    for (folder, readings) in earlier {
+        add_file(
+            &log,
+            &format!("2026-03-01T{folder}"),
+            "a.jsonl",
+            &lines(readings),
+        )?;
+        run_once(&config()?)?;
+    }
+    add_file(
+        &log,
+        &format!("2026-03-01T{last_folder}"),
+        "a.jsonl",
+        &lines(last_lines),
+    )?;
+    let config = config()?;
+    let before = main_files(&config)?;
+    let mut run = Run::start(&config)?;
+    run.parse()?;
+    run.dedup()?;
+    let hourly = run.write_hourly()?;
+    let cumulative = run.write_cumulative()?;
+    run.finish()?;
+    let after = main_files(&config)?;
+    assert_eq!(before, after, "the main files of hours {kept:?} stay");
+    assert!(after.iter().all(|files| files.len() == 1));
+    Ok(LastRun {
+        hourly,
+        cumulative,
+        config,
+        _dir: temp_dir,
+    })
+}
+
+/// A meter goes quiet and replays: the hours written while it was quiet keep it in their side
+/// files, and the replay rewrites those alone, in both tables.
+#[test]
+fn a_replay_rewrites_side_files_only() -> Result<()> {
     // C1's meter reports steadily (1 L a reading); C2's meter reports at 00:10 (2 L), then is
     // silent until the hour 03 run, which brings what it recorded meanwhile.
     let readings = [
@@ -328,54 +405,15 @@ fn a_replay_rewrites_side_files_only() -> Result<()> {
             ],
         ),
     ];
-    let config = |root: &Path| -> Result<Config> {
-        std::fs::create_dir_all(root).map_err(|e| Error::io("creating", root, e))?;
-        Config::new(&Params {
-            input_root: &log_s,
-            output_root: &out_s,
-            ..Params::default()
-        })
-    };
-    let main_files =
-        |config: &Config, spec: &'static Spec, hour: &str| -> Result<BTreeSet<String>> {
-            let hour = parse_hour(&format!("2026-03-01T{hour}")).ok_or(Error::Hour { hour: 0 })?;
-            let t = block_on(Table::open_or_create(&spec.dir(config), spec))??;
-            Ok(t.files_of(hour, crate::table::Role::Main))
-        };
-    let mut before = Vec::new();
-    for (i, (folder, lines)) in readings.iter().enumerate() {
-        let lines: Vec<String> = lines.iter().map(|&(m, c, t, l)| line(m, c, t, l)).collect();
-        add_file(&log, &format!("2026-03-01T{folder}"), "a.jsonl", &lines)?;
-        let config = config(&log)?;
-        if i == 3 {
-            for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
-                for hour in ["01", "02"] {
-                    before.push(main_files(&config, spec, hour)?);
-                }
-            }
-            let mut run = Run::start(&config)?;
-            run.parse()?;
-            run.dedup()?;
-            let hourly = run.write_hourly()?;
-            let cumulative = run.write_cumulative()?;
-            run.finish()?;
-            // Hours 01 and 02: side files only. Hour 00 was written before C2 went quiet, so
-            // its main file holds C2 and is rewritten; 03 is new.
-            assert_eq!((hourly.partitions, hourly.side_only), (4, 2));
-            assert_eq!((cumulative.partitions, cumulative.side_only), (4, 2));
-        } else {
-            run_once(&config)?;
-        }
-    }
-    let config = config(&log)?;
-    let mut after = Vec::new();
-    for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
-        for hour in ["01", "02"] {
-            after.push(main_files(&config, spec, hour)?);
-        }
-    }
-    assert_eq!(before, after, "the main files of hours 01 and 02 stay");
-    assert!(after.iter().all(|files| files.len() == 1));
+    let last = runs_keeping_main_files("side", &readings, &["01", "02"])?;
+    // Hours 01 and 02: side files only. Hour 00 was written before C2 went quiet, so its main
+    // file holds C2 and is rewritten; 03 is new.
+    assert_eq!((last.hourly.partitions, last.hourly.side_only), (4, 2));
+    assert_eq!(
+        (last.cumulative.partitions, last.cumulative.side_only),
+        (4, 2)
+    );
+    let config = last.config;
     let hourly = hourly_rows(&config)?;
     let expected_hourly = BTreeMap::from([
         (key("C1", "00"), vec![2000, 2, 1]),
@@ -400,6 +438,74 @@ fn a_replay_rewrites_side_files_only() -> Result<()> {
         (key("C2", "03"), vec![0, 10000]),
     ]);
     assert_eq!(cumulative, expected_cumulative);
+    Ok(())
+}
+
+/// A meter back from an outage sends its buffer across the start of an ingestion hour: the
+/// run that hears it return keeps its customer apart still, so the rest of the replay, in the
+/// next run, rewrites side files only.
+#[test]
+fn a_replay_across_two_runs_rewrites_side_files_only() -> Result<()> {
+    // C2's meter reports at 00:10, then is silent; back near the end of hour 02, it sends its
+    // 02:40 reading in the hour 02 folder and the rest of its buffer in the hour 03 one.
+    let readings = [
+        (
+            "00",
+            vec![
+                ("M1", "C1", "00:10", "1"),
+                ("M1", "C1", "00:40", "1"),
+                ("M2", "C2", "00:10", "2"),
+            ],
+        ),
+        (
+            "01",
+            vec![("M1", "C1", "01:10", "1"), ("M1", "C1", "01:40", "1")],
+        ),
+        (
+            "02",
+            vec![("M1", "C1", "02:10", "1"), ("M2", "C2", "02:40", "2")],
+        ),
+        (
+            "03",
+            vec![
+                ("M1", "C1", "03:10", "1"),
+                ("M2", "C2", "00:40", "2"),
+                ("M2", "C2", "01:10", "2"),
+                ("M2", "C2", "01:40", "2"),
+                ("M2", "C2", "02:10", "2"),
+                ("M2", "C2", "03:10", "2"),
+            ],
+        ),
+    ];
+    let last = runs_keeping_main_files("straddle", &readings, &["01", "02"])?;
+    // Hour 00's main file holds C2 (written before its meter went quiet); 03 is new.
+    assert_eq!((last.hourly.partitions, last.hourly.side_only), (4, 2));
+    assert_eq!(
+        (last.cumulative.partitions, last.cumulative.side_only),
+        (4, 2)
+    );
+    let hourly = BTreeMap::from([
+        (key("C1", "00"), vec![2000, 2, 1]),
+        (key("C1", "01"), vec![2000, 2, 1]),
+        (key("C1", "02"), vec![1000, 1, 1]),
+        (key("C1", "03"), vec![1000, 1, 1]),
+        (key("C2", "00"), vec![4000, 2, 1]),
+        (key("C2", "01"), vec![4000, 2, 1]),
+        (key("C2", "02"), vec![4000, 2, 1]),
+        (key("C2", "03"), vec![2000, 1, 1]),
+    ]);
+    assert_eq!(hourly_rows(&last.config)?, hourly);
+    let cumulative = BTreeMap::from([
+        (key("C1", "00"), vec![2000, 2000]),
+        (key("C1", "01"), vec![2000, 4000]),
+        (key("C1", "02"), vec![1000, 5000]),
+        (key("C1", "03"), vec![1000, 6000]),
+        (key("C2", "00"), vec![4000, 4000]),
+        (key("C2", "01"), vec![4000, 8000]),
+        (key("C2", "02"), vec![4000, 12000]),
+        (key("C2", "03"), vec![2000, 14000]),
+    ]);
+    assert_eq!(cumulative_rows(&last.config)?, cumulative);
     Ok(())
 }
 
