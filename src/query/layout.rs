@@ -15,14 +15,14 @@
 //! hour that is not final: **`hourly_usage`'s main file holds no customer of the side set and no
 //! customer new to the month.** Then an `hourly_usage` change whose customers are all in the side
 //! set or new to the month can rewrite the side files alone; any other change rewrites the whole
-//! hour of both tables, split afresh by who is quiet now.
+//! hour of both tables, split afresh by who is kept apart now.
 
 use crate::hashing::FastSet;
 
 /// What a run rewrites of one hour partition of `hourly_usage`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hourly {
-    /// Every file: main and side are written again, split by who is quiet now.
+    /// Every file: main and side are written again, split by who is kept apart now.
     Whole,
     /// The side files only.
     Side,

@@ -1,8 +1,8 @@
 //! The dedup step: the watermark (late and future records into the ledger), then first copy
 //! wins against the batch and the dedup state (conflicts into the ledger), and the accounting
 //! check `read = accepted + duplicates + quarantined`. It also works out what the dedup state
-//! will know after the run: each meter's hours and latest reading, and so which customers have
-//! a meter gone quiet.
+//! will know after the run: each meter's hours and latest reading, and so which customers the
+//! side files keep apart (a meter gone quiet, or back from being quiet in this batch).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -62,10 +62,18 @@ impl Run {
         // back from an outage sends its buffer over minutes, and when those straddle the
         // start of an ingestion hour the rest of the replay comes in the next run: had its
         // customer gone back to the main files now, that rest would rewrite whole hours.
+        // "Quiet before" is as of the previous batch's latest ingestion hour, or the hour
+        // before this batch's latest when that is earlier: an earlier batch of the same hour
+        // may have held only some of the hour's meters.
         let readings = readings_of(&accepted)?;
-        let back = match self.checkpoint.latest_ingest_hour {
-            Some(before) => meters.quiet_customers(before * HOUR_MICROS),
-            None => BTreeSet::new(),
+        let back = match (
+            self.checkpoint.latest_ingest_hour,
+            self.batch.latest_ingest_after,
+        ) {
+            (Some(before), Some(latest)) => {
+                meters.quiet_customers(before.min(latest - 1) * HOUR_MICROS)
+            }
+            _ => BTreeSet::new(),
         };
         // (No watermark means no file, so no reading.)
         let (meters, first) = match self.batch.watermark_after {

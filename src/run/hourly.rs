@@ -1,6 +1,6 @@
 //! The `hourly_usage` step: what the accepted readings add to each customer's hours, merged
 //! into the stored rows of the recording hours they fall in, hour by hour, and those rows
-//! replaced in one commit: a whole hour (main and side files, split by who is quiet now) or,
+//! replaced in one commit: a whole hour (main and side files, split by who is kept apart now) or,
 //! when every changed customer is kept apart in that hour, its side files alone (see
 //! `query::layout`).
 

@@ -509,6 +509,95 @@ fn a_replay_across_two_runs_rewrites_side_files_only() -> Result<()> {
     Ok(())
 }
 
+/// The customers in `spec`'s side files of an hour of 2026-03-01.
+fn side_customers(config: &Config, spec: &'static Spec, hour: &str) -> Result<BTreeSet<String>> {
+    let hour = parse_hour(&format!("2026-03-01T{hour}")).ok_or(Error::Hour { hour: 0 })?;
+    let t = block_on(Table::open_or_create(&spec.dir(config), spec))??;
+    let paths = t.files_of(hour, crate::table::Role::Side);
+    let rows = block_on(t.read_files(&BTreeSet::from([hour]), &paths))??;
+    let ids = rows
+        .column("customer_id")
+        .and_then(|c| c.str().cloned())
+        .map_err(Error::polars("test"))?;
+    Ok(ids.iter().flatten().map(str::to_owned).collect())
+}
+
+/// An hour's files taken in two batches: the second keeps apart the meter back from an outage,
+/// not the steady meter the first batch happened not to hold.
+#[test]
+fn an_hour_in_two_batches_keeps_apart_only_meters_back_from_quiet() -> Result<()> {
+    let temp_dir = crate::testing::TempDir::new("two-batches");
+    let log = temp_dir.path().join("log");
+    let out = temp_dir.path().join("out");
+    let (log_s, out_s) = (log.to_string_lossy(), out.to_string_lossy());
+    // M2 is silent in hour 01; M3 reports steadily, but hour 02's first file holds only M1.
+    // The second file brings M3, a late reading of C1 (so hour 02 is written whole again,
+    // split afresh) and M2's return with part of its buffer.
+    let files = [
+        (
+            "00",
+            "a.jsonl",
+            vec![
+                ("M1", "C1", "00:10", "1"),
+                ("M2", "C2", "00:10", "2"),
+                ("M3", "C3", "00:10", "3"),
+            ],
+        ),
+        (
+            "01",
+            "a.jsonl",
+            vec![("M1", "C1", "01:10", "1"), ("M3", "C3", "01:10", "3")],
+        ),
+        ("02", "a.jsonl", vec![("M1", "C1", "02:10", "1")]),
+        (
+            "02",
+            "b.jsonl",
+            vec![
+                ("M1", "C1", "02:05", "1"),
+                ("M3", "C3", "02:10", "3"),
+                ("M2", "C2", "02:20", "2"),
+                ("M2", "C2", "01:10", "2"),
+            ],
+        ),
+    ];
+    for (folder, name, readings) in files {
+        let lines: Vec<String> = readings
+            .iter()
+            .map(|&(m, c, t, l)| line(m, c, t, l))
+            .collect();
+        add_file(&log, &format!("2026-03-01T{folder}"), name, &lines)?;
+    }
+    let mut config = Config::new(&Params {
+        input_root: &log_s,
+        output_root: &out_s,
+        ..Params::default()
+    })?;
+    // Each file a batch of its own: a file is about 150 bytes a line.
+    config.chunk_bytes = Some(100);
+    let run = Run::start(&config)?;
+    let later = run.later_files();
+    run.run_steps()?;
+    assert_eq!(
+        catch_up(&config, later)?.batches.len(),
+        3,
+        "one file a batch"
+    );
+    let (hourly, cumulative) = (hourly_rows(&config)?, cumulative_rows(&config)?);
+    assert_eq!(hourly[&key("C1", "02")], vec![2000, 2, 1]);
+    assert_eq!(hourly[&key("C2", "02")], vec![2000, 1, 1]);
+    assert_eq!(cumulative[&key("C2", "02")], vec![2000, 6000]);
+    assert_eq!(cumulative[&key("C3", "02")], vec![3000, 9000]);
+    for spec in [&HOURLY_USAGE, &CUMULATIVE_USAGE] {
+        assert_eq!(
+            side_customers(&config, spec, "02")?,
+            BTreeSet::from(["C2".to_owned()]),
+            "{}",
+            spec.name
+        );
+    }
+    Ok(())
+}
+
 /// A run takes what its listing found, in chunks; files that arrive meanwhile wait for the
 /// next run.
 #[test]

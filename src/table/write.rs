@@ -24,8 +24,8 @@ pub struct Written(pub(super) Vec<Add>);
 pub enum Role {
     /// The rows late data is not expected to change: rewritten only when the whole hour is.
     Main,
-    /// The rows late data may still change (customers with a meter gone quiet, customers new
-    /// to a month): small, rewritten on their own.
+    /// The rows late data may still change (customers with a meter gone quiet or just back,
+    /// customers new to a month): small, rewritten on their own.
     Side,
     /// A file without the tag: written by another engine (an `OPTIMIZE` that merged an hour's
     /// main and side files) or by a version before main files were tagged. Which customers it
