@@ -107,17 +107,20 @@ def copy_final_days(log: Path, hist: Path) -> None:
     print(f'history: {done.stdout.splitlines()[0]}', flush=True)
 
 
-def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int) -> Path:
+def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int,
+             outages_from: datetime | None = None) -> Path:
     """The log for ingestion hours [first, end), in two halves at once (one per core): calls
     over adjacent windows deliver each record once. An existing log of the same scale that
     covers the hours is reused. Returns a folder holding exactly the hour folders of [first,
     end) (links into the log), the runs' input."""
     marker = log.parent / 'log.json'
-    wanted = {'first': first.strftime(HOUR), 'end': end.strftime(HOUR), 'meters': meters}
+    wanted = {'first': first.strftime(HOUR), 'end': end.strftime(HOUR), 'meters': meters,
+              'outages_from': outages_from and outages_from.strftime(HOUR)}
     if marker.exists():
         have = json.loads(marker.read_text())
         if (have['meters'] == meters and have['first'] <= wanted['first']
-                and have['end'] >= wanted['end']):
+                and have['end'] >= wanted['end']
+                and have.get('outages_from') == wanted['outages_from']):
             print(f'log: reusing {log}')
             return log_view(log, first, end)
     shutil.rmtree(log, ignore_errors=True)
@@ -129,7 +132,9 @@ def generate(gen: Path, log: Path, first: datetime, end: datetime, meters: int) 
                                '--end-hour', b.strftime(HOUR), '--meters', str(meters),
                                '--interval-minutes', '5', '--duplicate-rate', '0.015',
                                '--offline-share', '0.02', '--files-per-hour',
-                               str(FILES_PER_HOUR), '--seed', '1'], stdout=subprocess.DEVNULL)
+                               str(FILES_PER_HOUR), '--seed', '1',
+                               *(['--outages-from', outages_from.strftime(HOUR)]
+                                 if outages_from else [])], stdout=subprocess.DEVNULL)
              for a, b in ((first, middle), (middle, end))]
     if any(p.wait() != 0 for p in procs):
         raise SystemExit('the generator failed')
@@ -314,6 +319,9 @@ def main() -> None:
                         help='measure this build of examples/run_once on the same history')
     parser.add_argument('--no-notebook', action='store_true',
                         help='skip the scheduled runs through papermill')
+    parser.add_argument('--fleet-starts-with-history', action='store_true',
+                        help='no outage under way at the history\'s first hour (every meter that '
+                             'replays is known to the tables: the steady state of a short history)')
     parser.add_argument('--duckdb-once', type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.duckdb_once:
@@ -328,9 +336,10 @@ def main() -> None:
           f'measured from {args.month_end}; work folder {work}', flush=True)
     try:
         bins = copy_binaries(work / 'bin')
-        log = generate(bins['gen'], log, first, month_end + timedelta(hours=3), args.meters)
+        log = generate(bins['gen'], log, first, month_end + timedelta(hours=3), args.meters,
+                       first if args.fleet_starts_with_history else None)
         key = {'meters': args.meters, 'first': first.strftime(HOUR),
-               'hours': args.history_hours}
+               'hours': args.history_hours, 'fleet_starts': args.fleet_starts_with_history}
         per_hour = history(bins['run_once'], log, hist, args.history_hours, key)
         copy_final_days(log, hist)
         shutil.rmtree(out, ignore_errors=True)

@@ -81,6 +81,23 @@ def test_adjacent_windows_deliver_each_record_once(tmp_path: Path, generate: Gen
     assert whole == split
 
 
+def test_outages_from_starts_with_every_meter_reporting(tmp_path: Path,
+                                                        generate: Generate) -> None:
+    common = ('--meters', '300', '--offline-share', '0.5', '--seed', '5')
+    start = datetime.fromisoformat('2026-03-08T00:00:00+00:00')
+
+    def earliest(folder: Path, *extra: str) -> float:
+        """Seconds from the window's start to the earliest reading recorded in it."""
+        generate(folder, '2026-03-08T00', '2026-03-08T06', *common, *extra)
+        return min((ts(r['recorded_at']) - start).total_seconds() for _, r in records(folder))
+
+    # A fleet running long before the window: replays reach back hours before it.
+    assert earliest(tmp_path / 'running') < -2 * 3600
+    # No outage before the start: what was recorded before it arrives live (30 minutes at
+    # most) or as a retry (59 minutes after its first copy).
+    assert earliest(tmp_path / 'fresh', '--outages-from', '2026-03-08T00') >= -(30 + 59) * 60
+
+
 def test_duplicates_delays_and_replays_are_as_claimed(tmp_path: Path, generate: Generate) -> None:
     generate(tmp_path, '2026-03-01T00', '2026-03-08T00', '--meters', '60',
              '--duplicate-rate', '0.05', '--offline-share', '0.3', '--seed', '11')

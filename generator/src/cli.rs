@@ -72,6 +72,12 @@ pub struct Args {
           value_parser = clap::value_parser!(u32).range(1..=167))]
     pub max_outage_hours: u32,
 
+    /// No outage begins before this time, UTC (`2026-03-01T00`, or an RFC 3339 time): a fleet
+    /// all reporting then, as when collection starts. Without it, outages may be under way at
+    /// the first hour, as in a log cut from a running system.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub outages_from: Option<DateTime<Utc>>,
+
     /// Share of lines written malformed (bad JSON, missing field, wrong type, negative usage,
     /// timestamp without offset).
     #[arg(long, default_value_t = 0.0, value_name = "SHARE")]

@@ -91,6 +91,8 @@ pub struct Fleet {
     offline_share: f64,
     leak_share: f64,
     max_outage_secs: i64,
+    /// No outage begins before this (seconds since the epoch).
+    outages_from: i64,
     malformed_rate: f64,
 }
 
@@ -151,6 +153,7 @@ impl Fleet {
             offline_share: args.offline_share,
             leak_share: args.leak_share,
             max_outage_secs: i64::from(args.max_outage_hours) * 3600,
+            outages_from: args.outages_from.map_or(i64::MIN, |t| t.timestamp()),
             malformed_rate: args.malformed_rate,
         }
     }
@@ -339,7 +342,7 @@ impl Fleet {
         }
         let start = slot * SLOT_SECS + r.random_range(0..SLOT_SECS);
         let end = start + r.random_range(3600..=self.max_outage_secs);
-        Some(Outage { start, end })
+        (start >= self.outages_from).then_some(Outage { start, end })
     }
 
     /// The outage a reading at `t` falls into; an outage lasts less than a slot, so only the
