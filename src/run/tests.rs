@@ -515,11 +515,7 @@ fn side_customers(config: &Config, spec: &'static Spec, hour: &str) -> Result<BT
     let t = block_on(Table::open_or_create(&spec.dir(config), spec))??;
     let paths = t.files_of(hour, crate::table::Role::Side);
     let rows = block_on(t.read_files(&BTreeSet::from([hour]), &paths))??;
-    let ids = rows
-        .column("customer_id")
-        .and_then(|c| c.str().cloned())
-        .map_err(Error::polars("test"))?;
-    Ok(ids.iter().flatten().map(str::to_owned).collect())
+    Ok(super::layout::customers(&rows)?.into_iter().collect())
 }
 
 /// An hour's files taken in two batches: the second keeps apart the meter back from an outage,
