@@ -364,8 +364,7 @@ impl MonthWalk {
             .copied()
             .chain(self.newcomers.iter().map(String::as_str))
             .collect();
-        let present = sorted_members(ids, &candidates);
-        for customer in candidates.into_iter().filter(|c| !present.contains(c)) {
+        for customer in not_among(ids, &candidates) {
             let usage = added.get(customer).copied().unwrap_or(0);
             joining.0.push(customer.to_owned());
             joining.1.push(usage);
@@ -388,23 +387,16 @@ impl MonthWalk {
     }
 }
 
-/// Which of `candidates` are among the sorted `ids` (binary search: the candidates are few).
-fn sorted_members<'a>(ids: &StringChunked, candidates: &BTreeSet<&'a str>) -> BTreeSet<&'a str> {
-    let n = ids.len();
+/// The `candidates` that are not among `ids`. Both are sorted, so one merge pass: a new hour's
+/// candidates are every customer with usage in it, as many as `ids` at a month's start.
+fn not_among<'a>(ids: &StringChunked, candidates: &BTreeSet<&'a str>) -> Vec<&'a str> {
+    let mut ids = ids.iter().flatten().peekable();
     candidates
         .iter()
         .copied()
-        .filter(|c| {
-            let (mut lo, mut hi) = (0, n);
-            while lo < hi {
-                let mid = (lo + hi) / 2;
-                match ids.get(mid) {
-                    Some(id) if id < *c => lo = mid + 1,
-                    Some(id) if id == *c => return true,
-                    _ => hi = mid,
-                }
-            }
-            false
+        .filter(|&c| {
+            while ids.next_if(|&id| id < c).is_some() {}
+            ids.peek() != Some(&c)
         })
         .collect()
 }
@@ -456,6 +448,17 @@ mod tests {
             rows(&[("A", 1, 9), ("B", 0, 10), ("C", 0, 4), ("D", 9, 9)])
         );
         Ok(())
+    }
+
+    #[test]
+    fn candidates_not_among_sorted_ids() {
+        let candidates: BTreeSet<&str> = ["A", "B", "C", "D", "E"].into();
+        let ids = StringChunked::from_slice("customer_id".into(), &["B", "D"]);
+        assert_eq!(not_among(&ids, &candidates), ["A", "C", "E"]);
+        let all = StringChunked::from_slice("customer_id".into(), &["A", "B", "C", "D", "E"]);
+        assert!(not_among(&all, &candidates).is_empty());
+        let none = StringChunked::from_slice("customer_id".into(), &[] as &[&str]);
+        assert_eq!(not_among(&none, &candidates).len(), 5);
     }
 
     #[test]
