@@ -127,7 +127,9 @@ parameters! {
     /// Most input files one run takes; 0 takes every new file.
     batch_cap: Int = 0,
     /// A run takes its new files in chunks of at most this many megabytes of log (at least one
-    /// file each), each chunk a batch of its own, one after another; 0: one chunk.
+    /// file each), each chunk a batch of its own, one after another; 0: one chunk. An ingestion
+    /// hour of up to 4 chunks is one chunk, whole: each batch holding part of an hour rewrites
+    /// that hour's table files.
     chunk_mb: Int = 512,
     /// How far past its ingestion hour's end a record may be dated, in minutes.
     clock_skew_minutes: Int = 5,
