@@ -46,27 +46,83 @@ pub struct MeterIndex {
     /// Sorted by meter, then customer.
     rows: Vec<MeterRow>,
     /// Meter key to the index of its first row.
-    by_meter: FastMap<i64, usize>,
+    by_meter: FirstRows,
+}
+
+/// Where each meter's rows start. Meter keys are given out from 0 in order of first appearance
+/// (`run::keys`), so a list indexed by key is the usual form: a lookup is one read, and a
+/// batch's records, which name meters in about the order they were first heard, read it and
+/// the rows nearly in order (a hash map scatters them). Keys far beyond the rows (a
+/// fleet that has seen many more meters than it holds now) use a map, so the list never holds
+/// more than a few entries per row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FirstRows {
+    /// Indexed by meter key; [`NO_ROW`] for a meter with no rows.
+    Dense(Vec<u32>),
+    Sparse(FastMap<i64, usize>),
+}
+
+/// A meter with no rows, in [`FirstRows::Dense`].
+const NO_ROW: u32 = u32::MAX;
+
+/// The most list entries per row before [`FirstRows`] is a map.
+const DENSE_PER_ROW: usize = 4;
+/// The entries a list may hold whatever the rows (256 KB).
+const DENSE_FLOOR: usize = 1 << 16;
+
+impl Default for FirstRows {
+    fn default() -> Self {
+        Self::Dense(Vec::new())
+    }
+}
+
+impl FirstRows {
+    /// The first row of each meter of `rows` (sorted by meter).
+    fn of(rows: &[MeterRow]) -> Self {
+        let max_key = rows.iter().map(|r| r.meter).max().unwrap_or(-1);
+        let dense_len = rows.len().saturating_mul(DENSE_PER_ROW).max(DENSE_FLOOR);
+        let len = usize::try_from(max_key.saturating_add(1)).ok();
+        let fits = rows.first().is_none_or(|r| r.meter >= 0) && rows.len() < NO_ROW as usize;
+        match len.filter(|&len| fits && len <= dense_len) {
+            Some(len) => {
+                let mut first = vec![NO_ROW; len];
+                for (i, row) in rows.iter().enumerate().rev() {
+                    // Below `len`, and `i` below `NO_ROW`: checked above.
+                    first[row.meter as usize] = i as u32;
+                }
+                Self::Dense(first)
+            }
+            None => {
+                let mut first = FastMap::with_capacity_and_hasher(rows.len(), Default::default());
+                for (i, row) in rows.iter().enumerate().rev() {
+                    first.insert(row.meter, i);
+                }
+                Self::Sparse(first)
+            }
+        }
+    }
+
+    fn get(&self, meter: i64) -> Option<usize> {
+        match self {
+            Self::Dense(first) => usize::try_from(meter)
+                .ok()
+                .and_then(|m| first.get(m))
+                .filter(|&&i| i != NO_ROW)
+                .map(|&i| i as usize),
+            Self::Sparse(first) => first.get(&meter).copied(),
+        }
+    }
 }
 
 impl MeterIndex {
     /// An index of `rows` (any order) whose bitmaps start at word `first_word`.
     pub fn new(first_word: i64, mut rows: Vec<MeterRow>) -> Self {
         rows.sort_by_key(|r| (r.meter, r.customer));
-        let mut index = Self {
+        let by_meter = FirstRows::of(&rows);
+        Self {
             first_word,
             rows,
-            by_meter: FastMap::default(),
-        };
-        index.reindex();
-        index
-    }
-
-    fn reindex(&mut self) {
-        self.by_meter.clear();
-        self.by_meter.reserve(self.rows.len());
-        for (i, row) in self.rows.iter().enumerate().rev() {
-            self.by_meter.insert(row.meter, i);
+            by_meter,
         }
     }
 
@@ -83,8 +139,8 @@ impl MeterIndex {
     }
 
     fn rows_of(&self, meter: i64) -> &[MeterRow] {
-        match self.by_meter.get(&meter) {
-            Some(&first) => {
+        match self.by_meter.get(meter) {
+            Some(first) => {
                 let len = self.rows[first..]
                     .iter()
                     .take_while(|r| r.meter == meter)
@@ -132,47 +188,64 @@ impl MeterIndex {
     pub fn advanced(&self, watermark: i64, accepted: &[(i64, i64, i64)]) -> (Self, Vec<bool>) {
         let first_word = watermark.div_euclid(BITS);
         let shift = first_word - self.first_word;
-        let mut rows: FastMap<(i64, i64), MeterRow> =
-            FastMap::with_capacity_and_hasher(self.rows.len(), Default::default());
-        for row in &self.rows {
-            let mut words = [0u64; WORDS];
-            for (w, out) in words.iter_mut().enumerate() {
-                let from = w as i64 + shift;
-                if let Some(&word) = usize::try_from(from).ok().and_then(|f| row.words.get(f)) {
-                    *out = word;
+        // The rows kept in place, their windows shifted; rows new to the index after them.
+        let mut rows: Vec<MeterRow> = self
+            .rows
+            .iter()
+            .map(|row| {
+                let mut words = [0u64; WORDS];
+                for (w, out) in words.iter_mut().enumerate() {
+                    let from = w as i64 + shift;
+                    if let Some(&word) = usize::try_from(from).ok().and_then(|f| row.words.get(f)) {
+                        *out = word;
+                    }
                 }
-            }
-            rows.insert(
-                (row.meter, row.customer),
                 MeterRow {
                     words,
                     ..row.clone()
-                },
-            );
-        }
-        let mut next = Self {
+                }
+            })
+            .collect();
+        let mut added: FastMap<(i64, i64), usize> = FastMap::default();
+        let window = Self {
             first_word,
             rows: Vec::new(),
-            by_meter: FastMap::default(),
+            by_meter: FirstRows::default(),
         };
         let mut first = Vec::with_capacity(accepted.len());
         // Readings of hours the new window does not keep: counted against the old index.
         let mut seen_behind: FastSet<(i64, i64, i64)> = FastSet::default();
         for &(meter, customer, recorded_at) in accepted {
             let hour = recorded_at.div_euclid(HOUR_MICROS);
-            let slot = next.bit(hour).filter(|_| hour >= watermark);
+            let slot = window.bit(hour).filter(|_| hour >= watermark);
             let Some((word, bit)) = slot else {
                 first.push(
                     !self.had(meter, customer, hour) && seen_behind.insert((meter, customer, hour)),
                 );
                 continue;
             };
-            let row = rows.entry((meter, customer)).or_insert(MeterRow {
-                meter,
-                customer,
-                last_seen: recorded_at,
-                words: [0; WORDS],
+            // The kept rows are where they were in `self.rows`: found in `rows` itself, so a
+            // reading touches one list of rows, not two.
+            let kept = self.by_meter.get(meter).and_then(|first| {
+                rows[first..]
+                    .iter()
+                    .take_while(|r| r.meter == meter)
+                    .position(|r| r.customer == customer)
+                    .map(|i| first + i)
             });
+            let at = match kept {
+                Some(at) => at,
+                None => *added.entry((meter, customer)).or_insert_with(|| {
+                    rows.push(MeterRow {
+                        meter,
+                        customer,
+                        last_seen: recorded_at,
+                        words: [0; WORDS],
+                    });
+                    rows.len() - 1
+                }),
+            };
+            let row = &mut rows[at];
             // The shifted words still hold what earlier runs knew of this hour.
             first.push(row.words[word] & bit == 0);
             row.words[word] |= bit;
@@ -185,16 +258,11 @@ impl MeterIndex {
         } else {
             !((1u64 << below) - 1)
         };
-        next.rows = rows
-            .into_values()
-            .filter_map(|mut row| {
-                row.words[0] &= keep_first;
-                row.words.iter().any(|&w| w != 0).then_some(row)
-            })
-            .collect();
-        next.rows.sort_by_key(|r| (r.meter, r.customer));
-        next.reindex();
-        (next, first)
+        rows.retain_mut(|row| {
+            row.words[0] &= keep_first;
+            row.words.iter().any(|&w| w != 0)
+        });
+        (Self::new(first_word, rows), first)
     }
 
     /// Customers with a meter that has not reported since `since` (µs): a meter gone quiet
@@ -338,6 +406,30 @@ mod tests {
         // The same hour in the next window's last word.
         assert!(moved.advanced(250, &[]).0.had(3, 30, 250));
         assert!(!moved.advanced(251, &[]).0.had(3, 30, 250));
+    }
+
+    #[test]
+    fn meters_are_found_whether_their_keys_are_close_or_far_apart() {
+        let readings = |meters: &[i64]| -> Vec<(i64, i64, i64)> {
+            meters.iter().map(|&m| (m, m + 1, 640 * H + 5)).collect()
+        };
+        let close = [7, 0, 3];
+        let far = [7, 5_000_000_000, -2];
+        for (meters, dense) in [(&close, true), (&far, false)] {
+            let (index, first) = MeterIndex::default().advanced(600, &readings(meters));
+            assert_eq!(first, [true; 3]);
+            assert_eq!(matches!(index.by_meter, FirstRows::Dense(_)), dense);
+            for &m in meters {
+                assert!(index.had(m, m + 1, 640), "meter {m}");
+                assert!(!index.had(m, m + 2, 640), "meter {m}, another customer");
+                assert!(index.may_hold(m, 640 * H + 5), "meter {m}");
+            }
+            assert!(!index.had(8, 9, 640) && !index.may_hold(8, 640 * H + 5));
+            // A second run finds the rows it already has.
+            let (again, first) = index.advanced(600, &readings(meters));
+            assert_eq!(first, [false; 3]);
+            assert_eq!(again.rows(), index.rows());
+        }
     }
 
     #[test]
