@@ -312,7 +312,21 @@ impl MeterIndex {
                 words: std::array::from_fn(|w| words[w][i] as u64),
             })
             .collect();
-        Ok(Self::new(first_word, rows))
+        let index = Self::new(first_word, rows);
+        // `advanced` keeps one row per meter and customer, so two are a damaged table (a map
+        // of them would keep one silently).
+        if index
+            .rows
+            .windows(2)
+            .any(|w| (w[0].meter, w[0].customer) == (w[1].meter, w[1].customer))
+        {
+            return Err(Error::table_data(
+                DEDUP_METERS.name,
+                col::METER,
+                "a meter and customer in two rows",
+            ));
+        }
+        Ok(index)
     }
 
     /// The index as `dedup_meters` rows.
@@ -438,6 +452,19 @@ mod tests {
         let (index, _) =
             MeterIndex::default().advanced(0, &[(1, 10, 63 * H), (2, 20, 255 * H + 1)]);
         assert_eq!(MeterIndex::from_frame(&index.to_frame()?)?, index);
+        // A meter and customer in two rows is refused, not merged.
+        let row = |word| MeterRow {
+            meter: 1,
+            customer: 10,
+            last_seen: H,
+            words: [word, 0, 0, 0],
+        };
+        let doubled = MeterIndex::new(0, vec![row(1), row(2)]);
+        let refused = MeterIndex::from_frame(&doubled.to_frame()?);
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("two rows")),
+            "a doubled row"
+        );
         Ok(())
     }
 }
