@@ -79,7 +79,7 @@ impl Default for FirstRows {
 impl FirstRows {
     /// The first row of each meter of `rows` (sorted by meter).
     fn of(rows: &[MeterRow]) -> Self {
-        let max_key = rows.iter().map(|r| r.meter).max().unwrap_or(-1);
+        let max_key = rows.last().map_or(-1, |r| r.meter);
         let dense_len = rows.len().saturating_mul(DENSE_PER_ROW).max(DENSE_FLOOR);
         let len = usize::try_from(max_key.saturating_add(1)).ok();
         let fits = rows.first().is_none_or(|r| r.meter >= 0) && rows.len() < NO_ROW as usize;
@@ -114,6 +114,22 @@ impl FirstRows {
     }
 }
 
+/// The rows of `meter` in `rows` (sorted by meter), the first of them at `first`.
+fn meter_run(rows: &[MeterRow], first: usize, meter: i64) -> &[MeterRow] {
+    let len = rows[first..]
+        .iter()
+        .take_while(|r| r.meter == meter)
+        .count();
+    &rows[first..first + len]
+}
+
+/// Word and bit of `hour` in a window whose bitmaps start at word `first_word`, if it covers it.
+fn window_bit(first_word: i64, hour: i64) -> Option<(usize, u64)> {
+    let word = hour.div_euclid(BITS) - first_word;
+    let word = usize::try_from(word).ok().filter(|&w| w < WORDS)?;
+    Some((word, 1u64 << hour.rem_euclid(BITS)))
+}
+
 impl MeterIndex {
     /// An index of `rows` (any order) whose bitmaps start at word `first_word`.
     pub fn new(first_word: i64, mut rows: Vec<MeterRow>) -> Self {
@@ -140,22 +156,14 @@ impl MeterIndex {
 
     fn rows_of(&self, meter: i64) -> &[MeterRow] {
         match self.by_meter.get(meter) {
-            Some(first) => {
-                let len = self.rows[first..]
-                    .iter()
-                    .take_while(|r| r.meter == meter)
-                    .count();
-                &self.rows[first..first + len]
-            }
+            Some(first) => meter_run(&self.rows, first, meter),
             None => &[],
         }
     }
 
     /// Word and bit of `hour`, if the window covers it.
     fn bit(&self, hour: i64) -> Option<(usize, u64)> {
-        let word = hour.div_euclid(BITS) - self.first_word;
-        let word = usize::try_from(word).ok().filter(|&w| w < WORDS)?;
-        Some((word, 1u64 << hour.rem_euclid(BITS)))
+        window_bit(self.first_word, hour)
     }
 
     /// Whether the stored readings may hold a copy of `meter`'s reading at `recorded_at`: the
@@ -207,17 +215,12 @@ impl MeterIndex {
             })
             .collect();
         let mut added: FastMap<(i64, i64), usize> = FastMap::default();
-        let window = Self {
-            first_word,
-            rows: Vec::new(),
-            by_meter: FirstRows::default(),
-        };
         let mut first = Vec::with_capacity(accepted.len());
         // Readings of hours the new window does not keep: counted against the old index.
         let mut seen_behind: FastSet<(i64, i64, i64)> = FastSet::default();
         for &(meter, customer, recorded_at) in accepted {
             let hour = recorded_at.div_euclid(HOUR_MICROS);
-            let slot = window.bit(hour).filter(|_| hour >= watermark);
+            let slot = window_bit(first_word, hour).filter(|_| hour >= watermark);
             let Some((word, bit)) = slot else {
                 first.push(
                     !self.had(meter, customer, hour) && seen_behind.insert((meter, customer, hour)),
@@ -227,9 +230,8 @@ impl MeterIndex {
             // The kept rows are where they were in `self.rows`: found in `rows` itself, so a
             // reading touches one list of rows, not two.
             let kept = self.by_meter.get(meter).and_then(|first| {
-                rows[first..]
+                meter_run(&rows, first, meter)
                     .iter()
-                    .take_while(|r| r.meter == meter)
                     .position(|r| r.customer == customer)
                     .map(|i| first + i)
             });
