@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::hashing::{Fast, FastMap};
 use crate::hours::HOUR_MICROS;
 use crate::quarantine::{Quarantined, Reason};
-use crate::table::col;
+use crate::table::{col, long_column};
 
 /// Column of the parsed records: ingestion order in the batch (file index << 32 | line).
 pub const SEQ: &str = "seq";
@@ -353,13 +353,13 @@ impl Columns {
     fn into_frame(self) -> Result<DataFrame> {
         let height = self.seq.len();
         let columns: Vec<Column> = vec![
-            Column::new(col::METER.into(), self.meter),
-            Column::new(col::CUSTOMER.into(), self.customer),
-            Column::new(col::RECORDED_AT.into(), self.recorded_at),
-            Column::new(col::USAGE_HOUR.into(), self.usage_hour),
-            Column::new(col::USAGE_ML.into(), self.usage_ml),
-            Column::new(INGEST_HOUR.into(), self.ingest_hour),
-            Column::new(SEQ.into(), self.seq),
+            long_column(col::METER, self.meter),
+            long_column(col::CUSTOMER, self.customer),
+            long_column(col::RECORDED_AT, self.recorded_at),
+            long_column(col::USAGE_HOUR, self.usage_hour),
+            long_column(col::USAGE_ML, self.usage_ml),
+            long_column(INGEST_HOUR, self.ingest_hour),
+            long_column(SEQ, self.seq),
         ];
         DataFrame::new(height, columns).map_err(Error::polars("building the parsed batch"))
     }

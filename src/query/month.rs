@@ -14,7 +14,7 @@ use polars::prelude::*;
 use crate::error::{Error, Result};
 use crate::hashing::FastMap;
 use crate::hours::format_hour;
-use crate::table::{CUMULATIVE_USAGE, col};
+use crate::table::{CUMULATIVE_USAGE, col, long_column};
 
 /// Rows of one hour of a billing month (`customer_id`, `usage_ml`, `cumulative_ml`), sorted by
 /// customer, one row per customer.
@@ -49,7 +49,7 @@ impl HourRows {
             (col::CUMULATIVE_ML, cumulative_ml),
         ] {
             frame
-                .with_column(Column::new(name.into(), values))
+                .with_column(long_column(name, values))
                 .map_err(|e| bad(name, e.to_string()))?;
         }
         HourRows { frame }.with(Self::from_parts(joining.0, joining.1, joining.2))
@@ -61,8 +61,8 @@ impl HourRows {
             n,
             vec![
                 Column::new(col::CUSTOMER_ID.into(), customers),
-                Column::new(col::USAGE_ML.into(), usage_ml),
-                Column::new(col::CUMULATIVE_ML.into(), cumulative_ml),
+                long_column(col::USAGE_ML, usage_ml),
+                long_column(col::CUMULATIVE_ML, cumulative_ml),
             ],
         );
         // Three columns of one length and distinct names: cannot fail.

@@ -18,7 +18,9 @@ use crate::input::SEQ;
 use crate::quarantine::{Quarantined, Reason};
 use crate::query::meters::MeterIndex;
 use crate::query::{Outcome, ReadingKey, Readings, Timing, classify, slice_count, timing};
-use crate::table::{DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, block_on, col, long_values};
+use crate::table::{
+    DEDUP_KEYS, DEDUP_METERS, DEDUP_STATE, block_on, col, long_column, long_values,
+};
 use crate::trace;
 
 impl Run {
@@ -352,9 +354,9 @@ fn new_meters(readings: &[(i64, i64, i64)], first: &[bool]) -> Result<DataFrame>
     DataFrame::new(
         customers.len(),
         vec![
-            Column::new(col::CUSTOMER.into(), customers),
-            Column::new(col::USAGE_HOUR.into(), hours),
-            Column::new(col::METER.into(), ids),
+            long_column(col::CUSTOMER, customers),
+            long_column(col::USAGE_HOUR, hours),
+            long_column(col::METER, ids),
         ],
     )
     .map_err(Error::polars("dedup"))

@@ -8,7 +8,7 @@ use polars::prelude::*;
 use crate::error::{Error, Result};
 use crate::hashing::FastMap;
 use crate::input::Parsed;
-use crate::table::{DEDUP_KEYS, Table, Values, block_on, col};
+use crate::table::{DEDUP_KEYS, Table, Values, block_on, col, long_column};
 
 /// What a key stands for, as stored in `dedup_keys`.
 const METER_KIND: &str = "meter";
@@ -79,7 +79,7 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
             .into_no_null_iter()
             .map(|i| keys[i as usize])
             .collect();
-        Ok(Column::new(name.into(), mapped))
+        Ok(long_column(name, mapped))
     };
     let (meters, customers) = (
         remap(col::METER, &meter_keys)?,
@@ -93,7 +93,7 @@ pub(super) fn assign(table: &Table, parsed: &mut Parsed) -> Result<BatchKeys> {
     let names = DataFrame::new(
         customer_keys.len(),
         vec![
-            Column::new(col::CUSTOMER.into(), customer_keys.clone()),
+            long_column(col::CUSTOMER, customer_keys.clone()),
             Column::new(col::CUSTOMER_ID.into(), parsed.customers.clone()),
         ],
     )

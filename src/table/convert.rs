@@ -16,10 +16,11 @@ use deltalake::arrow::datatypes::{
     Decimal128Type, Int64Type, Schema as ArrowSchema, TimestampMicrosecondType,
 };
 use polars::prelude::{
-    Column, DataFrame, Int64Chunked, IntoColumn, NamedFrom, Series, StringChunked,
+    Column, DataFrame, Int64Chunked, IntoColumn, IntoSeries, NamedFrom, NewChunkedArray, Series,
+    StringChunked,
 };
 
-use super::schema::{CUBIC_METERS_DECIMAL, Kind, Spec};
+use super::schema::{CUBIC_METERS_DECIMAL, Kind, Spec, long_column};
 use crate::error::{Error, Result};
 use crate::hashing::FastMap;
 use crate::hours::{format_hour, parse_hour};
@@ -52,7 +53,7 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
         let bad = |reason: String| Error::table_data(spec.name, name, reason);
         if Some(name) == spec.partition {
             let hour = hour.ok_or_else(|| bad("a file has no partition value".to_owned()))?;
-            columns.push(Column::new(name.into(), vec![hour; n]));
+            columns.push(long_column(name, vec![hour; n]));
             continue;
         }
         if spec.is_added(name) {
@@ -72,11 +73,11 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
             }
             Kind::Long => {
                 let a = downcast::<Int64Array>(array, spec, name)?;
-                Series::new(name.into(), a.values().to_vec())
+                Int64Chunked::from_slice(name.into(), a.values()).into_series()
             }
             Kind::Timestamp => {
                 let a = downcast::<TimestampMicrosecondArray>(array, spec, name)?;
-                Series::new(name.into(), a.values().to_vec())
+                Int64Chunked::from_slice(name.into(), a.values()).into_series()
             }
             Kind::Bool => {
                 let a = downcast::<BooleanArray>(array, spec, name)?;
@@ -97,7 +98,7 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
                     .iter()
                     .map(|&v| i64::try_from(v).map_err(|_| bad(format!("{v} ml is out of range"))))
                     .collect::<Result<Vec<i64>>>()?;
-                Series::new(name.into(), ml)
+                Int64Chunked::from_vec(name.into(), ml).into_series()
             }
             Kind::Hour => {
                 let a = downcast::<StringArray>(array, spec, name)?;
@@ -106,7 +107,7 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
                     .flatten()
                     .map(|v| parse_hour(v).ok_or_else(|| bad(format!("`{v}` is not an hour"))))
                     .collect::<Result<Vec<i64>>>()?;
-                Series::new(name.into(), hours)
+                Int64Chunked::from_vec(name.into(), hours).into_series()
             }
         };
         columns.push(column.into_column());

@@ -34,7 +34,7 @@ pub use schema::{
     ALERT_METERS, ALERT_TABLES, ALL, CUMULATIVE_USAGE, DAY_TABLES, DEDUP_KEYS, DEDUP_METERS,
     DEDUP_STATE, HOURLY_USAGE, METER_ALERTS, MONTHLY_BILLS, QUARANTINE, RUN_METRICS,
 };
-pub use schema::{Kind, Pin, Spec, Values, col, output_tables, pins};
+pub use schema::{Kind, Pin, Spec, Values, col, long_column, output_tables, pins};
 pub use write::{Role, split_by_hour};
 
 use crate::error::{Error, Result};

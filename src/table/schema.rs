@@ -3,7 +3,7 @@
 //! table are built with [`Spec::frame`], which checks them against the schema.
 
 use deltalake::TableProperty;
-use polars::prelude::{Column, DataFrame, IntoColumn, NamedFrom, Series};
+use polars::prelude::{Column, DataFrame, Int64Chunked, IntoColumn, NamedFrom, Series};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -71,6 +71,11 @@ pub fn pins(config: &Config) -> Vec<Pin> {
         parameter: "billing_timezone",
         value: config.billing_timezone.name().to_owned(),
     }]
+}
+
+/// An `Int64` column holding `values` as its buffer (`Column::new` would copy them).
+pub fn long_column(name: &str, values: Vec<i64>) -> Column {
+    Int64Chunked::from_vec(name.into(), values).into_column()
 }
 
 /// Column names, shared by the tables and the frames the queries build.
@@ -603,7 +608,7 @@ impl Spec {
             }
             columns.push(match v {
                 Values::Str(v) => Series::new(name.into(), v).into_column(),
-                Values::Long(v) => Column::new(name.into(), v),
+                Values::Long(v) => long_column(name, v),
                 Values::Bool(v) => Column::new(name.into(), v),
                 Values::Bytes(v) => Series::new(name.into(), v).into_column(),
                 Values::Built(c) => c,
