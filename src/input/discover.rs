@@ -44,9 +44,10 @@ pub struct PlannedFile {
 }
 
 impl PlannedFile {
-    /// The file's bytes; an error if it is gone.
-    pub fn read(&self) -> Result<Vec<u8>> {
-        Location::of_path(&self.path).read_existing()
+    /// The file's bytes into `buf` (see [`Location::read_existing_into`]); an error if it is
+    /// gone.
+    pub fn read_into(&self, buf: &mut Vec<u8>) -> Result<()> {
+        Location::of_path(&self.path).read_existing_into(buf)
     }
 }
 

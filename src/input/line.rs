@@ -103,7 +103,7 @@ fn serde_fields(text: &str) -> Result<Fields<'_>, (Reason, String)> {
 
 /// The checks every record passes, whichever reader found its fields.
 fn record_from(fields: Fields<'_>) -> Result<Record<'_>, (Reason, String)> {
-    if fields.meter_id.trim().is_empty() || fields.customer_id.trim().is_empty() {
+    if is_blank(&fields.meter_id) || is_blank(&fields.customer_id) {
         return Err((
             Reason::EmptyId,
             "meter_id and customer_id must not be empty".to_owned(),
@@ -132,6 +132,12 @@ fn record_from(fields: Fields<'_>) -> Result<Record<'_>, (Reason, String)> {
         recorded_at,
         usage_ml,
     })
+}
+
+/// Whether `id` is empty or only whitespace. An id starting with a visible ASCII character
+/// (every usual id) is answered without scanning it.
+fn is_blank(id: &str) -> bool {
+    !id.as_bytes().first().is_some_and(u8::is_ascii_graphic) && id.trim().is_empty()
 }
 
 /// The fields of a line in the common shape, or `None` to let `serde_json` decide: an object
@@ -431,13 +437,15 @@ mod tests {
                 usage_ml: 1250,
             })
         );
-        let cases: [(&[u8], Reason); 9] = [
+        let cases: [(&[u8], Reason); 11] = [
             (b"\xff\xfe{}", Reason::NotUtf8),
             (b"   ", Reason::EmptyLine),
             (br#"{"meter_id":"M1","customer_id":"C1","recor"#, Reason::InvalidJson),
             (br#"{"meter_id":"M1","recorded_at":"2026-03-14T05:07:00Z","usage_liters":1,"ingested_at":"x"}"#, Reason::BadField),
             (br#"{"meter_id":"M1","customer_id":7,"recorded_at":"2026-03-14T05:07:00Z","usage_liters":1,"ingested_at":"x"}"#, Reason::BadField),
             (br#"{"meter_id":"","customer_id":"C1","recorded_at":"2026-03-14T05:07:00Z","usage_liters":1,"ingested_at":"x"}"#, Reason::EmptyId),
+            (br#"{"meter_id":"M1","customer_id":" \t","recorded_at":"2026-03-14T05:07:00Z","usage_liters":1,"ingested_at":"x"}"#, Reason::EmptyId),
+            ("{\"meter_id\":\"\u{2003}\",\"customer_id\":\"C1\",\"recorded_at\":\"2026-03-14T05:07:00Z\",\"usage_liters\":1,\"ingested_at\":\"x\"}".as_bytes(), Reason::EmptyId),
             (br#"{"meter_id":"M1","customer_id":"C1","recorded_at":"2026-03-14T05:07:00","usage_liters":1,"ingested_at":"x"}"#, Reason::BadTimestamp),
             (br#"{"meter_id":"M1","customer_id":"C1","recorded_at":"2026-03-14T05:07:00Z","usage_liters":-2.5,"ingested_at":"x"}"#, Reason::BadUsage),
             (br#"{"meter_id":"M1","customer_id":"C1","recorded_at":"2026-03-14T05:07:00Z","usage_liters":1000000.001,"ingested_at":"x"}"#, Reason::BadUsage),

@@ -112,10 +112,6 @@ impl Default for Interner {
 }
 
 impl Interner {
-    fn intern(&mut self, id: &str) -> i64 {
-        self.intern_key(&IdKey::new(id))
-    }
-
     fn intern_key(&mut self, key: &IdKey) -> i64 {
         if let Some(&i) = self.index.get(key) {
             return i;
@@ -137,11 +133,25 @@ struct ThreadIds {
     customer_of_meter: Vec<(IdKey, i64)>,
 }
 
+/// Records whose ids are interned together: a map of every meter does not fit in the
+/// processor's cache, and looking up a block of ids in one short loop lets the processor wait
+/// for several of them at once, where one lookup between two lines' parsing waits alone.
+const INTERN_BLOCK: usize = 64;
+
 impl ThreadIds {
+    /// Interns the `pending` records' `(meter, customer)` ids, in order, onto `cols`' id
+    /// columns, and empties `pending`.
+    fn intern_all(&mut self, pending: &mut Vec<(IdKey, IdKey)>, cols: &mut Columns) {
+        for (meter, customer) in pending.drain(..) {
+            let (m, c) = self.intern(&meter, customer);
+            cols.meter.push(m);
+            cols.customer.push(c);
+        }
+    }
+
     /// The thread's indexes of a record's meter and customer.
-    fn intern(&mut self, meter: &str, customer: &str) -> (i64, i64) {
-        let m = self.meters.intern(meter);
-        let key = IdKey::new(customer);
+    fn intern(&mut self, meter: &IdKey, key: IdKey) -> (i64, i64) {
+        let m = self.meters.intern_key(meter);
         if let Some((_, c)) = self
             .customer_of_meter
             .get(m as usize)
@@ -182,8 +192,9 @@ pub fn parse_files(files: &[PlannedFile], watermark_hour: Option<i64>) -> Result
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut ids: Vec<ThreadIds> = (0..threads).map(|_| ThreadIds::default()).collect();
     let mut outputs: Vec<GroupOutput> = Vec::new();
+    let mut bytes = Vec::new();
     for (file, f) in files.iter().enumerate() {
-        let bytes = read_planned(f)?;
+        read_planned(f, &mut bytes)?;
         let behind_watermark = watermark_hour.is_some_and(|w| f.ingest_hour < w);
         let target = (bytes.len() / (threads * 4)).max(1 << 20);
         let mut chunks = Vec::new();
@@ -224,7 +235,7 @@ pub fn parse_files(files: &[PlannedFile], watermark_hour: Option<i64>) -> Result
         .iter()
         .map(|t| vec![-1; t.customers.ids.len()])
         .collect();
-    let mut all = Columns::default();
+    let mut all = Columns::with_capacity(outputs.iter().map(|o| o.columns.seq.len()).sum());
     let mut quarantined = Vec::new();
     let mut lines_read = 0;
     for out in outputs {
@@ -260,9 +271,10 @@ pub fn parse_files(files: &[PlannedFile], watermark_hour: Option<i64>) -> Result
     })
 }
 
-/// The bytes of a planned file; a file whose size changed since it was planned is an error.
-fn read_planned(f: &PlannedFile) -> Result<Vec<u8>> {
-    let bytes = f.read()?;
+/// The bytes of a planned file into `bytes`; a file whose size changed since it was planned is
+/// an error.
+fn read_planned(f: &PlannedFile, bytes: &mut Vec<u8>) -> Result<()> {
+    f.read_into(bytes)?;
     if bytes.len() as u64 != f.size {
         return Err(Error::InputChanged {
             path: PathBuf::from(&f.path),
@@ -271,7 +283,7 @@ fn read_planned(f: &PlannedFile) -> Result<Vec<u8>> {
             now: bytes.len() as u64,
         });
     }
-    Ok(bytes)
+    Ok(())
 }
 
 /// Calls `emit(first_line_number, bytes)` for chunks of about `target` bytes of whole lines.
@@ -293,6 +305,7 @@ fn parse_group(chunks: &[Chunk<'_>], thread: usize, ids: &mut ThreadIds) -> Grou
     let mut cols = Columns::default();
     let mut quarantined = Vec::new();
     let mut lines_read = 0;
+    let mut pending = Vec::with_capacity(INTERN_BLOCK);
     for chunk in chunks {
         let text = chunk.bytes.strip_suffix(b"\n").unwrap_or(chunk.bytes);
         let ends = memchr::memchr_iter(b'\n', text).chain(std::iter::once(text.len()));
@@ -313,9 +326,10 @@ fn parse_group(chunks: &[Chunk<'_>], thread: usize, ids: &mut ThreadIds) -> Grou
             match outcome {
                 Ok(r) => {
                     cols.usage_hour.push(r.recorded_at.div_euclid(HOUR_MICROS));
-                    let (meter, customer) = ids.intern(&r.meter_id, &r.customer_id);
-                    cols.meter.push(meter);
-                    cols.customer.push(customer);
+                    pending.push((IdKey::new(&r.meter_id), IdKey::new(&r.customer_id)));
+                    if pending.len() == INTERN_BLOCK {
+                        ids.intern_all(&mut pending, &mut cols);
+                    }
                     cols.recorded_at.push(r.recorded_at);
                     cols.usage_ml.push(r.usage_ml);
                     cols.ingest_hour.push(chunk.ingest_hour);
@@ -331,6 +345,7 @@ fn parse_group(chunks: &[Chunk<'_>], thread: usize, ids: &mut ThreadIds) -> Grou
             }
         }
     }
+    ids.intern_all(&mut pending, &mut cols);
     GroupOutput {
         thread,
         columns: cols,
@@ -340,6 +355,18 @@ fn parse_group(chunks: &[Chunk<'_>], thread: usize, ids: &mut ThreadIds) -> Grou
 }
 
 impl Columns {
+    fn with_capacity(len: usize) -> Self {
+        Self {
+            meter: Vec::with_capacity(len),
+            customer: Vec::with_capacity(len),
+            recorded_at: Vec::with_capacity(len),
+            usage_hour: Vec::with_capacity(len),
+            usage_ml: Vec::with_capacity(len),
+            ingest_hour: Vec::with_capacity(len),
+            seq: Vec::with_capacity(len),
+        }
+    }
+
     fn append(&mut self, other: Columns) {
         self.meter.extend(other.meter);
         self.customer.extend(other.customer);
@@ -430,6 +457,67 @@ mod tests {
         assert_eq!(ids(col::CUSTOMER)?, [0, 0, 0, 1]);
         assert_eq!(ids(SEQ)?, [1, 2, 1 << 32 | 1, 1 << 32 | 2]);
         assert_eq!((parsed.lines_read, parsed.quarantined.len()), (5, 1));
+        Ok(())
+    }
+
+    #[test]
+    fn ids_are_numbered_in_order_across_interning_blocks() -> Result<()> {
+        let temp_dir = crate::testing::TempDir::new("parse-blocks");
+        let path = temp_dir.path().join("0.jsonl");
+        std::fs::create_dir_all(temp_dir.path())
+            .map_err(|e| Error::io("creating", temp_dir.path(), e))?;
+        // 300 lines (several blocks): meter i % 70 for customer (i % 70) / 2, except that
+        // meters from line 150 on read for customer 100 + (i % 70) / 2 (a meter's customer
+        // changing in the middle of the file, and in the middle of a block).
+        let customer = |i: usize| {
+            if i < 150 {
+                i % 70 / 2
+            } else {
+                100 + i % 70 / 2
+            }
+        };
+        let body: String = (0..300)
+            .map(|i| {
+                format!(
+                    r#"{{"meter_id":"M{}","customer_id":"C{}","recorded_at":"2026-03-01T05:10:00Z","usage_liters":1,"ingested_at":"x"}}
+"#,
+                    i % 70,
+                    customer(i)
+                )
+            })
+            .collect();
+        std::fs::write(&path, &body).map_err(|e| Error::io("writing", &path, e))?;
+        let files = [PlannedFile {
+            rel_path: "0.jsonl".to_owned(),
+            path,
+            size: body.len() as u64,
+            ingest_hour: 0,
+        }];
+        let parsed = parse_files(&files, None)?;
+        let meters: Vec<String> = (0..70).map(|m| format!("M{m}")).collect();
+        assert_eq!(parsed.meters, meters);
+        // Customers in order of first appearance: C0..C34; from line 150 (meter 10) C105..C134,
+        // then from line 210 (meter 0) C100..C104.
+        let mut customers: Vec<String> = (0..35).map(|c| format!("C{c}")).collect();
+        customers.extend((105..135).chain(100..105).map(|c| format!("C{c}")));
+        assert_eq!(parsed.customers, customers);
+        let column = |name: &str| -> Result<Vec<i64>> {
+            let c = parsed.records.column(name).map_err(Error::polars("test"))?;
+            Ok(c.i64()
+                .map_err(Error::polars("test"))?
+                .into_no_null_iter()
+                .collect())
+        };
+        let expected_meters: Vec<i64> = (0..300).map(|i| (i % 70) as i64).collect();
+        let expected_customers: Vec<i64> = (0..300)
+            .map(|i| match (i, i % 70 / 2) {
+                (..150, k) => k,
+                (_, k @ 5..) => 35 + k - 5,
+                (_, k) => 65 + k,
+            } as i64)
+            .collect();
+        assert_eq!(column(col::METER)?, expected_meters);
+        assert_eq!(column(col::CUSTOMER)?, expected_customers);
         Ok(())
     }
 }

@@ -25,6 +25,15 @@ pub(super) fn read(path: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Appends the file's bytes to `buf`; an error if it does not exist.
+pub(super) fn read_into(path: &Path, buf: &mut Vec<u8>) -> Result<()> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("reading", path, e))?;
+    file.read_to_end(buf)
+        .map_err(|e| Error::io("reading", path, e))?;
+    Ok(())
+}
+
 /// Replaces `path` atomically with `bytes`: a temporary file, fsync, rename, fsync the folder.
 pub(super) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));

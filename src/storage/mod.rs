@@ -207,6 +207,18 @@ impl Location {
         })
     }
 
+    /// The file's bytes into `buf` (its old contents dropped, its memory kept); an error if it
+    /// does not exist. Reading a run of large files into one buffer maps and zeroes its pages
+    /// once, not once a file.
+    pub fn read_existing_into(&self, buf: &mut Vec<u8>) -> Result<()> {
+        buf.clear();
+        if self.object()?.is_some() {
+            buf.extend_from_slice(&self.read_existing()?);
+            return Ok(());
+        }
+        local::read_into(&self.display_path(), buf)
+    }
+
     /// The file's size in bytes; an error if it does not exist.
     pub fn size(&self) -> Result<u64> {
         match self.object()? {
