@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::hashing::FastMap;
+use crate::hashing::{FastMap, FastSet};
 use crate::hours::format_hour;
 use crate::table::{CUMULATIVE_USAGE, col, long_column};
 
@@ -286,22 +286,29 @@ impl MonthWalk {
         let ids = stored.ids()?;
         let mut usage_ml = stored.values(col::USAGE_ML)?;
         let mut cumulative_ml = stored.values(col::CUMULATIVE_ML)?;
-        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        let mut seen: FastSet<&str> = FastSet::default();
         for (i, customer) in ids.iter().enumerate() {
             let customer = customer.unwrap_or_default();
             if !self.changes(customer, hour) {
                 continue;
             }
-            let before = match self.carry.get(customer) {
-                Some(&total) => total,
-                // The stored total through the hour before: this row's less its usage.
-                None => cumulative_ml[i]
-                    .checked_sub(usage_ml[i])
-                    .ok_or_else(|| bad(col::CUMULATIVE_ML, "overflow"))?,
-            };
-            usage_ml[i] = add(usage_ml[i], added.get(customer).copied().unwrap_or(0))?;
-            cumulative_ml[i] = add(before, usage_ml[i])?;
-            self.carry.insert(customer.to_owned(), cumulative_ml[i]);
+            let stored_usage = usage_ml[i];
+            usage_ml[i] = add(stored_usage, added.get(customer).copied().unwrap_or(0))?;
+            // The total carried from the hour before (updated in place: no new key).
+            match self.carry.get_mut(customer) {
+                Some(total) => {
+                    cumulative_ml[i] = add(*total, usage_ml[i])?;
+                    *total = cumulative_ml[i];
+                }
+                None => {
+                    // The stored total through the hour before: this row's less its usage.
+                    let before = cumulative_ml[i]
+                        .checked_sub(stored_usage)
+                        .ok_or_else(|| bad(col::CUMULATIVE_ML, "overflow"))?;
+                    cumulative_ml[i] = add(before, usage_ml[i])?;
+                    self.carry.insert(customer.to_owned(), cumulative_ml[i]);
+                }
+            }
             seen.insert(customer);
         }
         // Customers without a stored row: those new to the month, from their first usage.
