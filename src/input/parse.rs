@@ -447,11 +447,7 @@ mod tests {
         assert_eq!(parsed.meters, ["M2", "M1", "M3"]);
         assert_eq!(parsed.customers, ["C1", "C2"]);
         let ids = |name: &str| -> Result<Vec<i64>> {
-            let c = parsed.records.column(name).map_err(Error::polars("test"))?;
-            Ok(c.i64()
-                .map_err(Error::polars("test"))?
-                .into_no_null_iter()
-                .collect())
+            Ok(crate::table::long_values(&parsed.records, name, "test")?.into_owned())
         };
         assert_eq!(ids(col::METER)?, [0, 1, 1, 2]);
         assert_eq!(ids(col::CUSTOMER)?, [0, 0, 0, 1]);
@@ -502,11 +498,7 @@ mod tests {
         customers.extend((105..135).chain(100..105).map(|c| format!("C{c}")));
         assert_eq!(parsed.customers, customers);
         let column = |name: &str| -> Result<Vec<i64>> {
-            let c = parsed.records.column(name).map_err(Error::polars("test"))?;
-            Ok(c.i64()
-                .map_err(Error::polars("test"))?
-                .into_no_null_iter()
-                .collect())
+            Ok(crate::table::long_values(&parsed.records, name, "test")?.into_owned())
         };
         let expected_meters: Vec<i64> = (0..300).map(|i| (i % 70) as i64).collect();
         let expected_customers: Vec<i64> = (0..300)

@@ -198,13 +198,16 @@ impl Location {
 
     /// The file's bytes; an error if it does not exist.
     pub fn read_existing(&self) -> Result<Vec<u8>> {
-        self.read()?.ok_or_else(|| {
-            Error::io(
-                "reading",
-                self.display_path(),
-                std::io::Error::from(std::io::ErrorKind::NotFound),
-            )
-        })
+        self.read()?.ok_or_else(|| self.not_found())
+    }
+
+    /// The error for reading a file that does not exist.
+    fn not_found(&self) -> Error {
+        Error::io(
+            "reading",
+            self.display_path(),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        )
     }
 
     /// The file's bytes into `buf` (its old contents dropped, its memory kept); an error if it
@@ -212,11 +215,14 @@ impl Location {
     /// once, not once a file.
     pub fn read_existing_into(&self, buf: &mut Vec<u8>) -> Result<()> {
         buf.clear();
-        if self.object()?.is_some() {
-            buf.extend_from_slice(&self.read_existing()?);
-            return Ok(());
+        match self.object()? {
+            // An object arrives as one body; it replaces the buffer rather than being copied in.
+            Some(object) => {
+                *buf = object.read_versioned()?.ok_or_else(|| self.not_found())?.0;
+                Ok(())
+            }
+            None => local::read_into(&self.display_path(), buf),
         }
-        local::read_into(&self.display_path(), buf)
     }
 
     /// The file's size in bytes; an error if it does not exist.

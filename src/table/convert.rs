@@ -16,8 +16,7 @@ use deltalake::arrow::datatypes::{
     Decimal128Type, Int64Type, Schema as ArrowSchema, TimestampMicrosecondType,
 };
 use polars::prelude::{
-    Column, DataFrame, Int64Chunked, IntoColumn, IntoSeries, NamedFrom, NewChunkedArray, Series,
-    StringChunked,
+    Column, DataFrame, Int64Chunked, IntoColumn, NamedFrom, NewChunkedArray, Series, StringChunked,
 };
 
 use super::schema::{CUBIC_METERS_DECIMAL, Kind, Spec, long_column};
@@ -66,26 +65,26 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
         if array.null_count() > 0 {
             return Err(bad(format!("{} nulls in a data file", array.null_count())));
         }
-        let column = match kind {
+        let column: Column = match kind {
             Kind::Str => {
                 let a = downcast::<StringArray>(array, spec, name)?;
-                Series::new(name.into(), a.iter().flatten().collect::<Vec<_>>())
+                Series::new(name.into(), a.iter().flatten().collect::<Vec<_>>()).into_column()
             }
             Kind::Long => {
                 let a = downcast::<Int64Array>(array, spec, name)?;
-                Int64Chunked::from_slice(name.into(), a.values()).into_series()
+                Int64Chunked::from_slice(name.into(), a.values()).into_column()
             }
             Kind::Timestamp => {
                 let a = downcast::<TimestampMicrosecondArray>(array, spec, name)?;
-                Int64Chunked::from_slice(name.into(), a.values()).into_series()
+                Int64Chunked::from_slice(name.into(), a.values()).into_column()
             }
             Kind::Bool => {
                 let a = downcast::<BooleanArray>(array, spec, name)?;
-                Series::new(name.into(), a.iter().flatten().collect::<Vec<_>>())
+                Series::new(name.into(), a.iter().flatten().collect::<Vec<_>>()).into_column()
             }
             Kind::Binary => {
                 let a = downcast::<BinaryArray>(array, spec, name)?;
-                Series::new(name.into(), a.iter().flatten().collect::<Vec<&[u8]>>())
+                Series::new(name.into(), a.iter().flatten().collect::<Vec<&[u8]>>()).into_column()
             }
             Kind::CubicMeters => {
                 let a = downcast::<Decimal128Array>(array, spec, name)?;
@@ -98,7 +97,7 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
                     .iter()
                     .map(|&v| i64::try_from(v).map_err(|_| bad(format!("{v} ml is out of range"))))
                     .collect::<Result<Vec<i64>>>()?;
-                Int64Chunked::from_vec(name.into(), ml).into_series()
+                long_column(name, ml)
             }
             Kind::Hour => {
                 let a = downcast::<StringArray>(array, spec, name)?;
@@ -107,10 +106,10 @@ pub(super) fn to_frame(spec: &Spec, batch: &RecordBatch, hour: Option<i64>) -> R
                     .flatten()
                     .map(|v| parse_hour(v).ok_or_else(|| bad(format!("`{v}` is not an hour"))))
                     .collect::<Result<Vec<i64>>>()?;
-                Int64Chunked::from_vec(name.into(), hours).into_series()
+                long_column(name, hours)
             }
         };
-        columns.push(column.into_column());
+        columns.push(column);
     }
     DataFrame::new(n, columns).map_err(Error::polars("reading a table"))
 }
