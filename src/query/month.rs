@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::hashing::{FastMap, FastSet};
+use crate::hashing::FastMap;
 use crate::hours::format_hour;
 use crate::table::{CUMULATIVE_USAGE, col, long_column};
 
@@ -208,18 +208,46 @@ fn add(a: i64, b: i64) -> Result<i64> {
 pub type HourUsage<'a> = FastMap<&'a str, i64>;
 
 /// One billing month's rows rewritten hour by hour, from its first changed hour on.
+///
+/// The customers with new usage in the month are numbered in their sort order, so a stored
+/// hour's rows (sorted by customer) are matched to them in one merge pass, and what the walk
+/// keeps of each (its first changed hour, its carried total, whether the current hour has its
+/// row) is a list indexed by that number, not a map keyed by the customer's id.
 #[derive(Debug)]
 pub struct MonthWalk {
-    /// Each customer with new usage in the month: its first hour with some, and whether the
-    /// month had no rows of it (it then gets a row in every hour of the month, zero before its
-    /// first usage).
-    first_change: FastMap<String, (i64, bool)>,
+    /// The customers with new usage in the month, sorted by id.
+    changing: Vec<Changing>,
+    /// Each customer's number (its place in `changing`).
+    number: FastMap<String, usize>,
     /// The customers new to the month, in order.
     newcomers: BTreeSet<String>,
-    /// Total through the previous hour of each customer being recomputed.
-    carry: FastMap<String, i64>,
+    /// The hours the walk has read stored rows of, counted (marks `Changing::seen`).
+    hours_read: u64,
     /// Past the month's stored hours: every customer's row of the hour before.
     all: Option<HourRows>,
+}
+
+/// A customer with new usage in the month, as the walk keeps it.
+#[derive(Debug, Clone)]
+struct Changing {
+    id: String,
+    /// Its first hour with new usage.
+    first: i64,
+    /// The month had no rows of it: it gets a row in every hour of the month, zero before its
+    /// first usage.
+    new: bool,
+    /// Its total through the hour before the one being walked, once the walk has one.
+    carry: Option<i64>,
+    /// The last stored hour (counted by `MonthWalk::hours_read`) that had its row.
+    seen: u64,
+    /// Its new usage in the stored hour being walked (set, used and reset within one).
+    usage: i64,
+}
+
+impl Changing {
+    fn changes(&self, hour: i64) -> bool {
+        self.new || self.first <= hour
+    }
 }
 
 impl MonthWalk {
@@ -229,24 +257,39 @@ impl MonthWalk {
         added: impl IntoIterator<Item = (&'a str, i64)>,
         in_month: impl Fn(&str) -> bool,
     ) -> Self {
-        let mut first_change: FastMap<String, (i64, bool)> = FastMap::default();
+        let mut first_change: FastMap<&str, i64> = FastMap::default();
         for (customer, hour) in added {
             first_change
-                .entry(customer.to_owned())
-                .and_modify(|(h, _)| *h = (*h).min(hour))
-                .or_insert((hour, false));
+                .entry(customer)
+                .and_modify(|h| *h = (*h).min(hour))
+                .or_insert(hour);
         }
+        let mut sorted: Vec<(&str, i64)> = first_change.into_iter().collect();
+        sorted.sort_unstable();
         let mut newcomers = BTreeSet::new();
-        for (customer, (_, new)) in &mut first_change {
-            if !in_month(customer) {
-                *new = true;
-                newcomers.insert(customer.clone());
-            }
-        }
+        let changing: Vec<Changing> = sorted
+            .iter()
+            .map(|&(customer, first)| {
+                let new = !in_month(customer);
+                if new {
+                    newcomers.insert(customer.to_owned());
+                }
+                Changing {
+                    id: customer.to_owned(),
+                    first,
+                    new,
+                    carry: None,
+                    seen: 0,
+                    usage: 0,
+                }
+            })
+            .collect();
+        let number = sorted.iter().map(|&(c, _)| c.to_owned()).zip(0..).collect();
         Self {
-            first_change,
+            changing,
+            number,
             newcomers,
-            carry: FastMap::default(),
+            hours_read: 0,
             all: None,
         }
     }
@@ -256,20 +299,13 @@ impl MonthWalk {
         &self.newcomers
     }
 
-    /// Whether `customer`'s row in `hour` changes: it got new usage in or before the hour, or
-    /// it is new to the month.
-    fn changes(&self, customer: &str, hour: i64) -> bool {
-        self.first_change
-            .get(customer)
-            .is_some_and(|&(first, new)| new || first <= hour)
-    }
-
-    /// The customers whose rows in `hour` change.
+    /// The customers whose rows in `hour` change (sorted): new usage in or before the hour, or
+    /// new to the month.
     pub fn changed(&self, hour: i64) -> impl Iterator<Item = &str> {
-        self.first_change
+        self.changing
             .iter()
-            .filter(move |&(_, &(first, new))| new || first <= hour)
-            .map(|(c, _)| c.as_str())
+            .filter(move |c| c.changes(hour))
+            .map(|c| c.id.as_str())
     }
 
     /// Rows of a stored hour after the run. `stored` holds the hour's stored rows (all of them,
@@ -283,63 +319,94 @@ impl MonthWalk {
         added: &HourUsage<'_>,
         all_rows: bool,
     ) -> Result<HourRows> {
-        let ids = stored.ids()?;
-        let mut usage_ml = stored.values(col::USAGE_ML)?;
-        let mut cumulative_ml = stored.values(col::CUMULATIVE_ML)?;
-        let mut seen: FastSet<&str> = FastSet::default();
-        for (i, customer) in ids.iter().enumerate() {
-            let customer = customer.unwrap_or_default();
-            if !self.changes(customer, hour) {
-                continue;
-            }
-            let stored_usage = usage_ml[i];
-            usage_ml[i] = add(stored_usage, added.get(customer).copied().unwrap_or(0))?;
-            // The total carried from the hour before (updated in place: no new key).
-            match self.carry.get_mut(customer) {
-                Some(total) => {
-                    cumulative_ml[i] = add(*total, usage_ml[i])?;
-                    *total = cumulative_ml[i];
-                }
-                None => {
-                    // The stored total through the hour before: this row's less its usage.
-                    let before = cumulative_ml[i]
-                        .checked_sub(stored_usage)
-                        .ok_or_else(|| bad(col::CUMULATIVE_ML, "overflow"))?;
-                    cumulative_ml[i] = add(before, usage_ml[i])?;
-                    self.carry.insert(customer.to_owned(), cumulative_ml[i]);
-                }
-            }
-            seen.insert(customer);
-        }
-        // Customers without a stored row: those new to the month, from their first usage.
-        let missing: BTreeSet<String> = self
-            .changed(hour)
-            .filter(|c| !seen.contains(c))
-            .map(str::to_owned)
-            .collect();
-        let mut joining = (Vec::new(), Vec::new(), Vec::new());
-        for customer in missing {
-            if !self.newcomers.contains(&customer) {
+        self.hours_read += 1;
+        let this_hour = self.hours_read;
+        let mut numbered = Vec::with_capacity(added.len());
+        for (&customer, &usage) in added {
+            let changing = self
+                .number
+                .get(customer)
+                .and_then(|&k| Some((k, self.changing.get_mut(k)?)));
+            let Some((k, changing)) = changing else {
                 return Err(bad(
                     col::CUSTOMER_ID,
                     format!(
-                        "customer {customer} has no row in hour {} of a month it has rows in",
+                        "customer {customer} has usage in hour {} the month's walk was not given",
                         format_hour(hour)
                     ),
                 ));
-            }
-            let usage = added.get(customer.as_str()).copied().unwrap_or(0);
-            let total = add(self.carry.get(&customer).copied().unwrap_or(0), usage)?;
-            self.carry.insert(customer.clone(), total);
-            joining.0.push(customer);
-            joining.1.push(usage);
-            joining.2.push(total);
+            };
+            changing.usage = usage;
+            numbered.push(k);
         }
-        let out = stored.updated(usage_ml, cumulative_ml, joining)?;
+        let out = self.stored_rows(hour, stored, this_hour);
+        for k in numbered {
+            if let Some(changing) = self.changing.get_mut(k) {
+                changing.usage = 0;
+            }
+        }
+        let out = out?;
         if all_rows {
             self.all = Some(out.clone());
         }
         Ok(out)
+    }
+
+    /// [`MonthWalk::stored_hour`] once the hour's usage is in `self.changing`.
+    fn stored_rows(&mut self, hour: i64, stored: &HourRows, this_hour: u64) -> Result<HourRows> {
+        let ids = stored.ids()?;
+        let mut usage_ml = stored.values(col::USAGE_ML)?;
+        let mut cumulative_ml = stored.values(col::CUMULATIVE_ML)?;
+        // Both the rows and `changing` are sorted by id: one merge pass finds the rows that
+        // change.
+        let mut changing = self.changing.iter_mut().peekable();
+        for (i, id) in ids.iter().enumerate() {
+            let id = id.unwrap_or_default();
+            while changing.next_if(|c| c.id.as_str() < id).is_some() {}
+            let Some(customer) = changing.next_if(|c| c.id == id) else {
+                continue;
+            };
+            if !customer.changes(hour) {
+                continue;
+            }
+            let stored_usage = usage_ml[i];
+            usage_ml[i] = add(stored_usage, customer.usage)?;
+            // The total through the hour before: carried, or this stored row's less its usage.
+            let before = match customer.carry {
+                Some(total) => total,
+                None => cumulative_ml[i]
+                    .checked_sub(stored_usage)
+                    .ok_or_else(|| bad(col::CUMULATIVE_ML, "overflow"))?,
+            };
+            cumulative_ml[i] = add(before, usage_ml[i])?;
+            customer.carry = Some(cumulative_ml[i]);
+            customer.seen = this_hour;
+        }
+        // Customers without a stored row (in sorted order): those new to the month, from
+        // their first usage.
+        let mut joining = (Vec::new(), Vec::new(), Vec::new());
+        for customer in &mut self.changing {
+            if !customer.changes(hour) || customer.seen == this_hour {
+                continue;
+            }
+            if !customer.new {
+                return Err(bad(
+                    col::CUSTOMER_ID,
+                    format!(
+                        "customer {} has no row in hour {} of a month it has rows in",
+                        customer.id,
+                        format_hour(hour)
+                    ),
+                ));
+            }
+            let usage = customer.usage;
+            let total = add(customer.carry.unwrap_or(0), usage)?;
+            customer.carry = Some(total);
+            joining.0.push(customer.id.clone());
+            joining.1.push(usage);
+            joining.2.push(total);
+        }
+        stored.updated(usage_ml, cumulative_ml, joining)
     }
 
     /// Starts the walk past the month's stored hours, after the last of them, whose rows
@@ -455,6 +522,63 @@ mod tests {
             rows(&[("A", 1, 9), ("B", 0, 10), ("C", 0, 4), ("D", 9, 9)])
         );
         Ok(())
+    }
+
+    #[test]
+    fn changed_rows_are_found_among_unchanged_ones_in_byte_order() -> Result<()> {
+        // Stored rows in byte order (C1 < C10 < C2 < D); B and C10 change from hour 5 on, the
+        // others keep their stored rows.
+        let stored = rows(&[
+            ("A", 1, 10),
+            ("B", 2, 20),
+            ("C1", 3, 30),
+            ("C10", 4, 40),
+            ("C2", 5, 50),
+            ("D", 6, 60),
+        ]);
+        let month: BTreeSet<&str> = ["A", "B", "C1", "C10", "C2", "D"].into();
+        let mut walk = MonthWalk::new([("C10", 5), ("B", 6)], |c| month.contains(c));
+        let usage =
+            |list: &[(&'static str, i64)]| -> HourUsage<'static> { list.iter().copied().collect() };
+        // Hour 5: only C10 changes (B's first new usage is in hour 6): 4 + 7 = 11 used, its
+        // total 40 - 4 + 11 = 47.
+        let five = walk.stored_hour(5, &stored, &usage(&[("C10", 7)]), false)?;
+        assert_eq!(
+            five,
+            rows(&[
+                ("A", 1, 10),
+                ("B", 2, 20),
+                ("C1", 3, 30),
+                ("C10", 11, 47),
+                ("C2", 5, 50),
+                ("D", 6, 60),
+            ])
+        );
+        // Hour 6 (the same stored rows stand in for it): B 2 + 1 = 3 used, 20 - 2 + 3 = 21;
+        // C10 carries 47 and adds its stored 4.
+        let six = walk.stored_hour(6, &stored, &usage(&[("B", 1)]), false)?;
+        assert_eq!(
+            six,
+            rows(&[
+                ("A", 1, 10),
+                ("B", 3, 21),
+                ("C1", 3, 30),
+                ("C10", 4, 51),
+                ("C2", 5, 50),
+                ("D", 6, 60),
+            ])
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn usage_of_a_customer_the_walk_was_not_given_is_an_error() {
+        let mut walk = MonthWalk::new([("A", 1)], |c| c == "A");
+        let added: HourUsage<'_> = [("A", 1), ("B", 2)].into_iter().collect();
+        assert!(matches!(
+            walk.stored_hour(1, &rows(&[("A", 0, 0), ("B", 0, 0)]), &added, false),
+            Err(Error::TableData { .. })
+        ));
     }
 
     #[test]
