@@ -198,7 +198,7 @@ impl Step<'_> {
         rewrites: &mut Rewrites,
         emit: &mut Emit<'_>,
     ) -> Result<()> {
-        let in_month = sides.month_customers(plan.start)?.clone();
+        let in_month = sides.month_customers(plan.start)?;
         let month_usage = self
             .by_hour
             .range(plan.start..plan.end)
@@ -234,11 +234,11 @@ impl Step<'_> {
                 new_hours.push(hour);
                 continue;
             }
-            let side_set = sides.side_set(hour)?.cloned();
+            let side_set = sides.side_set(hour)?;
             let layout = layout::cumulative(
                 self.is_final(hour),
                 self.hourly_layouts.get(&hour).copied(),
-                side_set.as_ref(),
+                side_set.as_deref(),
                 walk.changed(hour),
                 |c| in_month.contains(c),
             );

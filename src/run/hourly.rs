@@ -9,11 +9,10 @@ use std::time::Instant;
 
 use polars::prelude::*;
 
-use super::layout::{Sides, customers};
+use super::layout::{Customers, Sides, customers};
 use super::stream::{HourRead, RowsWritten, read_ahead};
 use super::{Run, Stage, TableReport};
 use crate::error::{Error, Result};
-use crate::hashing::FastSet;
 use crate::query::hourly::{hourly_additions, merge_hourly};
 use crate::query::layout::Hourly;
 use crate::table::{CUMULATIVE_USAGE, HOURLY_USAGE, Role, block_on, col, split_by_hour};
@@ -50,11 +49,11 @@ impl Run {
         // the hour's side set and who is new to the month, so `cumulative_usage`, which decides
         // from its own files alone, keeps agreeing with it.
         let foreign = table.hours_with(Role::Foreign);
-        let mut kept_apart: BTreeMap<i64, (FastSet<String>, FastSet<String>)> = BTreeMap::new();
+        let mut kept_apart: BTreeMap<i64, (Customers, Customers)> = BTreeMap::new();
         for (&hour, layout) in &layouts {
             if *layout == Hourly::Side && foreign.contains(&hour) {
-                let side = sides.side_set(hour)?.cloned().unwrap_or_default();
-                let month = sides.month_customers(hour)?.clone();
+                let side = sides.side_set(hour)?.unwrap_or_default();
+                let month = sides.month_customers(hour)?;
                 kept_apart.insert(hour, (side, month));
             }
         }

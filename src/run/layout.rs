@@ -4,6 +4,7 @@
 
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use chrono_tz::Tz;
 
@@ -23,8 +24,10 @@ pub(super) struct Sides<'a> {
     /// foreign `hourly_usage` file whole itself; the side sets must come from state that step
     /// does not change, so that the cumulative step, or its rerun, decides alike.)
     foreign: BTreeSet<i64>,
-    side_sets: BTreeMap<i64, Option<FastSet<String>>>,
-    months: BTreeMap<i64, FastSet<String>>,
+    /// Shared, not copied, with the steps that keep one for an hour's rewrite: a month's set
+    /// holds every customer, and a side set every customer kept apart in the hour.
+    side_sets: BTreeMap<i64, Option<Customers>>,
+    months: BTreeMap<i64, Customers>,
 }
 
 impl<'a> Sides<'a> {
@@ -62,14 +65,14 @@ impl<'a> Sides<'a> {
                 Some(rows) => customers(&rows)?,
                 None => FastSet::default(),
             };
-            self.side_sets.insert(hour, Some(set));
+            self.side_sets.insert(hour, Some(Arc::new(set)));
         }
         Ok(())
     }
 
     /// The side set of `hour`; `None` when `cumulative_usage` has no such hour, or has a file of
     /// the hour that another engine wrote (the hour of both tables is then rewritten whole).
-    pub(super) fn side_set(&mut self, hour: i64) -> Result<Option<&FastSet<String>>> {
+    pub(super) fn side_set(&mut self, hour: i64) -> Result<Option<Customers>> {
         if !self.side_sets.contains_key(&hour) {
             let set = if self.stored.contains(&hour) && !self.foreign.contains(&hour) {
                 let paths = self.cumulative.files_of(hour, Role::Side);
@@ -78,21 +81,21 @@ impl<'a> Sides<'a> {
                 } else {
                     block_on(self.cumulative.read_files(&BTreeSet::from([hour]), &paths))??
                 };
-                Some(customers(&rows)?)
+                Some(Arc::new(customers(&rows)?))
             } else {
                 None
             };
             self.side_sets.insert(hour, set);
         }
-        Ok(self.side_sets.get(&hour).and_then(Option::as_ref))
+        Ok(self.side_sets.get(&hour).cloned().flatten())
     }
 
     /// The customers with rows in `hour`'s billing month: those of the month's latest stored
     /// hour (the table is dense).
-    pub(super) fn month_customers(&mut self, hour: i64) -> Result<&FastSet<String>> {
+    pub(super) fn month_customers(&mut self, hour: i64) -> Result<Customers> {
         let start = month_start_hour(hour, self.tz)?;
         Ok(match self.months.entry(start) {
-            Entry::Occupied(known) => known.into_mut(),
+            Entry::Occupied(known) => known.get().clone(),
             Entry::Vacant(slot) => {
                 let end = month_end_hour(start, self.tz)?;
                 let set = match self.stored.range(start..end).next_back() {
@@ -101,7 +104,7 @@ impl<'a> Sides<'a> {
                     )??)?,
                     None => FastSet::default(),
                 };
-                slot.insert(set)
+                slot.insert(Arc::new(set)).clone()
             }
         })
     }
@@ -115,15 +118,18 @@ impl<'a> Sides<'a> {
         if fits {
             return Ok(Hourly::Side);
         }
-        let side = self.side_set(hour)?.cloned();
+        let side = self.side_set(hour)?;
         let month = self.month_customers(hour)?;
         Ok(layout::hourly(
-            side.as_ref(),
+            side.as_deref(),
             changed.iter().map(String::as_str),
             |c| month.contains(c),
         ))
     }
 }
+
+/// A set of customers, shared.
+pub(super) type Customers = Arc<FastSet<String>>;
 
 /// The distinct `customer_id`s of `rows`.
 pub(super) fn customers(rows: &polars::prelude::DataFrame) -> Result<FastSet<String>> {
