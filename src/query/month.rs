@@ -312,6 +312,7 @@ impl MonthWalk {
     /// or a part that includes every row that changes), `added` its new usage. With `all_rows`
     /// (`stored` holds every row and hours after this one are new), the walk also keeps every
     /// customer's total for them. Rows of customers that do not change are returned as stored.
+    /// (`stored`, an [`HourRows`], is sorted by customer: the walk matches its rows in order.)
     pub fn stored_hour(
         &mut self,
         hour: i64,
@@ -321,13 +322,11 @@ impl MonthWalk {
     ) -> Result<HourRows> {
         self.hours_read += 1;
         let this_hour = self.hours_read;
+        // Every customer with usage is numbered before any usage is set, so that an error
+        // leaves no usage behind for a later hour.
         let mut numbered = Vec::with_capacity(added.len());
         for (&customer, &usage) in added {
-            let changing = self
-                .number
-                .get(customer)
-                .and_then(|&k| Some((k, self.changing.get_mut(k)?)));
-            let Some((k, changing)) = changing else {
+            let Some(&k) = self.number.get(customer) else {
                 return Err(bad(
                     col::CUSTOMER_ID,
                     format!(
@@ -336,11 +335,15 @@ impl MonthWalk {
                     ),
                 ));
             };
-            changing.usage = usage;
-            numbered.push(k);
+            numbered.push((k, usage));
+        }
+        for &(k, usage) in &numbered {
+            if let Some(changing) = self.changing.get_mut(k) {
+                changing.usage = usage;
+            }
         }
         let out = self.stored_rows(hour, stored, this_hour);
-        for k in numbered {
+        for (k, _) in numbered {
             if let Some(changing) = self.changing.get_mut(k) {
                 changing.usage = 0;
             }
